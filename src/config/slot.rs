@@ -1,0 +1,385 @@
+//! Compiling one slot: variants, default, kill switch, layer membership and rules.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::condition::{compile_cond, Env, Interner, Segments};
+use super::walk::{kind, Ctx, Obj};
+use crate::hash::{salt_seed, BUCKETS};
+use crate::metrics::SlotMetrics;
+use crate::snapshot::{Action, Rule, ScoreArm, Slot, SlotLayer, Unit, Variant};
+
+/// Read-only context shared by all slots of a config.
+pub(crate) struct Shared<'a> {
+    pub(crate) segment_ids: &'a HashMap<String, u32>,
+    pub(crate) segments: &'a Segments,
+    pub(crate) layer_ids: &'a HashMap<String, u32>,
+}
+
+pub(crate) fn compile_slot(ctx: &mut Ctx, v: &Value, interner: &mut Interner, shared: &Shared<'_>) -> Option<Slot> {
+    let obj = ctx.object(v)?;
+    ctx.check_keys(obj, &["id", "description", "variants", "default", "killed", "layer", "rules"]);
+    let id = ctx.id_field(obj, "id");
+    let killed = ctx.bool_field(obj, "killed");
+    let variants = match obj.get("variants") {
+        Some(v) => ctx.field("variants", |c| variants(c, v)),
+        None => {
+            ctx.error("missing required field \"variants\"");
+            None
+        }
+    };
+    let index: HashMap<&str, u32> =
+        variants.iter().flatten().enumerate().map(|(i, v)| (&*v.id, i as u32)).collect();
+    let default = ctx.str_field(obj, "default", true).and_then(|d| {
+        let found = index.get(d).copied();
+        if found.is_none() && variants.is_some() {
+            ctx.field("default", |c| c.error(format!("unknown variant {d:?}")));
+        }
+        found
+    });
+    // Outer None: the slot is in no layer; inner None: the layer spec is invalid.
+    let layer = obj.get("layer").map(|l| ctx.field("layer", |c| slot_layer(c, l, shared.layer_ids)));
+    let mut env = Env {
+        interner,
+        segment_ids: shared.segment_ids,
+        features: BTreeSet::new(),
+        segments: BTreeSet::new(),
+    };
+    let rules = match (obj.get("rules"), id) {
+        (Some(r), Some(id)) => ctx.field("rules", |c| rules(c, r, id, &index, &mut env)),
+        (Some(r), None) => ctx.field("rules", |c| rules(c, r, "", &index, &mut env)),
+        (None, _) => Some(Vec::new()),
+    };
+    // Features read through segments count too.
+    let mut features = env.features;
+    for s in &env.segments {
+        if let Some(f) = shared.segments.features.get(*s as usize) {
+            features.extend(f);
+        }
+    }
+    let names: Box<[Box<str>]> = features.iter().map(|&f| env.interner.names[f as usize].clone()).collect();
+    Some(Slot {
+        id: id?.into(),
+        variants: variants?,
+        default: default?,
+        killed,
+        layer: match layer {
+            None => None,
+            Some(l) => Some(l?),
+        },
+        rules: rules?,
+        features: names,
+        metrics: SlotMetrics::noop(),
+    })
+}
+
+fn variants(ctx: &mut Ctx, v: &Value) -> Option<Vec<Variant>> {
+    let items = ctx.array(v)?;
+    if items.is_empty() {
+        ctx.error("a slot needs at least one variant");
+        return None;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut seen = HashSet::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let r = ctx.index(i, |c| {
+            let obj = c.object(item)?;
+            c.check_keys(obj, &["id", "description", "payload"]);
+            let id = c.id_field(obj, "id")?;
+            if !seen.insert(id) {
+                c.field("id", |c| c.error(format!("duplicate variant id {id:?}")));
+                return None;
+            }
+            let payload = match obj.get("payload") {
+                None | Some(Value::Null) => Bytes::new(),
+                Some(Value::String(s)) => Bytes::from(s.clone().into_bytes()),
+                Some(other) => Bytes::from(other.to_string().into_bytes()),
+            };
+            Some(Variant { id: id.into(), payload })
+        });
+        match r {
+            Some(v) => out.push(v),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn slot_layer(ctx: &mut Ctx, v: &Value, layer_ids: &HashMap<String, u32>) -> Option<SlotLayer> {
+    let obj = ctx.object(v)?;
+    ctx.check_keys(obj, &["id", "from", "to"]);
+    let id = ctx.id_field(obj, "id");
+    let layer = id.and_then(|id| {
+        let l = layer_ids.get(id).copied();
+        if l.is_none() {
+            ctx.field("id", |c| c.error(format!("unknown layer {id:?}")));
+        }
+        l
+    });
+    let bound = |c: &mut Ctx, key: &str| {
+        let x = c.num_field(obj, key, true)?;
+        if x.fract() != 0.0 || !(0.0..=f64::from(BUCKETS)).contains(&x) {
+            c.field(key, |c| c.error(format!("bucket bound {x} must be an integer in 0..={BUCKETS}")));
+            return None;
+        }
+        Some(x as u32)
+    };
+    let from = bound(ctx, "from");
+    let to = bound(ctx, "to");
+    let (from, to) = (from?, to?);
+    if from >= to {
+        ctx.error(format!("empty bucket range: from {from} must be below to {to}"));
+        return None;
+    }
+    Some(SlotLayer { layer: layer?, from, to })
+}
+
+fn rules(ctx: &mut Ctx, v: &Value, slot_id: &str, index: &HashMap<&str, u32>, env: &mut Env<'_>) -> Option<Vec<Rule>> {
+    let items = ctx.array(v)?;
+    if items.len() > usize::from(u16::MAX) {
+        ctx.error(format!("a slot may have at most {} rules, found {}", u16::MAX, items.len()));
+        return None;
+    }
+    let mut out: Vec<Rule> = Vec::with_capacity(items.len());
+    let mut ids = HashSet::new();
+    let mut ok = true;
+    let mut shadowed_by: Option<usize> = None;
+    for (i, item) in items.iter().enumerate() {
+        let rule = ctx.index(i, |c| rule(c, item, i, slot_id, index, env, &mut ids));
+        let Some(rule) = rule else {
+            ok = false;
+            continue;
+        };
+        if let Some(prev) = shadowed_by {
+            ctx.index(i, |c| c.warn(format!("unreachable: rules[{prev}] always decides first; rule dropped")));
+            continue;
+        }
+        if rule.when.is_none() && always_decides(&rule.action) {
+            shadowed_by = Some(i);
+        }
+        out.push(rule);
+    }
+    ok.then_some(out)
+}
+
+fn always_decides(a: &Action) -> bool {
+    match a {
+        Action::Serve(_) | Action::Score { .. } => true,
+        Action::Split { unit, .. } => matches!(unit, Unit::User),
+        Action::Rollout { unit, below, .. } => matches!(unit, Unit::User) && *below == BUCKETS,
+    }
+}
+
+const ACTIONS: [&str; 4] = ["serve", "split", "rollout", "score"];
+
+fn rule<'v>(
+    ctx: &mut Ctx,
+    v: &'v Value,
+    i: usize,
+    slot_id: &str,
+    index: &HashMap<&str, u32>,
+    env: &mut Env<'_>,
+    ids: &mut HashSet<&'v str>,
+) -> Option<Rule> {
+    let obj = ctx.object(v)?;
+    ctx.check_keys(obj, &["id", "description", "when", "serve", "split", "rollout", "score"]);
+    let id = ctx.str_field(obj, "id", false);
+    if let Some(id) = id {
+        if !ids.insert(id) {
+            ctx.field("id", |c| c.error(format!("duplicate rule id {id:?}")));
+        }
+    }
+    let when = match obj.get("when") {
+        Some(w) => Some(ctx.field("when", |c| compile_cond(c, w, env, 0))?),
+        None => None,
+    };
+    let present: Vec<&str> = ACTIONS.into_iter().filter(|a| obj.contains_key(*a)).collect();
+    if present.len() != 1 {
+        ctx.error(format!(
+            "a rule needs exactly one action of serve, split, rollout, score; found {}",
+            if present.is_empty() { "none".to_owned() } else { present.join(", ") }
+        ));
+        return None;
+    }
+    let name = present[0];
+    let default_salt = match id {
+        Some(id) => format!("{slot_id}.{id}"),
+        None => format!("{slot_id}.{i}"),
+    };
+    let body = &obj[name];
+    let action = ctx.field(name, |c| match name {
+        "serve" => variant_ref(c, body, index).map(Action::Serve),
+        "split" => split(c, body, &default_salt, index, env),
+        "rollout" => rollout(c, body, &default_salt, index, env),
+        _ => score(c, body, index, env),
+    })?;
+    Some(Rule { index: i as u16, id: id.map(Into::into), when, action })
+}
+
+fn variant_ref(ctx: &mut Ctx, v: &Value, index: &HashMap<&str, u32>) -> Option<u32> {
+    let Value::String(s) = v else {
+        ctx.error(format!("expected a variant id, found {}", kind(v)));
+        return None;
+    };
+    let found = index.get(s.as_str()).copied();
+    if found.is_none() {
+        ctx.error(format!("unknown variant {s:?}"));
+    }
+    found
+}
+
+fn unit_and_seed(ctx: &mut Ctx, obj: &Obj, default_salt: &str, env: &mut Env<'_>) -> (u64, Option<Unit>) {
+    let salt = ctx.str_field(obj, "salt", false).unwrap_or(default_salt);
+    let unit = match obj.get("by") {
+        None => Some(Unit::User),
+        Some(Value::String(f)) if !f.is_empty() => Some(Unit::Feature(env.feature(f))),
+        Some(other) => {
+            ctx.field("by", |c| c.error(format!("expected a feature name, found {other}")));
+            None
+        }
+    };
+    (salt_seed(salt), unit)
+}
+
+fn split(ctx: &mut Ctx, v: &Value, default_salt: &str, index: &HashMap<&str, u32>, env: &mut Env<'_>) -> Option<Action> {
+    let obj = ctx.object(v)?;
+    ctx.check_keys(obj, &["variants", "salt", "by"]);
+    let (seed, unit) = unit_and_seed(ctx, obj, default_salt, env);
+    let Some(items) = obj.get("variants") else {
+        ctx.error("missing required field \"variants\"");
+        return None;
+    };
+    let items = ctx.field("variants", |c| c.array(items))?;
+    if items.is_empty() {
+        ctx.field("variants", |c| c.error("a split needs at least one variant"));
+        return None;
+    }
+    let mut arms = Vec::with_capacity(items.len());
+    let mut upper = 0u32;
+    let mut seen = HashSet::new();
+    let mut ok = true;
+    let mut total = 0.0;
+    ctx.field("variants", |c| {
+        for (i, item) in items.iter().enumerate() {
+            let arm = c.index(i, |c| {
+                let o = c.object(item)?;
+                c.check_keys(o, &["variant", "weight"]);
+                let var = match o.get("variant") {
+                    Some(v) => c.field("variant", |c| variant_ref(c, v, index)),
+                    None => {
+                        c.error("missing required field \"variant\"");
+                        None
+                    }
+                };
+                let w = c.num_field(o, "weight", true);
+                if let Some(w) = w {
+                    total += w;
+                }
+                let b = c.field("weight", |c| c.percent_buckets(w?));
+                let var = var?;
+                if !seen.insert(var) {
+                    c.field("variant", |c| c.error("variant listed twice in one split"));
+                    return None;
+                }
+                Some((b?, var))
+            });
+            match arm {
+                Some((0, _)) => {}
+                Some((b, var)) => {
+                    upper += b;
+                    arms.push((upper, var));
+                }
+                None => ok = false,
+            }
+        }
+    });
+    if ok && upper != BUCKETS {
+        ctx.field("variants", |c| c.error(format!("split weights sum to {total}, expected 100")));
+        return None;
+    }
+    let unit = unit?;
+    ok.then_some(Action::Split { seed, unit, arms })
+}
+
+fn rollout(ctx: &mut Ctx, v: &Value, default_salt: &str, index: &HashMap<&str, u32>, env: &mut Env<'_>) -> Option<Action> {
+    let obj = ctx.object(v)?;
+    ctx.check_keys(obj, &["variant", "percent", "salt", "by"]);
+    let (seed, unit) = unit_and_seed(ctx, obj, default_salt, env);
+    let variant = match obj.get("variant") {
+        Some(v) => ctx.field("variant", |c| variant_ref(c, v, index)),
+        None => {
+            ctx.error("missing required field \"variant\"");
+            None
+        }
+    };
+    let p = ctx.num_field(obj, "percent", true);
+    let below = ctx.field("percent", |c| c.percent_buckets(p?));
+    Some(Action::Rollout { seed, unit: unit?, below: below?, variant: variant? })
+}
+
+fn score(ctx: &mut Ctx, v: &Value, index: &HashMap<&str, u32>, env: &mut Env<'_>) -> Option<Action> {
+    let obj = ctx.object(v)?;
+    ctx.check_keys(obj, &["variants"]);
+    let Some(items) = obj.get("variants") else {
+        ctx.error("missing required field \"variants\"");
+        return None;
+    };
+    let items = ctx.field("variants", |c| c.array(items))?;
+    if items.is_empty() {
+        ctx.field("variants", |c| c.error("a score needs at least one variant"));
+        return None;
+    }
+    let mut arms = Vec::with_capacity(items.len());
+    let mut seen = HashSet::new();
+    let mut ok = true;
+    ctx.field("variants", |c| {
+        for (i, item) in items.iter().enumerate() {
+            let arm = c.index(i, |c| {
+                let o = c.object(item)?;
+                c.check_keys(o, &["variant", "bias", "weights"]);
+                let var = match o.get("variant") {
+                    Some(v) => c.field("variant", |c| variant_ref(c, v, index)),
+                    None => {
+                        c.error("missing required field \"variant\"");
+                        None
+                    }
+                };
+                let bias = c.num_field(o, "bias", false).unwrap_or(0.0);
+                let mut weights = Vec::new();
+                let mut wok = true;
+                if let Some(w) = o.get("weights") {
+                    c.field("weights", |c| {
+                        let Some(wo) = c.object(w) else {
+                            wok = false;
+                            return;
+                        };
+                        for (name, x) in wo {
+                            match c.field(name, |c| c.number(x)) {
+                                Some(x) if !name.is_empty() => weights.push((env.feature(name), x)),
+                                Some(_) => {
+                                    c.error("feature names must not be empty");
+                                    wok = false;
+                                }
+                                None => wok = false,
+                            }
+                        }
+                    });
+                }
+                let var = var?;
+                if !seen.insert(var) {
+                    c.field("variant", |c| c.error("variant listed twice in one score"));
+                    return None;
+                }
+                wok.then_some(ScoreArm { variant: var, bias, weights })
+            });
+            match arm {
+                Some(a) => arms.push(a),
+                None => ok = false,
+            }
+        }
+    });
+    ok.then_some(Action::Score { arms })
+}

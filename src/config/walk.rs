@@ -1,0 +1,174 @@
+//! A path-tracking walker over `serde_json::Value` that collects problems instead of stopping.
+
+use serde_json::{Map, Value};
+
+use super::ConfigProblem;
+
+pub(crate) type Obj = Map<String, Value>;
+
+#[derive(Default)]
+pub(crate) struct Ctx {
+    path: String,
+    pub(crate) problems: Vec<ConfigProblem>,
+    pub(crate) warnings: Vec<ConfigProblem>,
+}
+
+impl Ctx {
+    /// Runs `f` with `.name` appended to the path.
+    pub(crate) fn field<R>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> R) -> R {
+        let len = self.path.len();
+        if !self.path.is_empty() {
+            self.path.push('.');
+        }
+        self.path.push_str(name);
+        let r = f(self);
+        self.path.truncate(len);
+        r
+    }
+
+    /// Runs `f` with `[i]` appended to the path.
+    pub(crate) fn index<R>(&mut self, i: usize, f: impl FnOnce(&mut Self) -> R) -> R {
+        let len = self.path.len();
+        self.path.push('[');
+        self.path.push_str(&i.to_string());
+        self.path.push(']');
+        let r = f(self);
+        self.path.truncate(len);
+        r
+    }
+
+    pub(crate) fn path(&self) -> &str {
+        if self.path.is_empty() {
+            "(root)"
+        } else {
+            &self.path
+        }
+    }
+
+    pub(crate) fn error(&mut self, message: impl Into<String>) {
+        let p = ConfigProblem::new(self.path(), message);
+        self.problems.push(p);
+    }
+
+    pub(crate) fn warn(&mut self, message: impl Into<String>) {
+        let p = ConfigProblem::new(self.path(), message);
+        self.warnings.push(p);
+    }
+
+    /// The value as an object, or a problem.
+    pub(crate) fn object<'v>(&mut self, v: &'v Value) -> Option<&'v Obj> {
+        match v {
+            Value::Object(m) => Some(m),
+            other => {
+                self.error(format!("expected an object, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// The value as an array, or a problem.
+    pub(crate) fn array<'v>(&mut self, v: &'v Value) -> Option<&'v [Value]> {
+        match v {
+            Value::Array(a) => Some(a),
+            other => {
+                self.error(format!("expected an array, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// Reports keys of `obj` that are not in `allowed` (typos must not pass silently).
+    pub(crate) fn check_keys(&mut self, obj: &Obj, allowed: &[&str]) {
+        for k in obj.keys() {
+            if !allowed.contains(&k.as_str()) {
+                self.field(k, |c| c.error(format!("unknown field {k:?} (expected one of: {})", allowed.join(", "))));
+            }
+        }
+    }
+
+    /// A string field; reports a problem when required and absent, or when not a string.
+    pub(crate) fn str_field<'v>(&mut self, obj: &'v Obj, key: &str, required: bool) -> Option<&'v str> {
+        match obj.get(key) {
+            None if required => {
+                self.error(format!("missing required field {key:?}"));
+                None
+            }
+            None => None,
+            Some(Value::String(s)) => Some(s),
+            Some(other) => {
+                self.field(key, |c| c.error(format!("expected a string, found {}", kind(other))));
+                None
+            }
+        }
+    }
+
+    /// A non-empty string field.
+    pub(crate) fn id_field<'v>(&mut self, obj: &'v Obj, key: &str) -> Option<&'v str> {
+        let s = self.str_field(obj, key, true)?;
+        if s.is_empty() {
+            self.field(key, |c| c.error("must not be empty"));
+            return None;
+        }
+        Some(s)
+    }
+
+    /// A finite number field.
+    pub(crate) fn num_field(&mut self, obj: &Obj, key: &str, required: bool) -> Option<f64> {
+        match obj.get(key) {
+            None if required => {
+                self.error(format!("missing required field {key:?}"));
+                None
+            }
+            None => None,
+            Some(v) => self.field(key, |c| c.number(v)),
+        }
+    }
+
+    pub(crate) fn number(&mut self, v: &Value) -> Option<f64> {
+        match v.as_f64() {
+            Some(x) if x.is_finite() => Some(x),
+            _ => {
+                self.error(format!("expected a number, found {}", kind(v)));
+                None
+            }
+        }
+    }
+
+    /// A boolean field (absent = `false`).
+    pub(crate) fn bool_field(&mut self, obj: &Obj, key: &str) -> bool {
+        match obj.get(key) {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.field(key, |c| c.error(format!("expected true or false, found {}", kind(other))));
+                false
+            }
+        }
+    }
+
+    /// A percentage (0–100, at most two decimals) as a number of buckets (0–10 000).
+    pub(crate) fn percent_buckets(&mut self, v: f64) -> Option<u32> {
+        if !(0.0..=100.0).contains(&v) {
+            self.error(format!("percentage {v} is outside 0..=100"));
+            return None;
+        }
+        let b = (v * 100.0).round();
+        if (v * 100.0 - b).abs() > 1e-6 {
+            self.error(format!("percentage {v} has more than two decimals (resolution is 0.01%)"));
+            return None;
+        }
+        Some(b as u32)
+    }
+}
+
+/// A short description of a JSON value's kind, for messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

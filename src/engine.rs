@@ -1,0 +1,344 @@
+//! [`Engine`]: load configs, decide, explain.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Guard};
+
+use crate::config::{compile, Config, ConfigError, ConfigProblem};
+use crate::decision::{next_id, random_prefix, Decision, FeatureStatus};
+use crate::features::{block_on, FeatureSource, Features, FetchRequest, SourceError};
+use crate::sink::{DecisionEvent, DecisionSink, NoopSink};
+use crate::snapshot::trace::NoTrace;
+use crate::snapshot::{RawCause, RawReason, Snapshot, NO_VARIANT};
+
+/// Default deadline for feature fetches in [`Engine::decide_for`].
+pub const DEFAULT_FETCH_DEADLINE: Duration = Duration::from_millis(5);
+
+/// The decision engine: a cheap-to-clone handle on a lock-free, hot-swappable config snapshot,
+/// a feature source and a decision sink.
+///
+/// `decide` loads the current snapshot once (no lock, no allocation with the no-op sink),
+/// evaluates the slot and returns a [`Decision`]. `load_config` validates and compiles a new
+/// config off to the side and swaps it in atomically; a bad config changes nothing.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    snapshot: ArcSwap<Snapshot>,
+    sink: Arc<dyn DecisionSink>,
+    source: Option<Arc<dyn FeatureSource>>,
+    deadline: Duration,
+    prefix: u64,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("config_version", &self.inner.snapshot.load().version())
+            .field("has_source", &self.inner.source.is_some())
+            .field("fetch_deadline", &self.inner.deadline)
+            .finish()
+    }
+}
+
+/// Builds an [`Engine`].
+///
+/// ```
+/// use elvon::{Engine, MemoryStore, MemorySink};
+/// let engine = Engine::builder()
+///     .source(MemoryStore::new())
+///     .sink(MemorySink::new(1_000))
+///     .fetch_deadline(std::time::Duration::from_millis(2))
+///     .build();
+/// assert_eq!(engine.config_version(), "");
+/// ```
+#[must_use]
+pub struct EngineBuilder {
+    sink: Arc<dyn DecisionSink>,
+    source: Option<Arc<dyn FeatureSource>>,
+    deadline: Duration,
+}
+
+impl fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder").field("deadline", &self.deadline).finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Where decisions go (default: [`NoopSink`]).
+    pub fn sink(mut self, sink: impl DecisionSink + 'static) -> Self {
+        self.sink = Arc::new(sink);
+        self
+    }
+
+    /// Where [`Engine::decide_for`] fetches features (default: none, decisions get no features).
+    pub fn source(mut self, source: impl FeatureSource + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// How long `decide_for` waits for features (default [`DEFAULT_FETCH_DEADLINE`]).
+    pub fn fetch_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The engine, serving an empty config (every slot unknown) until one is loaded.
+    pub fn build(self) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+                sink: self.sink,
+                source: self.source,
+                deadline: self.deadline,
+                prefix: random_prefix(),
+            }),
+        }
+    }
+}
+
+/// What a successful config load reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadOutcome {
+    /// The `version` of the config now serving.
+    pub version: String,
+    /// Non-fatal findings (for example unreachable rules that were dropped).
+    pub warnings: Vec<ConfigProblem>,
+}
+
+/// A decision together with the trace of how it was reached.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Explanation {
+    /// The decision (not sent to the sink, not counted in metrics).
+    pub decision: Decision,
+    /// One line per evaluation step, in order.
+    pub steps: Vec<String>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::builder().build()
+    }
+}
+
+impl Engine {
+    /// Starts building an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder { sink: Arc::new(NoopSink), source: None, deadline: DEFAULT_FETCH_DEADLINE }
+    }
+
+    /// Validates, compiles and swaps in `config`. On error nothing changes and the error lists
+    /// every problem with its path.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with all problems found.
+    pub fn load_config(&self, config: &Config) -> Result<LoadOutcome, ConfigError> {
+        match compile(config) {
+            Ok(c) => {
+                let version = c.snapshot.version.to_string();
+                self.inner.snapshot.store(Arc::new(c.snapshot));
+                crate::metrics::config_swapped();
+                Ok(LoadOutcome { version, warnings: c.warnings })
+            }
+            Err(problems) => {
+                crate::metrics::config_rejected();
+                Err(ConfigError::Invalid(problems))
+            }
+        }
+    }
+
+    /// Parses JSON text and loads it; see [`Engine::load_config`].
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn load_config_json(&self, json: &str) -> Result<LoadOutcome, ConfigError> {
+        let config = Config::from_json(json).inspect_err(|_| crate::metrics::config_rejected())?;
+        self.load_config(&config)
+    }
+
+    /// Reads a JSON config file and loads it; see [`Engine::load_config`].
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`], [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn load_config_file(&self, path: impl AsRef<Path>) -> Result<LoadOutcome, ConfigError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| {
+            crate::metrics::config_rejected();
+            ConfigError::Io { path: path.to_owned(), source }
+        })?;
+        let config = Config::from_slice(&bytes).inspect_err(|_| crate::metrics::config_rejected())?;
+        self.load_config(&config)
+    }
+
+    /// The `version` of the config currently serving (`""` before the first load).
+    #[must_use]
+    pub fn config_version(&self) -> String {
+        self.inner.snapshot.load().version.to_string()
+    }
+
+    /// The snapshot currently serving.
+    #[must_use]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.load_full()
+    }
+
+    /// Decides which variant `user` sees in `slot`, given their `features`.
+    ///
+    /// Synchronous and pure: no I/O, no locks, no allocation with the no-op sink. Never fails:
+    /// an unknown slot, a missing feature or a type mismatch is a [`Reason`](crate::Reason).
+    #[inline]
+    pub fn decide(&self, slot: &str, user: &str, features: &Features) -> Decision {
+        let snap = self.inner.snapshot.load();
+        self.finish(snap, slot, user, features, FeatureStatus::Provided, None)
+    }
+
+    /// Fetches the features `slot` reads from the engine's source, then decides.
+    ///
+    /// Waits at most the fetch deadline; on timeout or source error it decides without
+    /// features (the default for rules that needed them) and says so in the decision's
+    /// [`feature_status`](Decision::feature_status) and, when the default is served, in a
+    /// [`Reason::Fallback`](crate::Reason::Fallback).
+    pub fn decide_for(&self, slot: &str, user: &str) -> Decision {
+        let (snap, deadline) = (self.inner.snapshot.load_full(), Instant::now() + self.inner.deadline);
+        let result = match self.fetch_request(&snap, slot) {
+            None => Ok(Features::new()),
+            Some((source, names)) => {
+                let fut = source.fetch(FetchRequest::new(user, names, deadline));
+                block_on(fut, deadline).unwrap_or(Err(SourceError::Timeout))
+            }
+        };
+        self.after_fetch(snap, slot, user, result, deadline)
+    }
+
+    /// Like [`Engine::decide_for`], awaiting the source instead of blocking. The deadline is
+    /// passed to the source, which is responsible for honouring it (the Redis source does);
+    /// this method adds no timer of its own, so it needs no particular async runtime.
+    pub async fn decide_for_async(&self, slot: &str, user: &str) -> Decision {
+        let (snap, deadline) = (self.inner.snapshot.load_full(), Instant::now() + self.inner.deadline);
+        let result = match self.fetch_request(&snap, slot) {
+            None => Ok(Features::new()),
+            Some((source, names)) => source.fetch(FetchRequest::new(user, names, deadline)).await,
+        };
+        self.after_fetch(snap, slot, user, result, deadline)
+    }
+
+    /// The source and feature names to fetch, or `None` when there is nothing to fetch.
+    fn fetch_request<'s>(&'s self, snap: &'s Snapshot, slot: &str) -> Option<(&'s dyn FeatureSource, &'s [Box<str>])> {
+        let source = self.inner.source.as_deref()?;
+        let names = &snap.slot(slot)?.features;
+        (!names.is_empty()).then_some((source, &**names))
+    }
+
+    fn after_fetch(
+        &self,
+        snap: Arc<Snapshot>,
+        slot: &str,
+        user: &str,
+        result: Result<Features, SourceError>,
+        deadline: Instant,
+    ) -> Decision {
+        let started = deadline - self.inner.deadline;
+        let secs = started.elapsed().as_secs_f64();
+        let (features, status, degraded) = match result {
+            Ok(f) => {
+                crate::metrics::feature_fetch(secs, "ok");
+                (f, FeatureStatus::Fetched, None)
+            }
+            Err(e) if e.is_timeout() => {
+                crate::metrics::feature_fetch(secs, "timeout");
+                (Features::new(), FeatureStatus::TimedOut, Some(RawCause::SourceTimeout))
+            }
+            Err(_) => {
+                crate::metrics::feature_fetch(secs, "error");
+                (Features::new(), FeatureStatus::Failed, Some(RawCause::SourceError))
+            }
+        };
+        self.finish(Guard::from_inner(snap), slot, user, &features, status, degraded)
+    }
+
+    #[inline]
+    fn finish(
+        &self,
+        snap: Guard<Arc<Snapshot>>,
+        slot: &str,
+        user: &str,
+        features: &Features,
+        status: FeatureStatus,
+        degraded: Option<RawCause>,
+    ) -> Decision {
+        let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
+        let outcome = snap.evaluate(idx, user, features, degraded, NoTrace);
+        count(&snap, idx, outcome.reason);
+        let decision = Decision { snap, slot: idx, outcome, id: next_id(self.inner.prefix), features: status };
+        self.inner.sink.record(&DecisionEvent { decision: &decision, slot, user, features });
+        decision
+    }
+
+    /// Decides like [`Engine::decide`] and returns every evaluation step. For debugging: the
+    /// decision is neither logged to the sink nor counted in metrics.
+    #[must_use]
+    pub fn explain(&self, slot: &str, user: &str, features: &Features) -> Explanation {
+        let snap = self.inner.snapshot.load();
+        let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
+        let mut steps = Vec::new();
+        if idx == NO_VARIANT {
+            steps.push(format!("slot {slot:?} is not in config version {:?}", snap.version));
+        }
+        let outcome = snap.evaluate(idx, user, features, None, &mut steps);
+        let decision = Decision {
+            snap,
+            slot: idx,
+            outcome,
+            id: next_id(self.inner.prefix),
+            features: FeatureStatus::Provided,
+        };
+        steps.push(format!(
+            "decided {:?} ({}), propensity {}",
+            decision.variant().unwrap_or("<none>"),
+            decision.reason().kind(),
+            decision.propensity()
+        ));
+        Explanation { decision, steps }
+    }
+}
+
+/// Increments the pre-registered per-slot counters (no-ops without a metrics recorder).
+#[inline]
+fn count(snap: &Snapshot, idx: u32, reason: RawReason) {
+    let Some(slot) = snap.slots.get(idx as usize) else {
+        snap.unknown_slot.decisions[8].increment(1);
+        return;
+    };
+    let kind = match reason {
+        RawReason::Rule { rule, .. } => match slot.rules.get(rule as usize).map(|r| &r.action) {
+            Some(crate::snapshot::Action::Serve(_)) | None => 0,
+            Some(crate::snapshot::Action::Split { .. }) => 1,
+            Some(crate::snapshot::Action::Rollout { .. }) => 2,
+            Some(crate::snapshot::Action::Score { .. }) => 3,
+        },
+        RawReason::Holdout { .. } => 4,
+        RawReason::NotInLayer { .. } => 5,
+        RawReason::Default => 6,
+        RawReason::KillSwitch => 7,
+        RawReason::UnknownSlot => 8,
+        RawReason::Fallback(c) => {
+            let ci = match c {
+                RawCause::Missing(_) => 0,
+                RawCause::WrongType(_) => 1,
+                RawCause::SourceTimeout => 2,
+                RawCause::SourceError => 3,
+            };
+            slot.metrics.fallbacks[ci].increment(1);
+            9
+        }
+    };
+    slot.metrics.decisions[kind].increment(1);
+}

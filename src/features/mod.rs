@@ -1,0 +1,235 @@
+//! User features: the [`Features`] value type, the [`FeatureSource`] trait and the in-memory
+//! [`MemoryStore`].
+
+mod memory;
+mod source;
+mod value;
+
+use std::fmt;
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use memory::MemoryStore;
+pub use source::{FeatureSource, FetchFuture, FetchRequest, SourceError};
+pub(crate) use source::block_on;
+pub use value::{Text, Value};
+
+use crate::hash::name_hash;
+
+/// Above this many entries lookups use binary search instead of a linear scan.
+const LINEAR_SCAN_MAX: usize = 12;
+
+/// A user's features: a small map from feature name to [`Value`].
+///
+/// Cheap to build and fast to read: entries are kept sorted by a precomputed hash of the name,
+/// so a lookup compares integers first and strings only on a hash match. `&'static str` names
+/// and values are stored without copying.
+///
+/// ```
+/// use elvon::Features;
+/// let f = Features::new().with("country", "KR").with("page_view_7d", 12).with("vip", true);
+/// assert_eq!(f.get("country").and_then(|v| v.as_str()), Some("KR"));
+/// assert_eq!(f.len(), 3);
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct Features {
+    entries: Vec<Entry>,
+}
+
+#[derive(Clone, PartialEq)]
+struct Entry {
+    hash: u64,
+    name: Text,
+    value: Value,
+}
+
+impl Features {
+    /// An empty feature set (does not allocate).
+    #[must_use]
+    pub const fn new() -> Self {
+        Features { entries: Vec::new() }
+    }
+
+    /// An empty feature set with room for `n` entries.
+    #[must_use]
+    pub fn with_capacity(n: usize) -> Self {
+        Features { entries: Vec::with_capacity(n) }
+    }
+
+    /// Adds or replaces a feature, builder style.
+    #[must_use]
+    pub fn with(mut self, name: impl Into<Text>, value: impl Into<Value>) -> Self {
+        self.insert(name, value);
+        self
+    }
+
+    /// Adds or replaces a feature; returns the previous value.
+    pub fn insert(&mut self, name: impl Into<Text>, value: impl Into<Value>) -> Option<Value> {
+        let name = name.into();
+        let hash = name_hash(&name);
+        let value = value.into();
+        match self.position(hash, &name) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].value, value)),
+            Err(i) => {
+                self.entries.insert(i, Entry { hash, name, value });
+                None
+            }
+        }
+    }
+
+    /// Removes a feature; returns its value.
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        let i = self.position(name_hash(name), name).ok()?;
+        Some(self.entries.remove(i).value)
+    }
+
+    /// The value of a feature.
+    #[inline]
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.get_hashed(name_hash(name), name)
+    }
+
+    /// Lookup with a precomputed name hash (the compiled snapshot stores them).
+    #[inline]
+    pub(crate) fn get_hashed(&self, hash: u64, name: &str) -> Option<&Value> {
+        if self.entries.len() <= LINEAR_SCAN_MAX {
+            self.entries
+                .iter()
+                .find(|e| e.hash == hash && e.name == name)
+                .map(|e| &e.value)
+        } else {
+            self.position(hash, name).ok().map(|i| &self.entries[i].value)
+        }
+    }
+
+    fn position(&self, hash: u64, name: &str) -> Result<usize, usize> {
+        let start = self.entries.partition_point(|e| e.hash < hash);
+        let mut i = start;
+        while let Some(e) = self.entries.get(i) {
+            if e.hash != hash {
+                break;
+            }
+            if e.name == name {
+                return Ok(i);
+            }
+            i += 1;
+        }
+        Err(start)
+    }
+
+    /// Number of features.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// `true` when there are no features.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Iterates over `(name, value)` pairs (in an unspecified but stable order).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
+        self.entries.iter().map(|e| (&*e.name, &e.value))
+    }
+
+    /// A copy holding only the named features (those present).
+    #[must_use]
+    pub fn select<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Features {
+        let mut out = Features::new();
+        for name in names {
+            if let Some(v) = self.get(name) {
+                out.insert(Text::Owned(name.to_owned()), v.clone());
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Features {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<N: Into<Text>, V: Into<Value>> FromIterator<(N, V)> for Features {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        let mut f = Features::new();
+        for (n, v) in iter {
+            f.insert(n, v);
+        }
+        f
+    }
+}
+
+impl Serialize for Features {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.entries.len()))?;
+        for e in &self.entries {
+            map.serialize_entry(&*e.name, &e.value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Features {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Features;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of feature name to value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Features, A::Error> {
+                let mut f = Features::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    f.insert(k, v);
+                }
+                Ok(f)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replace_remove_and_lookup_both_paths() {
+        let mut f = Features::new();
+        for i in 0..40 {
+            f.insert(format!("f{i}"), i);
+        }
+        assert_eq!(f.len(), 40);
+        for i in 0..40 {
+            assert_eq!(f.get(&format!("f{i}")), Some(&Value::Int(i)));
+        }
+        assert_eq!(f.insert("f3", "x"), Some(Value::Int(3)));
+        assert_eq!(f.get("f3").and_then(Value::as_str), Some("x"));
+        assert_eq!(f.remove("f3"), Some(Value::Str("x".into())));
+        assert_eq!(f.get("f3"), None);
+        assert_eq!(f.len(), 39);
+        let small = Features::new().with("a", 1).with("b", 2.5);
+        assert_eq!(small.get("b").and_then(Value::as_f64), Some(2.5));
+        assert_eq!(small.get("c"), None);
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let f = Features::new()
+            .with("country", "KR")
+            .with("n", 3)
+            .with("x", 0.5)
+            .with("vip", false)
+            .with("tags", vec!["a", "b"]);
+        let json = serde_json::to_string(&f).unwrap();
+        let back: Features = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, f);
+    }
+}

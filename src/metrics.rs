@@ -1,0 +1,95 @@
+//! Metric names and pre-registered handles.
+//!
+//! Everything goes through the [`metrics`] facade, so nothing is recorded unless the
+//! application installs a recorder. Per-slot counters are registered when a config is
+//! compiled, so `decide` only increments a handle (a no-op without a recorder). Install the
+//! recorder before loading a config: handles registered earlier stay no-ops until the next
+//! config load.
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `elvon_decisions_total` | counter | `slot`, `reason` (see [`Reason::kind`](crate::Reason::kind)) |
+//! | `elvon_fallbacks_total` | counter | `slot`, `cause` (`feature_missing`, `feature_type`, `source_timeout`, `source_error`) |
+//! | `elvon_config_swaps_total` | counter | |
+//! | `elvon_config_rejections_total` | counter | |
+//! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`) |
+//! | `elvon_sink_records_total` | counter | `sink`, `outcome` (`offered`, `written`, `dropped`, `failed`) |
+//! | `elvon_sink_queue_depth` | gauge | `sink` |
+
+use metrics::{counter, Counter};
+
+/// Reason kinds, in the order of [`SlotMetrics::decisions`].
+pub(crate) const REASON_KINDS: [&str; 10] = [
+    "rule",
+    "split",
+    "rollout",
+    "score",
+    "holdout",
+    "not_in_layer",
+    "default",
+    "kill_switch",
+    "unknown_slot",
+    "fallback",
+];
+
+/// Fallback causes, in the order of [`SlotMetrics::fallbacks`].
+pub(crate) const FALLBACK_CAUSES: [&str; 4] = ["feature_missing", "feature_type", "source_timeout", "source_error"];
+
+/// Counter handles of one slot.
+#[derive(Debug)]
+pub(crate) struct SlotMetrics {
+    pub(crate) decisions: [Counter; REASON_KINDS.len()],
+    pub(crate) fallbacks: [Counter; FALLBACK_CAUSES.len()],
+}
+
+impl SlotMetrics {
+    /// Handles that record nothing (replaced by registered ones once a config is valid).
+    pub(crate) fn noop() -> Self {
+        SlotMetrics { decisions: REASON_KINDS.map(|_| Counter::noop()), fallbacks: FALLBACK_CAUSES.map(|_| Counter::noop()) }
+    }
+
+    pub(crate) fn register(slot: &str) -> Self {
+        let slot = slot.to_owned();
+        SlotMetrics {
+            decisions: REASON_KINDS
+                .map(|r| counter!("elvon_decisions_total", "slot" => slot.clone(), "reason" => r)),
+            fallbacks: FALLBACK_CAUSES
+                .map(|c| counter!("elvon_fallbacks_total", "slot" => slot.clone(), "cause" => c)),
+        }
+    }
+}
+
+pub(crate) fn config_swapped() {
+    counter!("elvon_config_swaps_total").increment(1);
+}
+
+pub(crate) fn config_rejected() {
+    counter!("elvon_config_rejections_total").increment(1);
+}
+
+pub(crate) fn feature_fetch(seconds: f64, outcome: &'static str) {
+    metrics::histogram!("elvon_feature_fetch_seconds", "outcome" => outcome).record(seconds);
+}
+
+/// Counter handles of one sink.
+#[derive(Debug, Clone)]
+pub(crate) struct SinkMetrics {
+    pub(crate) offered: Counter,
+    pub(crate) written: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) depth: metrics::Gauge,
+}
+
+impl SinkMetrics {
+    pub(crate) fn register(sink: &'static str) -> Self {
+        let c = |outcome: &'static str| counter!("elvon_sink_records_total", "sink" => sink, "outcome" => outcome);
+        SinkMetrics {
+            offered: c("offered"),
+            written: c("written"),
+            dropped: c("dropped"),
+            failed: c("failed"),
+            depth: metrics::gauge!("elvon_sink_queue_depth", "sink" => sink),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Decisions out: the [`DecisionSink`] trait, the versioned [`DecisionRecord`], and the
+//! built-in sinks ([`NoopSink`], [`MemorySink`], [`JsonlSink`]).
+//!
+//! Every sink keeps the accounting invariant
+//! `offered = written + dropped + failed (+ pending, until flushed)`, see [`SinkStats`].
+
+mod jsonl;
+mod memory;
+mod record;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use jsonl::{FlushError, JsonlOptions, JsonlSink};
+pub use memory::MemorySink;
+pub use record::{ArmProbability, DecisionRecord, RecordReason, RECORD_SCHEMA};
+
+use crate::features::Features;
+use crate::Decision;
+
+/// One decision as offered to a sink: the decision plus what it was made from.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct DecisionEvent<'a> {
+    /// The decision.
+    pub decision: &'a Decision,
+    /// The slot as the caller named it (also for unknown slots).
+    pub slot: &'a str,
+    /// The user the decision was made for.
+    pub user: &'a str,
+    /// The features the decision was made with.
+    pub features: &'a Features,
+}
+
+impl<'a> DecisionEvent<'a> {
+    /// The features the slot's config reads, as present in this event (the "features used").
+    pub fn features_used(&self) -> impl Iterator<Item = (&'a str, &'a crate::Value)> + 'a {
+        let features = self.features;
+        let names: &'a [Box<str>] = match self.decision.snap.slots.get(self.decision.slot as usize) {
+            Some(s) => &s.features,
+            None => &[],
+        };
+        names.iter().filter_map(move |n| features.get(n).map(|v| (&**n, v)))
+    }
+}
+
+/// Receives every decision. `record` must never block the caller: queue, drop and count.
+pub trait DecisionSink: Send + Sync {
+    /// Offers one decision.
+    fn record(&self, event: &DecisionEvent<'_>);
+}
+
+impl<S: DecisionSink + ?Sized> DecisionSink for Arc<S> {
+    fn record(&self, event: &DecisionEvent<'_>) {
+        (**self).record(event);
+    }
+}
+
+impl<S: DecisionSink + ?Sized> DecisionSink for Box<S> {
+    fn record(&self, event: &DecisionEvent<'_>) {
+        (**self).record(event);
+    }
+}
+
+/// Discards everything; costs nothing. The engine's default sink.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopSink;
+
+impl DecisionSink for NoopSink {
+    #[inline(always)]
+    fn record(&self, _: &DecisionEvent<'_>) {}
+}
+
+/// A sink's counters. `offered == written + dropped + failed + pending`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SinkStats {
+    /// Records handed to the sink.
+    pub offered: u64,
+    /// Records durably handed to the backend (file written, message stored).
+    pub written: u64,
+    /// Records dropped because the queue was full (never blocked the caller).
+    pub dropped: u64,
+    /// Records the backend failed to take (I/O errors, writer gone).
+    pub failed: u64,
+}
+
+impl SinkStats {
+    /// Records accepted but not yet written or failed.
+    #[must_use]
+    pub fn pending(&self) -> u64 {
+        self.offered.saturating_sub(self.written + self.dropped + self.failed)
+    }
+}
+
+/// Shared atomic counters behind [`SinkStats`], mirrored to metrics.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    offered: AtomicU64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+    metrics: crate::metrics::SinkMetrics,
+}
+
+impl Counters {
+    pub(crate) fn new(sink: &'static str) -> Self {
+        Counters {
+            offered: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            metrics: crate::metrics::SinkMetrics::register(sink),
+        }
+    }
+    pub(crate) fn offered(&self) {
+        self.offered.fetch_add(1, Ordering::Relaxed);
+        self.metrics.offered.increment(1);
+    }
+    pub(crate) fn written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+        self.metrics.written.increment(n);
+    }
+    pub(crate) fn dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.metrics.dropped.increment(1);
+    }
+    pub(crate) fn failed(&self, n: u64) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
+        self.metrics.failed.increment(n);
+    }
+    pub(crate) fn depth(&self, d: usize) {
+        self.metrics.depth.set(d as f64);
+    }
+    pub(crate) fn stats(&self) -> SinkStats {
+        // Read the outcomes before `offered`, so a concurrent record never makes the sum
+        // exceed `offered`.
+        let written = self.written.load(Ordering::Acquire);
+        let dropped = self.dropped.load(Ordering::Acquire);
+        let failed = self.failed.load(Ordering::Acquire);
+        let offered = self.offered.load(Ordering::Acquire);
+        SinkStats { offered, written, dropped, failed }
+    }
+}

@@ -1,0 +1,204 @@
+//! Slot evaluation: kill switch → holdouts → layer → rules in order → default.
+
+use super::condition::{Eval, Issue};
+use super::trace::Trace;
+use super::{Action, Holdout, Slot, Snapshot, Unit};
+use crate::features::{Features, Value};
+use crate::hash::{bucket_with_seed, int_bytes, BUCKETS};
+
+/// Marks "no variant" (unknown slot).
+pub(crate) const NO_VARIANT: u32 = u32::MAX;
+/// Marks "no bucket" in a rule reason.
+pub(crate) const NO_BUCKET: u32 = u32::MAX;
+
+/// Why a degraded decision fell back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawCause {
+    Missing(u32),
+    WrongType(u32),
+    SourceTimeout,
+    SourceError,
+}
+
+/// Index-based reason, resolved to names by [`crate::Decision::reason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawReason {
+    /// `rule` is the position in `Slot::rules`.
+    Rule { rule: u16, bucket: u32 },
+    Holdout { layer: Option<u32> },
+    NotInLayer { layer: u32 },
+    Default,
+    KillSwitch,
+    UnknownSlot,
+    Fallback(RawCause),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outcome {
+    pub(crate) variant: u32,
+    pub(crate) reason: RawReason,
+    pub(crate) propensity: f64,
+}
+
+impl Outcome {
+    fn default_of(slot: &Slot, reason: RawReason, propensity: f64) -> Self {
+        Outcome { variant: slot.default, reason, propensity }
+    }
+}
+
+#[inline]
+fn held_out(h: &Holdout, user: &str) -> bool {
+    bucket_with_seed(h.seed, user.as_bytes()) < h.below
+}
+
+impl Snapshot {
+    /// Evaluates slot `idx` for one user. `degraded` says the feature fetch failed.
+    pub(crate) fn evaluate<T: Trace>(
+        &self,
+        idx: u32,
+        user: &str,
+        features: &Features,
+        degraded: Option<RawCause>,
+        mut trace: T,
+    ) -> Outcome {
+        let Some(slot) = self.slots.get(idx as usize) else {
+            return Outcome { variant: NO_VARIANT, reason: RawReason::UnknownSlot, propensity: 1.0 };
+        };
+        if slot.killed {
+            trace.note(|| "kill switch is on: serving the default".into());
+            return Outcome::default_of(slot, RawReason::KillSwitch, 1.0);
+        }
+        if let Some(h) = &self.holdout {
+            if held_out(h, user) {
+                trace.note(|| "user is in the global holdout".into());
+                return Outcome::default_of(slot, RawReason::Holdout { layer: None }, 1.0);
+            }
+        }
+        if let Some(sl) = slot.layer {
+            if let Some(layer) = self.layers.get(sl.layer as usize) {
+                if layer.holdout.as_ref().is_some_and(|h| held_out(h, user)) {
+                    trace.note(|| format!("user is in the holdout of layer {:?}", layer.id));
+                    return Outcome::default_of(slot, RawReason::Holdout { layer: Some(sl.layer) }, 1.0);
+                }
+                let b = bucket_with_seed(layer.seed, user.as_bytes());
+                if b < sl.from || b >= sl.to {
+                    trace.note(|| {
+                        format!("layer {:?} bucket {b} is outside [{}, {})", layer.id, sl.from, sl.to)
+                    });
+                    return Outcome::default_of(slot, RawReason::NotInLayer { layer: sl.layer }, 1.0);
+                }
+                trace.note(|| format!("layer {:?} bucket {b} is inside [{}, {})", layer.id, sl.from, sl.to));
+            }
+        }
+        let mut ev = Eval {
+            features,
+            segments: &self.segments,
+            segment_names: &self.segment_names,
+            issue: None,
+            trace,
+        };
+        // Probability of the path taken so far, treating hash buckets as uniform draws.
+        let mut path = 1.0;
+        for (ri, rule) in slot.rules.iter().enumerate() {
+            let r = ri as u16;
+            if let Some(c) = &rule.when {
+                let hit = ev.cond(c);
+                ev.trace.note(|| format!("rules[{}] condition → {hit}", rule.index));
+                if !hit {
+                    continue;
+                }
+            }
+            match &rule.action {
+                Action::Serve(v) => {
+                    ev.trace.note(|| format!("rules[{}] serves {:?}", rule.index, slot.variants[*v as usize].id));
+                    return Outcome { variant: *v, reason: RawReason::Rule { rule: r, bucket: NO_BUCKET }, propensity: path };
+                }
+                Action::Split { seed, unit, arms } => {
+                    let Some(b) = unit_bucket(*seed, unit, user, features, &mut ev.issue) else {
+                        ev.trace.note(|| format!("rules[{}] split: bucketing unit unavailable, falling through", rule.index));
+                        continue;
+                    };
+                    let mut lower = 0;
+                    for &(upper, v) in arms {
+                        if b < upper {
+                            let share = f64::from(upper - lower) / f64::from(BUCKETS);
+                            ev.trace.note(|| format!("rules[{}] split: bucket {b} → {:?}", rule.index, slot.variants[v as usize].id));
+                            return Outcome { variant: v, reason: RawReason::Rule { rule: r, bucket: b }, propensity: path * share };
+                        }
+                        lower = upper;
+                    }
+                }
+                Action::Rollout { seed, unit, below, variant } => {
+                    let Some(b) = unit_bucket(*seed, unit, user, features, &mut ev.issue) else {
+                        ev.trace.note(|| format!("rules[{}] rollout: bucketing unit unavailable, falling through", rule.index));
+                        continue;
+                    };
+                    let share = f64::from(*below) / f64::from(BUCKETS);
+                    if b < *below {
+                        ev.trace.note(|| format!("rules[{}] rollout: bucket {b} < {below} → in", rule.index));
+                        return Outcome { variant: *variant, reason: RawReason::Rule { rule: r, bucket: b }, propensity: path * share };
+                    }
+                    ev.trace.note(|| format!("rules[{}] rollout: bucket {b} ≥ {below} → falls through", rule.index));
+                    path *= 1.0 - share;
+                }
+                Action::Score { arms } => {
+                    let mut best: Option<(f64, u32)> = None;
+                    for arm in arms {
+                        let mut s = arm.bias;
+                        for (k, w) in &arm.weights {
+                            match k.get(features) {
+                                Some(v) => match v.as_f64() {
+                                    Some(x) => s += w * x,
+                                    None => {
+                                        ev.issue.get_or_insert(Issue::WrongType(k.id));
+                                    }
+                                },
+                                None => {
+                                    ev.issue.get_or_insert(Issue::Missing(k.id));
+                                }
+                            }
+                        }
+                        ev.trace.note(|| format!("rules[{}] score {:?} = {s}", rule.index, slot.variants[arm.variant as usize].id));
+                        // NaN ranks lowest; strictly greater, so the first arm wins ties.
+                        let s = if s.is_nan() { f64::NEG_INFINITY } else { s };
+                        if best.is_none_or(|(b, _)| s > b) {
+                            best = Some((s, arm.variant));
+                        }
+                    }
+                    let variant = best.map_or(slot.default, |(_, v)| v);
+                    return Outcome { variant, reason: RawReason::Rule { rule: r, bucket: NO_BUCKET }, propensity: path };
+                }
+            }
+        }
+        let reason = match (degraded, ev.issue) {
+            (Some(cause), _) => RawReason::Fallback(cause),
+            (None, Some(Issue::Missing(f))) => RawReason::Fallback(RawCause::Missing(f)),
+            (None, Some(Issue::WrongType(f))) => RawReason::Fallback(RawCause::WrongType(f)),
+            (None, None) => RawReason::Default,
+        };
+        ev.trace.note(|| "no rule decided: serving the default".into());
+        Outcome::default_of(slot, reason, path)
+    }
+}
+
+#[inline]
+fn unit_bucket(seed: u64, unit: &Unit, user: &str, features: &Features, issue: &mut Option<Issue>) -> Option<u32> {
+    match unit {
+        Unit::User => Some(bucket_with_seed(seed, user.as_bytes())),
+        Unit::Feature(k) => match k.get(features) {
+            Some(Value::Str(s)) => Some(bucket_with_seed(seed, s.as_bytes())),
+            Some(Value::Int(i)) => {
+                let mut buf = [0u8; 20];
+                Some(bucket_with_seed(seed, int_bytes(*i, &mut buf)))
+            }
+            Some(_) => {
+                issue.get_or_insert(Issue::WrongType(k.id));
+                None
+            }
+            None => {
+                issue.get_or_insert(Issue::Missing(k.id));
+                None
+            }
+        },
+    }
+}

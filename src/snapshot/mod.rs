@@ -1,0 +1,154 @@
+//! The compiled, immutable snapshot a config becomes, and slot evaluation.
+
+pub(crate) mod condition;
+mod eval;
+pub(crate) mod trace;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+pub(crate) use condition::{Cond, FeatureKey};
+pub(crate) use eval::{Outcome, RawCause, RawReason, NO_VARIANT};
+
+use crate::metrics::SlotMetrics;
+
+/// A validated, compiled configuration. Immutable; the engine swaps whole snapshots.
+///
+/// Obtained from [`Engine::snapshot`](crate::Engine::snapshot) for inspection.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub(crate) version: Box<str>,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) slot_index: HashMap<Box<str>, u32, ahash::RandomState>,
+    pub(crate) segments: Vec<Cond>,
+    pub(crate) segment_names: Vec<Box<str>>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) holdout: Option<Holdout>,
+    /// Interned feature names, indexed by `FeatureKey::id`.
+    pub(crate) feature_names: Vec<Box<str>>,
+    pub(crate) unknown_slot: SlotMetrics,
+}
+
+impl Snapshot {
+    /// The config's `version` string.
+    #[must_use]
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The slot ids, in config order.
+    pub fn slots(&self) -> impl Iterator<Item = &str> + '_ {
+        self.slots.iter().map(|s| &*s.id)
+    }
+
+    /// The feature names a slot reads (conditions, bucketing units, scores), or `None` for an
+    /// unknown slot. `Engine::decide_for` fetches exactly these.
+    #[must_use]
+    pub fn features_for(&self, slot: &str) -> Option<impl Iterator<Item = &str> + '_> {
+        let s = self.slot(slot)?;
+        Some(s.features.iter().map(|f| &**f))
+    }
+
+    /// The variant ids of a slot, in config order.
+    #[must_use]
+    pub fn variants_of(&self, slot: &str) -> Option<impl Iterator<Item = &str> + '_> {
+        let s = self.slot(slot)?;
+        Some(s.variants.iter().map(|v| &*v.id))
+    }
+
+    #[inline]
+    pub(crate) fn slot_idx(&self, slot: &str) -> Option<u32> {
+        self.slot_index.get(slot).copied()
+    }
+
+    pub(crate) fn slot(&self, slot: &str) -> Option<&Slot> {
+        self.slots.get(self.slot_idx(slot)? as usize)
+    }
+
+    /// An empty snapshot (no slots), served before any config is loaded.
+    pub(crate) fn empty() -> Self {
+        Snapshot {
+            version: "".into(),
+            slots: Vec::new(),
+            slot_index: HashMap::default(),
+            segments: Vec::new(),
+            segment_names: Vec::new(),
+            layers: Vec::new(),
+            holdout: None,
+            feature_names: Vec::new(),
+            unknown_slot: SlotMetrics::register("<unknown>"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Variant {
+    pub(crate) id: Box<str>,
+    pub(crate) payload: Bytes,
+}
+
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) id: Box<str>,
+    pub(crate) variants: Vec<Variant>,
+    pub(crate) default: u32,
+    pub(crate) killed: bool,
+    pub(crate) layer: Option<SlotLayer>,
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) features: Box<[Box<str>]>,
+    pub(crate) metrics: SlotMetrics,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotLayer {
+    pub(crate) layer: u32,
+    pub(crate) from: u32,
+    pub(crate) to: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Layer {
+    pub(crate) id: Box<str>,
+    pub(crate) seed: u64,
+    pub(crate) holdout: Option<Holdout>,
+}
+
+/// Users whose bucket under `seed` is below `below` are held out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holdout {
+    pub(crate) seed: u64,
+    pub(crate) below: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Rule {
+    /// Position in the config's `rules` array (kept when unreachable rules are dropped).
+    pub(crate) index: u16,
+    pub(crate) id: Option<Box<str>>,
+    pub(crate) when: Option<Cond>,
+    pub(crate) action: Action,
+}
+
+/// The bucketing unit of a split or rollout.
+#[derive(Debug, Clone)]
+pub(crate) enum Unit {
+    User,
+    Feature(FeatureKey),
+}
+
+#[derive(Debug)]
+pub(crate) enum Action {
+    Serve(u32),
+    /// `arms` holds (exclusive upper bucket, variant) in ascending order; the last upper is 10 000.
+    Split { seed: u64, unit: Unit, arms: Vec<(u32, u32)> },
+    Rollout { seed: u64, unit: Unit, below: u32, variant: u32 },
+    Score { arms: Vec<ScoreArm> },
+}
+
+#[derive(Debug)]
+pub(crate) struct ScoreArm {
+    pub(crate) variant: u32,
+    pub(crate) bias: f64,
+    pub(crate) weights: Vec<(FeatureKey, f64)>,
+}

@@ -1,0 +1,109 @@
+//! Polling a config file and swapping in every valid new version.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError};
+use crate::engine::{Engine, LoadOutcome};
+
+/// What a [`ConfigWatcher`] saw.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WatchEvent {
+    /// A new config was loaded and is serving.
+    Loaded(LoadOutcome),
+    /// The file changed but could not be loaded; the previous config keeps serving.
+    /// Reported once per distinct file content (or per change of read error).
+    Rejected(ConfigError),
+}
+
+/// Watches a config file by polling; loads it whenever its content changes. A bad file is
+/// reported and ignored. Stops when dropped.
+///
+/// ```no_run
+/// let engine = elvon::Engine::default();
+/// let _watcher = elvon::ConfigWatcher::spawn(
+///     engine.clone(),
+///     "config.json",
+///     std::time::Duration::from_secs(1),
+///     |event| eprintln!("config: {event:?}"),
+/// ).expect("thread started");
+/// ```
+#[derive(Debug)]
+pub struct ConfigWatcher {
+    stop: Option<Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl ConfigWatcher {
+    /// Starts polling `path` every `interval` (the first check happens at once).
+    ///
+    /// # Errors
+    /// The watcher thread cannot be started.
+    pub fn spawn(
+        engine: Engine,
+        path: impl AsRef<Path>,
+        interval: Duration,
+        on_event: impl Fn(&WatchEvent) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let path = path.as_ref().to_owned();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let p = path.clone();
+        let handle = thread::Builder::new().name("elvon-config-watch".into()).spawn(move || {
+            let mut last: Option<u64> = None;
+            loop {
+                if let Some(event) = poll(&engine, &p, &mut last) {
+                    on_event(&event);
+                }
+                match stopped.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            }
+        })?;
+        Ok(ConfigWatcher { stop: Some(stop), handle: Some(handle), path })
+    }
+
+    /// The watched file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ConfigWatcher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// One check. `last` is a fingerprint of the last content (or error) acted on.
+fn poll(engine: &Engine, path: &Path, last: &mut Option<u64>) -> Option<WatchEvent> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(source) => {
+            let fp = xxhash_rust::xxh3::xxh3_64(format!("io:{:?}", source.kind()).as_bytes());
+            if *last == Some(fp) {
+                return None;
+            }
+            *last = Some(fp);
+            return Some(WatchEvent::Rejected(ConfigError::Io { path: path.to_owned(), source }));
+        }
+    };
+    let fp = xxhash_rust::xxh3::xxh3_64(&bytes);
+    if *last == Some(fp) {
+        return None;
+    }
+    *last = Some(fp);
+    let loaded = Config::from_slice(&bytes).and_then(|c| engine.load_config(&c));
+    Some(match loaded {
+        Ok(o) => WatchEvent::Loaded(o),
+        Err(e) => WatchEvent::Rejected(e),
+    })
+}
