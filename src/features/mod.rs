@@ -19,7 +19,7 @@ pub use value::{Text, Value};
 use crate::hash::name_hash;
 
 /// Above this many entries lookups use binary search instead of a linear scan.
-const LINEAR_SCAN_MAX: usize = 12;
+const LINEAR_SCAN_MAX: usize = 32;
 
 /// A user's features: a small map from feature name to [`Value`].
 ///
@@ -35,27 +35,24 @@ const LINEAR_SCAN_MAX: usize = 12;
 /// ```
 #[derive(Clone, Default, PartialEq)]
 pub struct Features {
-    entries: Vec<Entry>,
-}
-
-#[derive(Clone, PartialEq)]
-struct Entry {
-    hash: u64,
-    name: Text,
-    value: Value,
+    /// Name hashes, sorted ascending; kept apart from the entries so a lookup scans one or
+    /// two cache lines.
+    hashes: Vec<u64>,
+    /// `(name, value)`, parallel to `hashes`.
+    entries: Vec<(Text, Value)>,
 }
 
 impl Features {
     /// An empty feature set (does not allocate).
     #[must_use]
     pub const fn new() -> Self {
-        Features { entries: Vec::new() }
+        Features { hashes: Vec::new(), entries: Vec::new() }
     }
 
     /// An empty feature set with room for `n` entries.
     #[must_use]
     pub fn with_capacity(n: usize) -> Self {
-        Features { entries: Vec::with_capacity(n) }
+        Features { hashes: Vec::with_capacity(n), entries: Vec::with_capacity(n) }
     }
 
     /// Adds or replaces a feature, builder style.
@@ -71,9 +68,10 @@ impl Features {
         let hash = name_hash(&name);
         let value = value.into();
         match self.position(hash, &name) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].value, value)),
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
-                self.entries.insert(i, Entry { hash, name, value });
+                self.hashes.insert(i, hash);
+                self.entries.insert(i, (name, value));
                 None
             }
         }
@@ -82,7 +80,8 @@ impl Features {
     /// Removes a feature; returns its value.
     pub fn remove(&mut self, name: &str) -> Option<Value> {
         let i = self.position(name_hash(name), name).ok()?;
-        Some(self.entries.remove(i).value)
+        self.hashes.remove(i);
+        Some(self.entries.remove(i).1)
     }
 
     /// The value of a feature.
@@ -95,24 +94,24 @@ impl Features {
     /// Lookup with a precomputed name hash (the compiled snapshot stores them).
     #[inline]
     pub(crate) fn get_hashed(&self, hash: u64, name: &str) -> Option<&Value> {
-        if self.entries.len() <= LINEAR_SCAN_MAX {
-            self.entries
-                .iter()
-                .find(|e| e.hash == hash && e.name == name)
-                .map(|e| &e.value)
+        let start = if self.hashes.len() <= LINEAR_SCAN_MAX {
+            self.hashes.iter().position(|&h| h == hash)?
         } else {
-            self.position(hash, name).ok().map(|i| &self.entries[i].value)
-        }
+            self.hashes.partition_point(|&h| h < hash)
+        };
+        self.scan_equal(start, hash, name).ok().map(|i| &self.entries[i].1)
     }
 
     fn position(&self, hash: u64, name: &str) -> Result<usize, usize> {
-        let start = self.entries.partition_point(|e| e.hash < hash);
+        self.scan_equal(self.hashes.partition_point(|&h| h < hash), hash, name)
+    }
+
+    /// From `start`, the first index with this hash and name; `Err(start)` if none.
+    #[inline]
+    fn scan_equal(&self, start: usize, hash: u64, name: &str) -> Result<usize, usize> {
         let mut i = start;
-        while let Some(e) = self.entries.get(i) {
-            if e.hash != hash {
-                break;
-            }
-            if e.name == name {
+        while self.hashes.get(i) == Some(&hash) {
+            if self.entries[i].0 == name {
                 return Ok(i);
             }
             i += 1;
@@ -134,7 +133,7 @@ impl Features {
 
     /// Iterates over `(name, value)` pairs (in an unspecified but stable order).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
-        self.entries.iter().map(|e| (&*e.name, &e.value))
+        self.entries.iter().map(|(n, v)| (&**n, v))
     }
 
     /// A copy holding only the named features (those present).
@@ -169,8 +168,8 @@ impl<N: Into<Text>, V: Into<Value>> FromIterator<(N, V)> for Features {
 impl Serialize for Features {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.entries.len()))?;
-        for e in &self.entries {
-            map.serialize_entry(&*e.name, &e.value)?;
+        for (n, v) in &self.entries {
+            map.serialize_entry(&**n, v)?;
         }
         map.end()
     }
