@@ -18,7 +18,14 @@ fn users() -> Vec<(String, Features)> {
                 .with("plan", ["free", "pro", "vip"][(i % 3) as usize])
                 .with("app_version", ["3.1.0", "3.2.0", "4.0.1"][(i % 3) as usize])
                 .with("age", 18 + i % 50)
-                .with("email", if i % 2 == 0 { "ann.lee@example.com" } else { "bob@elsewhere.org" })
+                .with(
+                    "email",
+                    if i % 2 == 0 {
+                        "ann.lee@example.com"
+                    } else {
+                        "bob@elsewhere.org"
+                    },
+                )
                 .with("signup", "2024-05-01T12:00:00Z")
                 .with("tags", vec!["beta", "early"])
                 .with("score", (i % 10) as f64 / 10.0)
@@ -40,8 +47,17 @@ fn decide(c: &mut Criterion) {
     let mut g = c.benchmark_group("decide");
     g.throughput(Throughput::Elements(1));
     for slot in [
-        "serve", "split", "split_by_device", "split_by_int", "rollout", "score", "targeting", "layered", "killed",
-        "fallback", "no-such-slot",
+        "serve",
+        "split",
+        "split_by_device",
+        "split_by_int",
+        "rollout",
+        "score",
+        "targeting",
+        "layered",
+        "killed",
+        "fallback",
+        "no-such-slot",
     ] {
         g.bench_with_input(BenchmarkId::from_parameter(slot), &slot, |b, slot| {
             let mut i = 0usize;

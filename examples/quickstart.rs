@@ -17,9 +17,12 @@ const PLANS: [&str; 3] = ["free", "pro", "vip"];
 const VERSIONS: [&str; 4] = ["3.1.9", "3.2.0", "3.4.1", "4.0.0"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let log_path = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| std::env::temp_dir().join("elvon-quickstart.jsonl").display().to_string());
+    let log_path = std::env::args().nth(1).unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join("elvon-quickstart.jsonl")
+            .display()
+            .to_string()
+    });
     let _ = std::fs::remove_file(&log_path);
 
     // 1. Features live in a store; here the in-memory one.
@@ -29,7 +32,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         let mut f = Features::new()
             .with("country", COUNTRIES[(h % 6) as usize])
-            .with("plan", PLANS[if h % 50 == 0 { 2 } else { (h % 2) as usize }])
+            .with(
+                "plan",
+                PLANS[if h % 50 == 0 { 2 } else { (h % 2) as usize }],
+            )
             .with("app_version", VERSIONS[((h >> 3) % 4) as usize])
             .with("page_view_7d", ((h >> 5) % 20) as i64)
             .with("purchase_7d", ((h >> 9) % 4) as i64)
@@ -42,10 +48,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. An engine with the store as feature source and a JSON-lines decision log.
     let sink = JsonlSink::create(&log_path, Default::default())?;
-    let engine = Engine::builder().source(store.clone()).sink(sink.clone()).build();
+    let engine = Engine::builder()
+        .source(store.clone())
+        .sink(sink.clone())
+        .build();
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.json");
     let loaded = engine.load_config_file(config)?;
-    println!("loaded config version {} ({} warnings)", loaded.version, loaded.warnings.len());
+    println!(
+        "loaded config version {} ({} warnings)",
+        loaded.version,
+        loaded.warnings.len()
+    );
 
     // 3. Decide every user in every slot; time each call.
     let users: Vec<String> = (0..USERS).map(|i| format!("user-{i}")).collect();
@@ -58,13 +71,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let t = Instant::now();
             let d = engine.decide_for(slot, user);
             fetch_and_decide.push(t.elapsed());
-            *variants.entry(d.variant().unwrap_or("<none>").to_owned()).or_default() += 1;
+            *variants
+                .entry(d.variant().unwrap_or("<none>").to_owned())
+                .or_default() += 1;
             *reasons.entry(d.reason().kind()).or_default() += 1;
         }
         // decide() alone, with features already in hand, into a no-op sink.
         let quiet = Engine::default();
         quiet.load_config_file(config)?;
-        let prepared: Vec<Features> = users.iter().map(|u| store.get(u).unwrap_or_default()).collect();
+        let prepared: Vec<Features> = users
+            .iter()
+            .map(|u| store.get(u).unwrap_or_default())
+            .collect();
         for (user, f) in users.iter().zip(&prepared) {
             let t = Instant::now();
             let d = quiet.decide(slot, user, f);
@@ -73,12 +91,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         println!("\nslot {slot:?}: {USERS} users");
         for (v, n) in &variants {
-            println!("  {v:<14} {n:>7}  {:>5.1}%", *n as f64 * 100.0 / USERS as f64);
+            println!(
+                "  {v:<14} {n:>7}  {:>5.1}%",
+                *n as f64 * 100.0 / USERS as f64
+            );
         }
         let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
         println!("  reasons: {}", reasons.join(", "));
-        println!("  decide (no-op sink):            {}", percentiles(&mut decide_only));
-        println!("  decide_for (memory store, JSONL log): {}", percentiles(&mut fetch_and_decide));
+        println!(
+            "  decide (no-op sink):            {}",
+            percentiles(&mut decide_only)
+        );
+        println!(
+            "  decide_for (memory store, JSONL log): {}",
+            percentiles(&mut fetch_and_decide)
+        );
     }
 
     // 4. Flush the log and show its accounting.
@@ -88,11 +115,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\ndecision log {log_path}: offered {} written {} dropped {} failed {}",
         s.offered, s.written, s.dropped, s.failed
     );
-    assert_eq!(s.offered, s.written + s.dropped + s.failed, "sink accounting must add up");
+    assert_eq!(
+        s.offered,
+        s.written + s.dropped + s.failed,
+        "sink accounting must add up"
+    );
     // Explain the first user who landed in the 3-way split.
     let user = users
         .iter()
-        .find(|u| matches!(engine.explain("banner", u, &store.get(u).unwrap_or_default()).decision.reason(), elvon::Reason::Split { .. }))
+        .find(|u| {
+            matches!(
+                engine
+                    .explain("banner", u, &store.get(u).unwrap_or_default())
+                    .decision
+                    .reason(),
+                elvon::Reason::Split { .. }
+            )
+        })
         .ok_or("no user in the split")?;
     let explained = engine.explain("banner", user, &store.get(user).unwrap_or_default());
     println!("\nexplain(banner, {user}):");
@@ -105,5 +144,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn percentiles(samples: &mut [Duration]) -> String {
     samples.sort_unstable();
     let p = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_nanos();
-    format!("p50 {} ns, p99 {} ns, p99.9 {} ns", p(0.50), p(0.99), p(0.999))
+    format!(
+        "p50 {} ns, p99 {} ns, p99.9 {} ns",
+        p(0.50),
+        p(0.99),
+        p(0.999)
+    )
 }

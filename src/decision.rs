@@ -57,7 +57,9 @@ impl FromStr for DecisionId {
         if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ParseDecisionIdError(s.to_owned()));
         }
-        u128::from_str_radix(s, 16).map(DecisionId).map_err(|_| ParseDecisionIdError(s.to_owned()))
+        u128::from_str_radix(s, 16)
+            .map(DecisionId)
+            .map_err(|_| ParseDecisionIdError(s.to_owned()))
     }
 }
 
@@ -275,7 +277,11 @@ impl Decision {
         if self.outcome.variant == NO_VARIANT {
             return None;
         }
-        self.snap.slots.get(self.slot as usize)?.variants.get(self.outcome.variant as usize)
+        self.snap
+            .slots
+            .get(self.slot as usize)?
+            .variants
+            .get(self.outcome.variant as usize)
     }
 
     /// Why this variant was chosen.
@@ -290,7 +296,10 @@ impl Decision {
                 let Some(rule) = slot.and_then(|s| s.rules.get(rule as usize)) else {
                     return Reason::Default;
                 };
-                let r = RuleRef { index: usize::from(rule.index), id: rule.id.as_deref() };
+                let r = RuleRef {
+                    index: usize::from(rule.index),
+                    id: rule.id.as_deref(),
+                };
                 match rule.action {
                     Action::Serve(_) => Reason::Serve(r),
                     Action::Split { .. } => Reason::Split { rule: r, bucket },
@@ -298,14 +307,20 @@ impl Decision {
                     Action::Score { .. } => Reason::Score(r),
                 }
             }
-            RawReason::Holdout { layer: l } => Reason::Holdout { layer: l.map(layer) },
+            RawReason::Holdout { layer: l } => Reason::Holdout {
+                layer: l.map(layer),
+            },
             RawReason::NotInLayer { layer: l } => Reason::NotInLayer { layer: layer(l) },
             RawReason::Default => Reason::Default,
             RawReason::KillSwitch => Reason::KillSwitch,
             RawReason::UnknownSlot => Reason::UnknownSlot,
             RawReason::Fallback(c) => Reason::Fallback(match c {
-                RawCause::Missing(f) => FallbackCause::FeatureMissing { feature: feature(f) },
-                RawCause::WrongType(f) => FallbackCause::FeatureType { feature: feature(f) },
+                RawCause::Missing(f) => FallbackCause::FeatureMissing {
+                    feature: feature(f),
+                },
+                RawCause::WrongType(f) => FallbackCause::FeatureType {
+                    feature: feature(f),
+                },
                 RawCause::SourceTimeout => FallbackCause::SourceTimeout,
                 RawCause::SourceError => FallbackCause::SourceError,
             }),

@@ -66,7 +66,9 @@ pub struct EngineBuilder {
 
 impl fmt::Debug for EngineBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EngineBuilder").field("deadline", &self.deadline).finish_non_exhaustive()
+        f.debug_struct("EngineBuilder")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,7 +134,11 @@ impl Default for Engine {
 impl Engine {
     /// Starts building an engine.
     pub fn builder() -> EngineBuilder {
-        EngineBuilder { sink: Arc::new(NoopSink), source: None, deadline: DEFAULT_FETCH_DEADLINE }
+        EngineBuilder {
+            sink: Arc::new(NoopSink),
+            source: None,
+            deadline: DEFAULT_FETCH_DEADLINE,
+        }
     }
 
     /// Validates, compiles and swaps in `config`. On error nothing changes and the error lists
@@ -146,7 +152,10 @@ impl Engine {
                 let version = c.snapshot.version.to_string();
                 self.inner.snapshot.store(Arc::new(c.snapshot));
                 crate::metrics::config_swapped();
-                Ok(LoadOutcome { version, warnings: c.warnings })
+                Ok(LoadOutcome {
+                    version,
+                    warnings: c.warnings,
+                })
             }
             Err(problems) => {
                 crate::metrics::config_rejected();
@@ -172,9 +181,13 @@ impl Engine {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| {
             crate::metrics::config_rejected();
-            ConfigError::Io { path: path.to_owned(), source }
+            ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            }
         })?;
-        let config = Config::from_slice(&bytes).inspect_err(|_| crate::metrics::config_rejected())?;
+        let config =
+            Config::from_slice(&bytes).inspect_err(|_| crate::metrics::config_rejected())?;
         self.load_config(&config)
     }
 
@@ -207,7 +220,10 @@ impl Engine {
     /// [`feature_status`](Decision::feature_status) and, when the default is served, in a
     /// [`Reason::Fallback`](crate::Reason::Fallback).
     pub fn decide_for(&self, slot: &str, user: &str) -> Decision {
-        let (snap, deadline) = (self.inner.snapshot.load_full(), Instant::now() + self.inner.deadline);
+        let (snap, deadline) = (
+            self.inner.snapshot.load_full(),
+            Instant::now() + self.inner.deadline,
+        );
         let result = match self.fetch_request(&snap, slot) {
             None => Ok(Features::new()),
             Some((source, names)) => {
@@ -222,7 +238,10 @@ impl Engine {
     /// passed to the source, which is responsible for honouring it (the Redis source does);
     /// this method adds no timer of its own, so it needs no particular async runtime.
     pub async fn decide_for_async(&self, slot: &str, user: &str) -> Decision {
-        let (snap, deadline) = (self.inner.snapshot.load_full(), Instant::now() + self.inner.deadline);
+        let (snap, deadline) = (
+            self.inner.snapshot.load_full(),
+            Instant::now() + self.inner.deadline,
+        );
         let result = match self.fetch_request(&snap, slot) {
             None => Ok(Features::new()),
             Some((source, names)) => source.fetch(FetchRequest::new(user, names, deadline)).await,
@@ -231,7 +250,11 @@ impl Engine {
     }
 
     /// The source and feature names to fetch, or `None` when there is nothing to fetch.
-    fn fetch_request<'s>(&'s self, snap: &'s Snapshot, slot: &str) -> Option<(&'s dyn FeatureSource, &'s [Box<str>])> {
+    fn fetch_request<'s>(
+        &'s self,
+        snap: &'s Snapshot,
+        slot: &str,
+    ) -> Option<(&'s dyn FeatureSource, &'s [Box<str>])> {
         let source = self.inner.source.as_deref()?;
         let names = &snap.slot(slot)?.features;
         (!names.is_empty()).then_some((source, &**names))
@@ -254,14 +277,29 @@ impl Engine {
             }
             Err(e) if e.is_timeout() => {
                 crate::metrics::feature_fetch(secs, "timeout");
-                (Features::new(), FeatureStatus::TimedOut, Some(RawCause::SourceTimeout))
+                (
+                    Features::new(),
+                    FeatureStatus::TimedOut,
+                    Some(RawCause::SourceTimeout),
+                )
             }
             Err(_) => {
                 crate::metrics::feature_fetch(secs, "error");
-                (Features::new(), FeatureStatus::Failed, Some(RawCause::SourceError))
+                (
+                    Features::new(),
+                    FeatureStatus::Failed,
+                    Some(RawCause::SourceError),
+                )
             }
         };
-        self.finish(Guard::from_inner(snap), slot, user, &features, status, degraded)
+        self.finish(
+            Guard::from_inner(snap),
+            slot,
+            user,
+            &features,
+            status,
+            degraded,
+        )
     }
 
     #[inline]
@@ -277,8 +315,19 @@ impl Engine {
         let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
         let outcome = snap.evaluate(idx, user, features, degraded, NoTrace);
         count(&snap, idx, outcome.reason);
-        let decision = Decision { snap, slot: idx, outcome, id: next_id(self.inner.prefix), features: status };
-        self.inner.sink.record(&DecisionEvent { decision: &decision, slot, user, features });
+        let decision = Decision {
+            snap,
+            slot: idx,
+            outcome,
+            id: next_id(self.inner.prefix),
+            features: status,
+        };
+        self.inner.sink.record(&DecisionEvent {
+            decision: &decision,
+            slot,
+            user,
+            features,
+        });
         decision
     }
 
@@ -290,7 +339,10 @@ impl Engine {
         let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
         let mut steps = Vec::new();
         if idx == NO_VARIANT {
-            steps.push(format!("slot {slot:?} is not in config version {:?}", snap.version));
+            steps.push(format!(
+                "slot {slot:?} is not in config version {:?}",
+                snap.version
+            ));
         }
         let outcome = snap.evaluate(idx, user, features, None, &mut steps);
         let decision = Decision {

@@ -16,7 +16,7 @@
 //! use elvon::{Engine, Features, Reason};
 //!
 //! let engine = Engine::default();
-//! engine.load_config_json(r#"{
+//! engine.load_config_json(r##"{
 //!     "version": "1",
 //!     "slots": [{
 //!         "id": "banner",
@@ -28,7 +28,7 @@
 //!             "split": {"variants": [{"variant": "blue", "weight": 50}, {"variant": "red", "weight": 50}]}
 //!         }]
 //!     }]
-//! }"#).expect("valid config");
+//! }"##).expect("valid config");
 //!
 //! let d = engine.decide("banner", "user-42", &Features::new().with("country", "KR"));
 //! assert!(matches!(d.variant(), Some("blue" | "red")));
@@ -43,7 +43,12 @@
 //! Bucketing is deterministic and portable: see [`bucket`] and the README.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
-#![warn(missing_docs, unreachable_pub, missing_debug_implementations, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    rust_2018_idioms
+)]
 
 pub mod config;
 mod decision;
@@ -56,10 +61,17 @@ mod snapshot;
 mod watch;
 
 pub use config::{Config, ConfigError, ConfigProblem};
-pub use decision::{Decision, DecisionId, FallbackCause, FeatureStatus, ParseDecisionIdError, Reason, RuleRef};
+pub use decision::{
+    Decision, DecisionId, FallbackCause, FeatureStatus, ParseDecisionIdError, Reason, RuleRef,
+};
 pub use engine::{Engine, EngineBuilder, Explanation, LoadOutcome, DEFAULT_FETCH_DEADLINE};
 pub use features::{FeatureSource, Features, MemoryStore, SourceError, Value};
 pub use hash::{bucket, bucket_with_seed, salt_seed, BUCKETS};
 pub use sink::{DecisionRecord, DecisionSink, JsonlSink, MemorySink, NoopSink, SinkStats};
 pub use snapshot::Snapshot;
 pub use watch::{ConfigWatcher, WatchEvent};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

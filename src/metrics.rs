@@ -33,7 +33,12 @@ pub(crate) const REASON_KINDS: [&str; 10] = [
 ];
 
 /// Fallback causes, in the order of [`SlotMetrics::fallbacks`].
-pub(crate) const FALLBACK_CAUSES: [&str; 4] = ["feature_missing", "feature_type", "source_timeout", "source_error"];
+pub(crate) const FALLBACK_CAUSES: [&str; 4] = [
+    "feature_missing",
+    "feature_type",
+    "source_timeout",
+    "source_error",
+];
 
 /// Counter handles of one slot.
 #[derive(Debug)]
@@ -45,7 +50,10 @@ pub(crate) struct SlotMetrics {
 impl SlotMetrics {
     /// Handles that record nothing (replaced by registered ones once a config is valid).
     pub(crate) fn noop() -> Self {
-        SlotMetrics { decisions: REASON_KINDS.map(|_| Counter::noop()), fallbacks: FALLBACK_CAUSES.map(|_| Counter::noop()) }
+        SlotMetrics {
+            decisions: REASON_KINDS.map(|_| Counter::noop()),
+            fallbacks: FALLBACK_CAUSES.map(|_| Counter::noop()),
+        }
     }
 
     pub(crate) fn register(slot: &str) -> Self {

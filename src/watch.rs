@@ -52,19 +52,25 @@ impl ConfigWatcher {
         let path = path.as_ref().to_owned();
         let (stop, stopped) = mpsc::channel::<()>();
         let p = path.clone();
-        let handle = thread::Builder::new().name("elvon-config-watch".into()).spawn(move || {
-            let mut last: Option<u64> = None;
-            loop {
-                if let Some(event) = poll(&engine, &p, &mut last) {
-                    on_event(&event);
+        let handle = thread::Builder::new()
+            .name("elvon-config-watch".into())
+            .spawn(move || {
+                let mut last: Option<u64> = None;
+                loop {
+                    if let Some(event) = poll(&engine, &p, &mut last) {
+                        on_event(&event);
+                    }
+                    match stopped.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
                 }
-                match stopped.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-            }
-        })?;
-        Ok(ConfigWatcher { stop: Some(stop), handle: Some(handle), path })
+            })?;
+        Ok(ConfigWatcher {
+            stop: Some(stop),
+            handle: Some(handle),
+            path,
+        })
     }
 
     /// The watched file.
@@ -93,7 +99,10 @@ fn poll(engine: &Engine, path: &Path, last: &mut Option<u64>) -> Option<WatchEve
                 return None;
             }
             *last = Some(fp);
-            return Some(WatchEvent::Rejected(ConfigError::Io { path: path.to_owned(), source }));
+            return Some(WatchEvent::Rejected(ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            }));
         }
     };
     let fp = xxhash_rust::xxh3::xxh3_64(&bytes);

@@ -35,8 +35,17 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const SLOTS: [&str; 11] = [
-    "serve", "split", "split_by_device", "split_by_int", "rollout", "score", "targeting", "layered", "killed",
-    "fallback", "no-such-slot",
+    "serve",
+    "split",
+    "split_by_device",
+    "split_by_int",
+    "rollout",
+    "score",
+    "targeting",
+    "layered",
+    "killed",
+    "fallback",
+    "no-such-slot",
 ];
 
 fn users() -> Vec<(String, Features)> {
@@ -47,7 +56,14 @@ fn users() -> Vec<(String, Features)> {
                 .with("plan", ["free", "pro", "vip"][(i % 3) as usize])
                 .with("app_version", ["3.1.0", "3.2.0", "4.0.1"][(i % 3) as usize])
                 .with("age", 18 + i % 50)
-                .with("email", if i % 2 == 0 { "ann.lee@example.com" } else { "bob@elsewhere.org" })
+                .with(
+                    "email",
+                    if i % 2 == 0 {
+                        "ann.lee@example.com"
+                    } else {
+                        "bob@elsewhere.org"
+                    },
+                )
                 .with("signup", "2024-05-01T12:00:00Z")
                 .with("tags", vec!["beta", "early"])
                 .with("score", (i % 10) as f64 / 10.0)
@@ -65,7 +81,9 @@ fn users() -> Vec<(String, Features)> {
 #[test]
 fn decide_allocates_nothing_for_any_rule_kind() {
     let engine = Engine::default();
-    engine.load_config_json(include_str!("data/kinds.json")).expect("valid config");
+    engine
+        .load_config_json(include_str!("data/kinds.json"))
+        .expect("valid config");
     let users = users();
     // Warm up: per-thread caches (regex scratch space, decision-id block, arc-swap slots).
     for (u, f) in users.iter().take(1_000) {
@@ -92,14 +110,32 @@ fn decide_allocates_nothing_for_any_rule_kind() {
     }
     // Every reason kind must actually have been exercised, or the test proves less than it says.
     for k in KINDS {
-        assert!(reasons.get(k).copied().unwrap_or(0) > 0, "reason {k} never produced: {reasons:?}");
+        assert!(
+            reasons.get(k).copied().unwrap_or(0) > 0,
+            "reason {k} never produced: {reasons:?}"
+        );
     }
     let total: u64 = per_slot.iter().map(|(_, n)| n).sum();
-    assert_eq!(total, 0, "allocations per slot over {} decisions each: {per_slot:?}", users.len());
+    assert_eq!(
+        total,
+        0,
+        "allocations per slot over {} decisions each: {per_slot:?}",
+        users.len()
+    );
 }
 
-const KINDS: [&str; 10] =
-    ["rule", "split", "rollout", "score", "holdout", "not_in_layer", "default", "kill_switch", "unknown_slot", "fallback"];
+const KINDS: [&str; 10] = [
+    "rule",
+    "split",
+    "rollout",
+    "score",
+    "holdout",
+    "not_in_layer",
+    "default",
+    "kill_switch",
+    "unknown_slot",
+    "fallback",
+];
 
 fn kind_index(k: &str) -> usize {
     KINDS.iter().position(|x| *x == k).expect("known kind")

@@ -5,12 +5,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use elvon::features::{FetchFuture, FetchRequest};
-use elvon::{Engine, FallbackCause, FeatureSource, FeatureStatus, Features, MemoryStore, Reason, SourceError};
+use elvon::{
+    Engine, FallbackCause, FeatureSource, FeatureStatus, Features, MemoryStore, Reason, SourceError,
+};
 use serde_json::{json, Value};
 
 fn engine(v: Value) -> Engine {
     let e = Engine::default();
-    e.load_config_json(&v.to_string()).unwrap_or_else(|err| panic!("{err}"));
+    e.load_config_json(&v.to_string())
+        .unwrap_or_else(|err| panic!("{err}"));
     e
 }
 
@@ -37,44 +40,122 @@ fn operators_behave_as_documented() {
         .with("flag", true)
         .with("account", 42);
     let cases: Vec<(Value, bool)> = vec![
-        (json!({"feature": "country", "op": "eq", "value": "KR"}), true),
-        (json!({"feature": "country", "op": "ne", "value": "KR"}), false),
-        (json!({"feature": "country", "op": "in", "value": ["US", "KR"]}), true),
-        (json!({"feature": "country", "op": "not_in", "value": ["US", "KR"]}), false),
-        (json!({"feature": "account", "op": "in", "value": [41, 42]}), true),
-        (json!({"feature": "tags", "op": "in", "value": ["vip"]}), true),
+        (
+            json!({"feature": "country", "op": "eq", "value": "KR"}),
+            true,
+        ),
+        (
+            json!({"feature": "country", "op": "ne", "value": "KR"}),
+            false,
+        ),
+        (
+            json!({"feature": "country", "op": "in", "value": ["US", "KR"]}),
+            true,
+        ),
+        (
+            json!({"feature": "country", "op": "not_in", "value": ["US", "KR"]}),
+            false,
+        ),
+        (
+            json!({"feature": "account", "op": "in", "value": [41, 42]}),
+            true,
+        ),
+        (
+            json!({"feature": "tags", "op": "in", "value": ["vip"]}),
+            true,
+        ),
         (json!({"feature": "age", "op": "lt", "value": 30}), false),
         (json!({"feature": "age", "op": "le", "value": 30}), true),
         (json!({"feature": "age", "op": "gt", "value": 29.5}), true),
         (json!({"feature": "score", "op": "ge", "value": 0.75}), true),
         (json!({"feature": "age", "op": "eq", "value": 30.0}), true),
-        (json!({"feature": "age", "op": "between", "value": [18, 30]}), true),
-        (json!({"feature": "age", "op": "between", "value": [31, 40]}), false),
+        (
+            json!({"feature": "age", "op": "between", "value": [18, 30]}),
+            true,
+        ),
+        (
+            json!({"feature": "age", "op": "between", "value": [31, 40]}),
+            false,
+        ),
         (json!({"feature": "email", "op": "exists"}), true),
         (json!({"feature": "phone", "op": "missing"}), true),
-        (json!({"feature": "email", "op": "starts_with", "value": "ann@"}), true),
-        (json!({"feature": "email", "op": "ends_with", "value": "@example.org"}), false),
-        (json!({"feature": "email", "op": "contains", "value": "@exa"}), true),
-        (json!({"feature": "tags", "op": "contains", "value": "beta"}), true),
-        (json!({"feature": "email", "op": "matches", "value": "^[a-z]+@example\\.com$"}), true),
-        (json!({"feature": "app", "op": "semver_ge", "value": "3.4.0"}), true),
-        (json!({"feature": "app", "op": "semver_lt", "value": "3.10.0"}), true),
-        (json!({"feature": "app", "op": "semver_eq", "value": "3.4.1"}), true),
-        (json!({"feature": "app", "op": "semver_match", "value": "^3.4"}), true),
-        (json!({"feature": "app", "op": "semver_match", "value": ">=4"}), false),
-        (json!({"feature": "signup", "op": "after", "value": "2024-01-01"}), true),
-        (json!({"feature": "signup", "op": "before", "value": "2024-05-31T23:59:59Z"}), false),
-        (json!({"feature": "signup_secs", "op": "after", "value": 1_700_000_000}), true),
+        (
+            json!({"feature": "email", "op": "starts_with", "value": "ann@"}),
+            true,
+        ),
+        (
+            json!({"feature": "email", "op": "ends_with", "value": "@example.org"}),
+            false,
+        ),
+        (
+            json!({"feature": "email", "op": "contains", "value": "@exa"}),
+            true,
+        ),
+        (
+            json!({"feature": "tags", "op": "contains", "value": "beta"}),
+            true,
+        ),
+        (
+            json!({"feature": "email", "op": "matches", "value": "^[a-z]+@example\\.com$"}),
+            true,
+        ),
+        (
+            json!({"feature": "app", "op": "semver_ge", "value": "3.4.0"}),
+            true,
+        ),
+        (
+            json!({"feature": "app", "op": "semver_lt", "value": "3.10.0"}),
+            true,
+        ),
+        (
+            json!({"feature": "app", "op": "semver_eq", "value": "3.4.1"}),
+            true,
+        ),
+        (
+            json!({"feature": "app", "op": "semver_match", "value": "^3.4"}),
+            true,
+        ),
+        (
+            json!({"feature": "app", "op": "semver_match", "value": ">=4"}),
+            false,
+        ),
+        (
+            json!({"feature": "signup", "op": "after", "value": "2024-01-01"}),
+            true,
+        ),
+        (
+            json!({"feature": "signup", "op": "before", "value": "2024-05-31T23:59:59Z"}),
+            false,
+        ),
+        (
+            json!({"feature": "signup_secs", "op": "after", "value": 1_700_000_000}),
+            true,
+        ),
         (json!({"feature": "flag", "op": "eq", "value": true}), true),
-        (json!({"all": [{"feature": "flag", "op": "eq", "value": true}, {"feature": "age", "op": "gt", "value": 50}]}), false),
-        (json!({"any": [{"feature": "flag", "op": "eq", "value": false}, {"feature": "age", "op": "gt", "value": 20}]}), true),
-        (json!({"not": {"feature": "country", "op": "eq", "value": "US"}}), true),
+        (
+            json!({"all": [{"feature": "flag", "op": "eq", "value": true}, {"feature": "age", "op": "gt", "value": 50}]}),
+            false,
+        ),
+        (
+            json!({"any": [{"feature": "flag", "op": "eq", "value": false}, {"feature": "age", "op": "gt", "value": 20}]}),
+            true,
+        ),
+        (
+            json!({"not": {"feature": "country", "op": "eq", "value": "US"}}),
+            true,
+        ),
         (json!({"all": []}), true),
         (json!({"any": []}), false),
         // Missing features and type mismatches never match (except `missing`).
-        (json!({"feature": "nothing", "op": "ne", "value": "x"}), false),
+        (
+            json!({"feature": "nothing", "op": "ne", "value": "x"}),
+            false,
+        ),
         (json!({"feature": "country", "op": "gt", "value": 3}), false),
-        (json!({"feature": "email", "op": "semver_ge", "value": "1.0.0"}), false),
+        (
+            json!({"feature": "email", "op": "semver_ge", "value": "1.0.0"}),
+            false,
+        ),
     ];
     for (cond, want) in cases {
         assert_eq!(hit(cond.clone(), &f), want, "{cond}");
@@ -88,7 +169,11 @@ fn segments_are_reusable_and_nest() {
                      "adult_asia": {"all": [{"segment": "asia"}, {"feature": "age", "op": "ge", "value": 18}]}},
         "slots": [{"id": "s", "variants": [{"id": "off"}, {"id": "on"}], "default": "off",
                    "rules": [{"when": {"segment": "adult_asia"}, "serve": "on"}]}]}));
-    let on = |c: &'static str, a: i64| e.decide("s", "u", &Features::new().with("country", c).with("age", a)).variant() == Some("on");
+    let on = |c: &'static str, a: i64| {
+        e.decide("s", "u", &Features::new().with("country", c).with("age", a))
+            .variant()
+            == Some("on")
+    };
     assert!(on("KR", 20));
     assert!(!on("KR", 10));
     assert!(!on("US", 20));
@@ -106,14 +191,26 @@ fn reasons_kill_switch_unknown_slot_and_fallbacks() {
         {"id": "needs", "variants": [{"id": "d"}, {"id": "x"}], "default": "d",
          "rules": [{"id": "adults", "when": {"feature": "age", "op": "ge", "value": 18}, "serve": "x"}]}]}));
     let d = e.decide("killed", "u", &Features::new());
-    assert_eq!((d.variant(), d.reason(), d.propensity()), (Some("safe"), Reason::KillSwitch, 1.0));
+    assert_eq!(
+        (d.variant(), d.reason(), d.propensity()),
+        (Some("safe"), Reason::KillSwitch, 1.0)
+    );
     let d = e.decide("nope", "u", &Features::new());
-    assert_eq!((d.variant(), d.payload(), d.slot(), d.reason()), (None, None, None, Reason::UnknownSlot));
+    assert_eq!(
+        (d.variant(), d.payload(), d.slot(), d.reason()),
+        (None, None, None, Reason::UnknownSlot)
+    );
     let d = e.decide("needs", "u", &Features::new());
-    assert_eq!(d.reason(), Reason::Fallback(FallbackCause::FeatureMissing { feature: "age" }));
+    assert_eq!(
+        d.reason(),
+        Reason::Fallback(FallbackCause::FeatureMissing { feature: "age" })
+    );
     assert_eq!(d.variant(), Some("d"));
     let d = e.decide("needs", "u", &Features::new().with("age", "old"));
-    assert_eq!(d.reason(), Reason::Fallback(FallbackCause::FeatureType { feature: "age" }));
+    assert_eq!(
+        d.reason(),
+        Reason::Fallback(FallbackCause::FeatureType { feature: "age" })
+    );
     let d = e.decide("needs", "u", &Features::new().with("age", 10));
     assert_eq!(d.reason(), Reason::Default);
     let d = e.decide("needs", "u", &Features::new().with("age", 30));
@@ -139,9 +236,17 @@ fn splits_rollouts_and_propensities() {
                 rollout += 1;
             }
             Reason::Split { bucket, .. } => {
-                let arm = if d.variant() == Some("off") { 0.75 } else { 0.25 };
+                let arm = if d.variant() == Some("off") {
+                    0.75
+                } else {
+                    0.25
+                };
                 assert_eq!(d.variant() == Some("off"), bucket < 7_500);
-                assert!((d.propensity() - 0.8 * arm).abs() < 1e-12, "{}", d.propensity());
+                assert!(
+                    (d.propensity() - 0.8 * arm).abs() < 1e-12,
+                    "{}",
+                    d.propensity()
+                );
                 split += 1;
             }
             other => panic!("{other:?}"),
@@ -153,7 +258,9 @@ fn splits_rollouts_and_propensities() {
 
 #[test]
 fn split_by_feature_follows_the_unit_not_the_user() {
-    let e = engine(one_slot(json!([{"split": {"by": "device_id", "variants": [{"variant": "off", "weight": 50}, {"variant": "on", "weight": 50}]}}])));
+    let e = engine(one_slot(
+        json!([{"split": {"by": "device_id", "variants": [{"variant": "off", "weight": 50}, {"variant": "on", "weight": 50}]}}]),
+    ));
     for dev in 0..200 {
         let f = Features::new().with("device_id", format!("d{dev}"));
         let first = e.decide("s", "user-a", &f).variant().map(str::to_owned);
@@ -162,21 +269,37 @@ fn split_by_feature_follows_the_unit_not_the_user() {
         }
     }
     let d = e.decide("s", "u", &Features::new());
-    assert_eq!(d.reason(), Reason::Fallback(FallbackCause::FeatureMissing { feature: "device_id" }));
+    assert_eq!(
+        d.reason(),
+        Reason::Fallback(FallbackCause::FeatureMissing {
+            feature: "device_id"
+        })
+    );
 }
 
 #[test]
 fn score_picks_argmax_first_wins_ties_missing_counts_zero() {
-    let e = engine(json!({"version": "t", "slots": [{"id": "s", "variants": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "default": "c",
+    let e = engine(
+        json!({"version": "t", "slots": [{"id": "s", "variants": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "default": "c",
         "rules": [{"score": {"variants": [
             {"variant": "a", "bias": 1.0},
             {"variant": "b", "weights": {"pv": 0.3, "buy": 0.7}},
-            {"variant": "c", "bias": 1.0}]}}]}]}));
+            {"variant": "c", "bias": 1.0}]}}]}]}),
+    );
     let v = |f: Features| e.decide("s", "u", &f).variant().map(str::to_owned);
-    assert_eq!(v(Features::new().with("pv", 10).with("buy", 0)).as_deref(), Some("b")); // 3.0
-    assert_eq!(v(Features::new().with("pv", 1).with("buy", 1)).as_deref(), Some("a")); // 1.0 = 1.0 = 1.0: first
+    assert_eq!(
+        v(Features::new().with("pv", 10).with("buy", 0)).as_deref(),
+        Some("b")
+    ); // 3.0
+    assert_eq!(
+        v(Features::new().with("pv", 1).with("buy", 1)).as_deref(),
+        Some("a")
+    ); // 1.0 = 1.0 = 1.0: first
     assert_eq!(v(Features::new()).as_deref(), Some("a")); // b scores 0
-    assert!(matches!(e.decide("s", "u", &Features::new()).reason(), Reason::Score(_)));
+    assert!(matches!(
+        e.decide("s", "u", &Features::new()).reason(),
+        Reason::Score(_)
+    ));
 }
 
 #[test]
@@ -192,24 +315,46 @@ fn layers_are_mutually_exclusive_and_holdouts_see_defaults() {
     let n = 40_000;
     for i in 0..n {
         let u = format!("u{i}");
-        let (x, y, free) = (e.decide("x", &u, &Features::new()), e.decide("y", &u, &Features::new()), e.decide("free", &u, &Features::new()));
+        let (x, y, free) = (
+            e.decide("x", &u, &Features::new()),
+            e.decide("y", &u, &Features::new()),
+            e.decide("free", &u, &Features::new()),
+        );
         match free.reason() {
             Reason::Holdout { layer: None } => {
                 global += 1;
-                assert_eq!((x.reason(), y.reason()), (Reason::Holdout { layer: None }, Reason::Holdout { layer: None }));
+                assert_eq!(
+                    (x.reason(), y.reason()),
+                    (
+                        Reason::Holdout { layer: None },
+                        Reason::Holdout { layer: None }
+                    )
+                );
                 continue;
             }
             r => assert!(matches!(r, Reason::Serve(_))),
         }
-        if x.reason() == (Reason::Holdout { layer: Some("home") }) {
+        if x.reason()
+            == (Reason::Holdout {
+                layer: Some("home"),
+            })
+        {
             layer += 1;
-            assert_eq!(y.reason(), Reason::Holdout { layer: Some("home") });
+            assert_eq!(
+                y.reason(),
+                Reason::Holdout {
+                    layer: Some("home")
+                }
+            );
             assert_eq!((x.variant(), y.variant()), (Some("d"), Some("d")));
             continue;
         }
         let xin = x.variant() == Some("t");
         let yin = y.variant() == Some("t");
-        assert!(xin ^ yin, "user {u} in both or neither experiment of the layer");
+        assert!(
+            xin ^ yin,
+            "user {u} in both or neither experiment of the layer"
+        );
         if !xin {
             assert_eq!(x.reason(), Reason::NotInLayer { layer: "home" });
         }
@@ -217,8 +362,14 @@ fn layers_are_mutually_exclusive_and_holdouts_see_defaults() {
     }
     assert_eq!(both_in, 0);
     let share = |k: usize, of: usize| k as f64 / of as f64;
-    assert!((share(global, n) - 0.05).abs() < 0.005, "global holdout {global}");
-    assert!((share(layer, n - global) - 0.10).abs() < 0.008, "layer holdout {layer}");
+    assert!(
+        (share(global, n) - 0.05).abs() < 0.005,
+        "global holdout {global}"
+    );
+    assert!(
+        (share(layer, n - global) - 0.10).abs() < 0.008,
+        "layer holdout {layer}"
+    );
 }
 
 #[test]
@@ -228,26 +379,45 @@ fn editing_one_slot_never_moves_users_of_another() {
         {"id": "b", "variants": [{"id": "x"}, {"id": "y"}], "default": "x", "rules": [{"split": {"variants": [{"variant": "x", "weight": 50}, {"variant": "y", "weight": 50}]}}]}]});
     let mut v2 = v1.clone();
     v2["version"] = json!("2");
-    v2["slots"][1]["rules"][0]["split"]["variants"] = json!([{"variant": "x", "weight": 10}, {"variant": "y", "weight": 90}]);
+    v2["slots"][1]["rules"][0]["split"]["variants"] =
+        json!([{"variant": "x", "weight": 10}, {"variant": "y", "weight": 90}]);
     v2["slots"][1]["rules"] = json!([{"when": {"feature": "c", "op": "eq", "value": "KR"}, "serve": "y"}, v2["slots"][1]["rules"][0].clone()]);
-    v2["slots"].as_array_mut().unwrap().insert(0, json!({"id": "new", "variants": [{"id": "z"}], "default": "z"}));
+    v2["slots"].as_array_mut().unwrap().insert(
+        0,
+        json!({"id": "new", "variants": [{"id": "z"}], "default": "z"}),
+    );
     let (e1, e2) = (engine(v1), engine(v2));
     let mut moved_b = 0;
     for i in 0..10_000 {
         let u = format!("u{i}");
         let f = Features::new();
-        assert_eq!(e1.decide("a", &u, &f).variant(), e2.decide("a", &u, &f).variant(), "{u} moved in slot a");
-        moved_b += usize::from(e1.decide("b", &u, &f).variant() != e2.decide("b", &u, &f).variant());
+        assert_eq!(
+            e1.decide("a", &u, &f).variant(),
+            e2.decide("a", &u, &f).variant(),
+            "{u} moved in slot a"
+        );
+        moved_b +=
+            usize::from(e1.decide("b", &u, &f).variant() != e2.decide("b", &u, &f).variant());
     }
     assert!(moved_b > 0, "the edited slot should change");
 }
 
 #[test]
 fn payloads_are_raw_strings_or_compact_json() {
-    let e = engine(json!({"version": "t", "slots": [{"id": "s", "variants": [{"id": "a", "payload": "hello"}, {"id": "b", "payload": {"k": [1, 2]}}], "default": "a",
-        "rules": [{"when": {"feature": "f", "op": "exists"}, "serve": "b"}]}]}));
-    assert_eq!(&e.decide("s", "u", &Features::new()).payload().unwrap()[..], b"hello");
-    assert_eq!(&e.decide("s", "u", &Features::new().with("f", 1)).payload().unwrap()[..], br#"{"k":[1,2]}"#);
+    let e = engine(
+        json!({"version": "t", "slots": [{"id": "s", "variants": [{"id": "a", "payload": "hello"}, {"id": "b", "payload": {"k": [1, 2]}}], "default": "a",
+        "rules": [{"when": {"feature": "f", "op": "exists"}, "serve": "b"}]}]}),
+    );
+    assert_eq!(
+        &e.decide("s", "u", &Features::new()).payload().unwrap()[..],
+        b"hello"
+    );
+    assert_eq!(
+        &e.decide("s", "u", &Features::new().with("f", 1))
+            .payload()
+            .unwrap()[..],
+        br#"{"k":[1,2]}"#
+    );
 }
 
 /// A source that records what it was asked and answers after `delay` (or fails).
@@ -260,9 +430,14 @@ struct Recording {
 
 impl FeatureSource for Recording {
     fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> FetchFuture<'a> {
-        self.asked.lock().unwrap().push(request.names.iter().map(|n| n.to_string()).collect());
+        self.asked
+            .lock()
+            .unwrap()
+            .push(request.names.iter().map(|n| n.to_string()).collect());
         if self.fail {
-            return Box::pin(std::future::ready(Err(SourceError::Unavailable("test".into()))));
+            return Box::pin(std::future::ready(Err(SourceError::Unavailable(
+                "test".into(),
+            ))));
         }
         if self.delay.is_zero() {
             return self.inner.fetch(request);
@@ -291,9 +466,23 @@ impl FeatureSource for Recording {
 
 fn fetch_engine(delay: Duration, fail: bool) -> (Engine, Arc<Recording>) {
     let store = MemoryStore::new();
-    store.set("u1", Features::new().with("country", "KR").with("age", 30).with("unused", 1));
-    let src = Arc::new(Recording { inner: store, asked: Mutex::default(), delay, fail });
-    let e = Engine::builder().source(Arc::clone(&src)).fetch_deadline(Duration::from_millis(20)).build();
+    store.set(
+        "u1",
+        Features::new()
+            .with("country", "KR")
+            .with("age", 30)
+            .with("unused", 1),
+    );
+    let src = Arc::new(Recording {
+        inner: store,
+        asked: Mutex::default(),
+        delay,
+        fail,
+    });
+    let e = Engine::builder()
+        .source(Arc::clone(&src))
+        .fetch_deadline(Duration::from_millis(20))
+        .build();
     e.load_config_json(
         &json!({"version": "t", "slots": [
             {"id": "s", "variants": [{"id": "off"}, {"id": "on"}], "default": "off",
@@ -309,13 +498,23 @@ fn fetch_engine(delay: Duration, fail: bool) -> (Engine, Arc<Recording>) {
 fn decide_for_fetches_only_what_the_slot_reads() {
     let (e, src) = fetch_engine(Duration::ZERO, false);
     let d = e.decide_for("s", "u1");
-    assert_eq!((d.variant(), d.feature_status()), (Some("on"), FeatureStatus::Fetched));
+    assert_eq!(
+        (d.variant(), d.feature_status()),
+        (Some("on"), FeatureStatus::Fetched)
+    );
     let d = e.decide_for("nofeatures", "u1");
     assert_eq!(d.variant(), Some("only"));
     let d = e.decide_for("s", "stranger");
-    assert_eq!(d.reason(), Reason::Fallback(FallbackCause::FeatureMissing { feature: "country" }));
+    assert_eq!(
+        d.reason(),
+        Reason::Fallback(FallbackCause::FeatureMissing { feature: "country" })
+    );
     let asked = src.asked.lock().unwrap().clone();
-    assert_eq!(asked, vec![vec!["country".to_owned(), "age".to_owned()]; 2], "no fetch for a slot without features");
+    assert_eq!(
+        asked,
+        vec![vec!["country".to_owned(), "age".to_owned()]; 2],
+        "no fetch for a slot without features"
+    );
 }
 
 #[test]
@@ -323,7 +522,9 @@ fn decide_for_async_awaits_the_source() {
     let (e, _) = fetch_engine(Duration::ZERO, false);
     let fut = std::pin::pin!(e.decide_for_async("s", "u1"));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let std::task::Poll::Ready(d) = fut.poll(&mut cx) else { panic!("memory source is ready at once") };
+    let std::task::Poll::Ready(d) = fut.poll(&mut cx) else {
+        panic!("memory source is ready at once")
+    };
     assert_eq!(d.variant(), Some("on"));
     use std::future::Future as _;
 }
@@ -334,13 +535,23 @@ fn slow_source_times_out_at_the_deadline_and_failures_fall_back() {
     let t = Instant::now();
     let d = e.decide_for("s", "u1");
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(20) && took < Duration::from_millis(120), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(20) && took < Duration::from_millis(120),
+        "{took:?}"
+    );
     assert_eq!(d.feature_status(), FeatureStatus::TimedOut);
-    assert_eq!((d.variant(), d.reason()), (Some("off"), Reason::Fallback(FallbackCause::SourceTimeout)));
+    assert_eq!(
+        (d.variant(), d.reason()),
+        (Some("off"), Reason::Fallback(FallbackCause::SourceTimeout))
+    );
 
     let (e, _) = fetch_engine(Duration::from_millis(2), false);
     let d = e.decide_for("s", "u1");
-    assert_eq!((d.feature_status(), d.variant()), (FeatureStatus::Fetched, Some("off")), "answer arrived in time; age is absent");
+    assert_eq!(
+        (d.feature_status(), d.variant()),
+        (FeatureStatus::Fetched, Some("off")),
+        "answer arrived in time; age is absent"
+    );
 
     let (e, _) = fetch_engine(Duration::ZERO, true);
     let d = e.decide_for("s", "u1");
@@ -356,13 +567,20 @@ fn explain_traces_every_step_without_logging() {
         .unwrap();
     let x = e.explain("s", "u", &Features::new().with("country", "US"));
     let text = x.steps.join("\n");
-    assert!(text.contains("country = \"US\": eq Str(\"KR\") → false"), "{text}");
+    assert!(
+        text.contains("country = \"US\": eq Str(\"KR\") → false"),
+        "{text}"
+    );
     assert!(text.contains("rules[0] condition → false"), "{text}");
     assert!(text.contains("decided \"off\" (default)"), "{text}");
     assert_eq!(x.decision.variant(), Some("off"));
     assert_eq!(sink.stats().offered, 0);
     let x = e.explain("missing-slot", "u", &Features::new());
-    assert!(x.steps[0].contains("not in config version"), "{:?}", x.steps);
+    assert!(
+        x.steps[0].contains("not in config version"),
+        "{:?}",
+        x.steps
+    );
 }
 
 #[test]
@@ -372,5 +590,8 @@ fn decisions_carry_version_and_unique_ids() {
     let b = e.decide("s", "u", &Features::new());
     assert_eq!(a.config_version(), "t");
     assert_ne!(a.id(), b.id());
-    assert_eq!(a.id().to_string().parse::<elvon::DecisionId>().unwrap(), a.id());
+    assert_eq!(
+        a.id().to_string().parse::<elvon::DecisionId>().unwrap(),
+        a.id()
+    );
 }

@@ -14,7 +14,10 @@ struct Rec {
 }
 
 fn render(key: &Key) -> String {
-    let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+    let mut labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
     labels.sort();
     format!("{}{{{}}}", key.name(), labels.join(","))
 }
@@ -24,7 +27,13 @@ impl Recorder for Rec {
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let c = Arc::clone(self.counters.lock().unwrap().entry(render(key)).or_default());
+        let c = Arc::clone(
+            self.counters
+                .lock()
+                .unwrap()
+                .entry(render(key))
+                .or_default(),
+        );
         Counter::from_arc(c)
     }
     fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
@@ -37,7 +46,11 @@ impl Recorder for Rec {
 
 impl Rec {
     fn get(&self, k: &str) -> u64 {
-        self.counters.lock().unwrap().get(k).map_or(0, |c| c.load(Ordering::Relaxed))
+        self.counters
+            .lock()
+            .unwrap()
+            .get(k)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -47,7 +60,9 @@ fn counters_by_slot_reason_and_config_events() {
     metrics::with_local_recorder(&rec, || {
         let sink = MemorySink::new(1);
         let engine = Engine::builder().sink(sink).build();
-        engine.load_config_json(include_str!("data/kinds.json")).unwrap();
+        engine
+            .load_config_json(include_str!("data/kinds.json"))
+            .unwrap();
         assert!(engine.load_config_json(r#"{"version": 2}"#).is_err());
         for i in 0..100 {
             let u = format!("u{i}");
@@ -58,15 +73,36 @@ fn counters_by_slot_reason_and_config_events() {
         }
     });
     let holdout = rec.get("elvon_decisions_total{reason=holdout,slot=split}");
-    assert_eq!(rec.get("elvon_decisions_total{reason=split,slot=split}") + holdout, 100);
-    assert_eq!(rec.get("elvon_decisions_total{reason=kill_switch,slot=killed}"), 100);
-    assert_eq!(rec.get("elvon_decisions_total{reason=unknown_slot,slot=<unknown>}"), 100);
+    assert_eq!(
+        rec.get("elvon_decisions_total{reason=split,slot=split}") + holdout,
+        100
+    );
+    assert_eq!(
+        rec.get("elvon_decisions_total{reason=kill_switch,slot=killed}"),
+        100
+    );
+    assert_eq!(
+        rec.get("elvon_decisions_total{reason=unknown_slot,slot=<unknown>}"),
+        100
+    );
     let fb = rec.get("elvon_decisions_total{reason=fallback,slot=fallback}");
     assert!(fb > 90, "{fb}");
-    assert_eq!(rec.get("elvon_fallbacks_total{cause=feature_missing,slot=fallback}"), fb);
+    assert_eq!(
+        rec.get("elvon_fallbacks_total{cause=feature_missing,slot=fallback}"),
+        fb
+    );
     assert_eq!(rec.get("elvon_config_swaps_total{}"), 1);
     assert_eq!(rec.get("elvon_config_rejections_total{}"), 1);
-    assert_eq!(rec.get("elvon_sink_records_total{outcome=offered,sink=memory}"), 400);
-    assert_eq!(rec.get("elvon_sink_records_total{outcome=written,sink=memory}"), 1);
-    assert_eq!(rec.get("elvon_sink_records_total{outcome=dropped,sink=memory}"), 399);
+    assert_eq!(
+        rec.get("elvon_sink_records_total{outcome=offered,sink=memory}"),
+        400
+    );
+    assert_eq!(
+        rec.get("elvon_sink_records_total{outcome=written,sink=memory}"),
+        1
+    );
+    assert_eq!(
+        rec.get("elvon_sink_records_total{outcome=dropped,sink=memory}"),
+        399
+    );
 }

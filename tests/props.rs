@@ -9,8 +9,17 @@ use serde_json::{json, Value};
 
 const KINDS: &str = include_str!("data/kinds.json");
 const SLOTS: [&str; 11] = [
-    "serve", "split", "split_by_device", "split_by_int", "rollout", "score", "targeting", "layered", "killed",
-    "fallback", "nope",
+    "serve",
+    "split",
+    "split_by_device",
+    "split_by_int",
+    "rollout",
+    "score",
+    "targeting",
+    "layered",
+    "killed",
+    "fallback",
+    "nope",
 ];
 
 fn engine(config: &str) -> Engine {
@@ -23,7 +32,9 @@ fn features() -> impl Strategy<Value = Features> {
     (
         prop::option::of(prop::sample::select(vec!["KR", "JP", "US", "DE", ""])),
         prop::option::of(prop::sample::select(vec!["free", "pro", "vip"])),
-        prop::option::of(prop::sample::select(vec!["3.1.0", "3.2.0", "4.0.1", "garbage"])),
+        prop::option::of(prop::sample::select(vec![
+            "3.1.0", "3.2.0", "4.0.1", "garbage",
+        ])),
         prop::option::of(any::<i64>()),
         prop::option::of(any::<f64>()),
         prop::option::of(".{0,12}"),
@@ -125,17 +136,39 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|i| json!(i)),
         any::<f64>().prop_map(|f| json!(f)),
         prop::sample::select(vec![
-            "eq", "in", "gtt", "matches", "semver_ge", "before", "a", "b", "home", "s", "(", "[a-", "1.2.3", "2020-01-01",
-            "version", "slots", "variants", "rules", "split", "serve", "weight", "variant", "segment",
+            "eq",
+            "in",
+            "gtt",
+            "matches",
+            "semver_ge",
+            "before",
+            "a",
+            "b",
+            "home",
+            "s",
+            "(",
+            "[a-",
+            "1.2.3",
+            "2020-01-01",
+            "version",
+            "slots",
+            "variants",
+            "rules",
+            "split",
+            "serve",
+            "weight",
+            "variant",
+            "segment",
         ])
         .prop_map(|s| json!(s)),
         ".{0,8}".prop_map(Value::String),
     ];
     leaf.prop_recursive(6, 64, 6, |inner| {
         let keys = prop::sample::select(vec![
-            "version", "slots", "id", "variants", "default", "rules", "when", "serve", "split", "rollout", "score",
-            "weight", "variant", "percent", "feature", "op", "value", "all", "any", "not", "segment", "segments",
-            "layers", "layer", "from", "to", "holdout", "salt", "by", "bias", "weights", "killed", "payload", "zz",
+            "version", "slots", "id", "variants", "default", "rules", "when", "serve", "split",
+            "rollout", "score", "weight", "variant", "percent", "feature", "op", "value", "all",
+            "any", "not", "segment", "segments", "layers", "layer", "from", "to", "holdout",
+            "salt", "by", "bias", "weights", "killed", "payload", "zz",
         ]);
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),

@@ -36,7 +36,12 @@ fn jsonl_records_round_trip_and_account_exactly() {
     for i in 0..20_000 {
         let slot = ["serve", "split", "score", "fallback", "nope"][i % 5];
         let d = engine.decide(slot, &format!("user-{i}"), &features(i));
-        expected.push((d.id(), d.variant().map(str::to_owned), d.reason().kind(), d.propensity()));
+        expected.push((
+            d.id(),
+            d.variant().map(str::to_owned),
+            d.reason().kind(),
+            d.propensity(),
+        ));
     }
     sink.flush(Duration::from_secs(10)).unwrap();
     let s = sink.stats();
@@ -48,18 +53,33 @@ fn jsonl_records_round_trip_and_account_exactly() {
     // Dropped records are the only gaps; everything written is in order and decodes exactly.
     let mut it = expected.iter();
     for r in &records {
-        let e = it.by_ref().find(|e| e.0 == r.id).expect("record matches a decision, in order");
-        assert_eq!((r.variant.clone(), r.reason.kind.as_str(), r.propensity), (e.1.clone(), e.2, e.3));
+        let e = it
+            .by_ref()
+            .find(|e| e.0 == r.id)
+            .expect("record matches a decision, in order");
+        assert_eq!(
+            (r.variant.clone(), r.reason.kind.as_str(), r.propensity),
+            (e.1.clone(), e.2, e.3)
+        );
         assert_eq!(r.schema, RECORD_SCHEMA);
         assert_eq!(r.config_version, "kinds-1");
-        assert!(r.features.get("irrelevant").is_none(), "only features the slot reads are logged");
+        assert!(
+            r.features.get("irrelevant").is_none(),
+            "only features the slot reads are logged"
+        );
     }
     let score = records.iter().find(|r| r.slot == "score").unwrap();
     assert!(score.features.get("page_view_7d").is_some());
     let unknown = records.iter().find(|r| r.slot == "nope").unwrap();
-    assert_eq!((unknown.variant.as_deref(), unknown.reason.kind.as_str()), (None, "unknown_slot"));
+    assert_eq!(
+        (unknown.variant.as_deref(), unknown.reason.kind.as_str()),
+        (None, "unknown_slot")
+    );
     let fb = records.iter().find(|r| r.slot == "fallback").unwrap();
-    assert_eq!((fb.reason.cause.as_deref(), fb.reason.feature.as_deref()), (Some("feature_missing"), Some("not_provided")));
+    assert_eq!(
+        (fb.reason.cause.as_deref(), fb.reason.feature.as_deref()),
+        (Some("feature_missing"), Some("not_provided"))
+    );
 }
 
 #[test]

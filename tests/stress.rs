@@ -41,7 +41,12 @@ fn decisions_stay_consistent_with_one_version_during_millisecond_swaps() {
         .collect();
     let users: Arc<Vec<(String, Features)>> = Arc::new(
         (0..2_000)
-            .map(|i| (format!("user-{i}"), Features::new().with("country", ["KR", "US", "DE"][i % 3])))
+            .map(|i| {
+                (
+                    format!("user-{i}"),
+                    Features::new().with("country", ["KR", "US", "DE"][i % 3]),
+                )
+            })
             .collect(),
     );
     let expected: Arc<HashMap<(String, String, usize), Option<String>>> = Arc::new(
@@ -49,7 +54,12 @@ fn decisions_stay_consistent_with_one_version_during_millisecond_swaps() {
             .iter()
             .flat_map(|(v, e)| {
                 users.iter().enumerate().flat_map(move |(i, (u, f))| {
-                    ["s", "t"].map(|slot| ((v.clone(), slot.to_owned(), i), e.decide(slot, u, f).variant().map(str::to_owned)))
+                    ["s", "t"].map(|slot| {
+                        (
+                            (v.clone(), slot.to_owned(), i),
+                            e.decide(slot, u, f).variant().map(str::to_owned),
+                        )
+                    })
                 })
             })
             .collect(),
@@ -61,8 +71,13 @@ fn decisions_stay_consistent_with_one_version_during_millisecond_swaps() {
     let checked = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..2)
         .map(|r| {
-            let (engine, users, expected, stop, checked) =
-                (engine.clone(), Arc::clone(&users), Arc::clone(&expected), Arc::clone(&stop), Arc::clone(&checked));
+            let (engine, users, expected, stop, checked) = (
+                engine.clone(),
+                Arc::clone(&users),
+                Arc::clone(&expected),
+                Arc::clone(&stop),
+                Arc::clone(&checked),
+            );
             thread::spawn(move || {
                 let mut seen = HashMap::<String, u64>::new();
                 let mut i = r;
@@ -74,8 +89,14 @@ fn decisions_stay_consistent_with_one_version_during_millisecond_swaps() {
                         let version = d.config_version().to_owned();
                         let want = expected
                             .get(&(version.clone(), slot.to_owned(), idx))
-                            .unwrap_or_else(|| panic!("decision reports unknown version {version:?}"));
-                        assert_eq!(d.variant().map(str::to_owned), *want, "slot {slot} user {u} version {version}");
+                            .unwrap_or_else(|| {
+                                panic!("decision reports unknown version {version:?}")
+                            });
+                        assert_eq!(
+                            d.variant().map(str::to_owned),
+                            *want,
+                            "slot {slot} user {u} version {version}"
+                        );
                         if slot == "s" {
                             let p = d.payload().expect("slot s exists in both versions");
                             assert_eq!(&p[..], version.as_bytes(), "payload from another version");
@@ -108,5 +129,8 @@ fn decisions_stay_consistent_with_one_version_during_millisecond_swaps() {
     let checked = checked.load(Ordering::Relaxed);
     eprintln!("{swaps} swaps, {checked} decisions checked, by version {seen:?}");
     assert!(swaps >= 500, "only {swaps} swaps in 2 s");
-    assert!(seen.get("A").copied().unwrap_or(0) > 1_000 && seen.get("B").copied().unwrap_or(0) > 1_000, "{seen:?}");
+    assert!(
+        seen.get("A").copied().unwrap_or(0) > 1_000 && seen.get("B").copied().unwrap_or(0) > 1_000,
+        "{seen:?}"
+    );
 }

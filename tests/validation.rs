@@ -29,16 +29,21 @@ fn problems(v: &Value) -> Vec<String> {
 #[test]
 fn three_mistakes_three_path_qualified_errors_and_previous_version_keeps_serving() {
     let engine = Engine::default();
-    engine.load_config_json(&base().to_string()).expect("base config is valid");
+    engine
+        .load_config_json(&base().to_string())
+        .expect("base config is valid");
     let before = engine.decide("banner", "u1", &Features::new().with("country", "KR"));
     assert_eq!(before.variant(), Some("b"));
 
     let mut bad = base();
     bad["version"] = json!("v2");
-    bad["slots"][0]["rules"][0]["when"] = json!({"any": [{"segment": "asia"}, {"feature": "age", "op": "gtt", "value": 3}]});
+    bad["slots"][0]["rules"][0]["when"] =
+        json!({"any": [{"segment": "asia"}, {"feature": "age", "op": "gtt", "value": 3}]});
     bad["slots"][1]["rules"][0]["split"]["variants"][1]["weight"] = json!(40);
     bad["slots"][1]["default"] = json!("zzz");
-    let err = engine.load_config_json(&bad.to_string()).expect_err("three mistakes");
+    let err = engine
+        .load_config_json(&bad.to_string())
+        .expect_err("three mistakes");
     let got: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
     assert_eq!(
         got,
@@ -50,7 +55,11 @@ fn three_mistakes_three_path_qualified_errors_and_previous_version_keeps_serving
         "{err}"
     );
     assert!(matches!(err, ConfigError::Invalid(_)));
-    assert!(err.to_string().starts_with("config rejected with 3 problem(s):"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("config rejected with 3 problem(s):"),
+        "{err}"
+    );
 
     // Nothing was half-applied: still v1, same answers.
     assert_eq!(engine.config_version(), "v1");
@@ -63,49 +72,99 @@ fn three_mistakes_three_path_qualified_errors_and_previous_version_keeps_serving
 fn every_kind_of_problem_is_reported_where_it_is() {
     type Mutate = fn(&mut Value);
     let cases: Vec<(Mutate, &str, &str)> = vec![
-        (|v| v["slots"][1]["id"] = json!("banner"), "slots[1].id", "duplicate slot id \"banner\""),
-        (|v| v["slots"][0]["variants"][1]["id"] = json!("a"), "slots[0].variants[1].id", "duplicate variant id \"a\""),
-        (|v| v["slots"][0]["variants"] = json!([]), "slots[0].variants", "at least one variant"),
-        (|v| v["slots"][0]["rules"][0]["serve"] = json!("nope"), "slots[0].rules[0].serve", "unknown variant \"nope\""),
-        (|v| v["slots"][0]["rules"][0]["when"] = json!({"segment": "europe"}), "slots[0].rules[0].when.segment", "unknown segment \"europe\""),
         (
-            |v| v["slots"][0]["rules"][0]["when"] = json!({"feature": "email", "op": "matches", "value": "(unclosed"}),
+            |v| v["slots"][1]["id"] = json!("banner"),
+            "slots[1].id",
+            "duplicate slot id \"banner\"",
+        ),
+        (
+            |v| v["slots"][0]["variants"][1]["id"] = json!("a"),
+            "slots[0].variants[1].id",
+            "duplicate variant id \"a\"",
+        ),
+        (
+            |v| v["slots"][0]["variants"] = json!([]),
+            "slots[0].variants",
+            "at least one variant",
+        ),
+        (
+            |v| v["slots"][0]["rules"][0]["serve"] = json!("nope"),
+            "slots[0].rules[0].serve",
+            "unknown variant \"nope\"",
+        ),
+        (
+            |v| v["slots"][0]["rules"][0]["when"] = json!({"segment": "europe"}),
+            "slots[0].rules[0].when.segment",
+            "unknown segment \"europe\"",
+        ),
+        (
+            |v| {
+                v["slots"][0]["rules"][0]["when"] =
+                    json!({"feature": "email", "op": "matches", "value": "(unclosed"})
+            },
             "slots[0].rules[0].when.value",
             "invalid regex",
         ),
         (
-            |v| v["slots"][0]["rules"][0]["when"] = json!({"feature": "v", "op": "semver_ge", "value": "1.x"}),
+            |v| {
+                v["slots"][0]["rules"][0]["when"] =
+                    json!({"feature": "v", "op": "semver_ge", "value": "1.x"})
+            },
             "slots[0].rules[0].when.value",
             "invalid semver version",
         ),
         (
-            |v| v["slots"][0]["rules"][0]["when"] = json!({"feature": "v", "op": "semver_match", "value": ">>1"}),
+            |v| {
+                v["slots"][0]["rules"][0]["when"] =
+                    json!({"feature": "v", "op": "semver_match", "value": ">>1"})
+            },
             "slots[0].rules[0].when.value",
             "invalid semver requirement",
         ),
         (
-            |v| v["slots"][0]["rules"][0]["when"] = json!({"feature": "d", "op": "before", "value": "yesterday"}),
+            |v| {
+                v["slots"][0]["rules"][0]["when"] =
+                    json!({"feature": "d", "op": "before", "value": "yesterday"})
+            },
             "slots[0].rules[0].when.value",
             "RFC 3339",
         ),
         (
-            |v| v["slots"][0]["rules"][0]["when"] = json!({"feature": "n", "op": "between", "value": [5, 1]}),
+            |v| {
+                v["slots"][0]["rules"][0]["when"] =
+                    json!({"feature": "n", "op": "between", "value": [5, 1]})
+            },
             "slots[0].rules[0].when.value",
             "low 5 is greater than high 1",
         ),
         (
-            |v| v["slots"][0]["rules"][0]["when"] = json!({"feature": "n", "op": "gt", "value": "ten"}),
+            |v| {
+                v["slots"][0]["rules"][0]["when"] =
+                    json!({"feature": "n", "op": "gt", "value": "ten"})
+            },
             "slots[0].rules[0].when.value",
             "expected a number",
         ),
-        (|v| v["slots"][0]["rules"][0]["when"] = json!({"feature": "n", "op": "gt"}), "slots[0].rules[0].when", "needs a \"value\""),
+        (
+            |v| v["slots"][0]["rules"][0]["when"] = json!({"feature": "n", "op": "gt"}),
+            "slots[0].rules[0].when",
+            "needs a \"value\"",
+        ),
         (
             |v| v["segments"] = json!({"a": {"segment": "b"}, "b": {"segment": "a"}}),
             "segments.a",
             "cyclic segment reference: a → b → a",
         ),
-        (|v| v["slots"][0]["rules"][0]["split"] = json!({}), "slots[0].rules[0]", "exactly one action"),
-        (|v| v["slots"][0]["rules"][0] = json!({"when": {"segment": "asia"}}), "slots[0].rules[0]", "found none"),
+        (
+            |v| v["slots"][0]["rules"][0]["split"] = json!({}),
+            "slots[0].rules[0]",
+            "exactly one action",
+        ),
+        (
+            |v| v["slots"][0]["rules"][0] = json!({"when": {"segment": "asia"}}),
+            "slots[0].rules[0]",
+            "found none",
+        ),
         (
             |v| v["slots"][1]["rules"][0]["split"]["variants"][0]["weight"] = json!(-5),
             "slots[1].rules[0].split.variants[0].weight",
@@ -116,9 +175,21 @@ fn every_kind_of_problem_is_reported_where_it_is() {
             "slots[1].rules[0].split.variants[0].weight",
             "more than two decimals",
         ),
-        (|v| v["slots"][0]["wieght"] = json!(1), "slots[0].wieght", "unknown field \"wieght\""),
-        (|v| v["slots"][0]["layer"] = json!({"id": "nope", "from": 0, "to": 10}), "slots[0].layer.id", "unknown layer \"nope\""),
-        (|v| v["slots"][0]["layer"] = json!({"id": "home", "from": 10, "to": 10}), "slots[0].layer", "empty bucket range"),
+        (
+            |v| v["slots"][0]["wieght"] = json!(1),
+            "slots[0].wieght",
+            "unknown field \"wieght\"",
+        ),
+        (
+            |v| v["slots"][0]["layer"] = json!({"id": "nope", "from": 0, "to": 10}),
+            "slots[0].layer.id",
+            "unknown layer \"nope\"",
+        ),
+        (
+            |v| v["slots"][0]["layer"] = json!({"id": "home", "from": 10, "to": 10}),
+            "slots[0].layer",
+            "empty bucket range",
+        ),
         (
             |v| {
                 v["slots"][0]["layer"] = json!({"id": "home", "from": 0, "to": 6000});
@@ -127,11 +198,33 @@ fn every_kind_of_problem_is_reported_where_it_is() {
             "slots[1].layer",
             "overlaps slot \"banner\"",
         ),
-        (|v| v["layers"] = json!([{"id": "home"}, {"id": "home"}]), "layers[1].id", "duplicate layer id \"home\""),
-        (|v| v["holdout"] = json!({"percent": 101}), "holdout.percent", "outside 0..=100"),
+        (
+            |v| v["layers"] = json!([{"id": "home"}, {"id": "home"}]),
+            "layers[1].id",
+            "duplicate layer id \"home\"",
+        ),
+        (
+            |v| v["holdout"] = json!({"percent": 101}),
+            "holdout.percent",
+            "outside 0..=100",
+        ),
         (|v| v["version"] = json!(""), "version", "non-empty string"),
-        (|v| v.as_object_mut().unwrap().remove("slots").map(drop).unwrap_or(()), "(root)", "missing required field \"slots\""),
-        (|v| v["slots"][0]["default"] = json!(7), "slots[0].default", "expected a string"),
+        (
+            |v| {
+                v.as_object_mut()
+                    .unwrap()
+                    .remove("slots")
+                    .map(drop)
+                    .unwrap_or(())
+            },
+            "(root)",
+            "missing required field \"slots\"",
+        ),
+        (
+            |v| v["slots"][0]["default"] = json!(7),
+            "slots[0].default",
+            "expected a string",
+        ),
         (|v| v["slots"][0]["rules"][0]["id"] = json!("r"), "", ""), // valid: control case
     ];
     for (mutate, path, message) in cases {
@@ -143,7 +236,8 @@ fn every_kind_of_problem_is_reported_where_it_is() {
             continue;
         }
         assert!(
-            got.iter().any(|p| p.starts_with(&format!("{path}: ")) && p.contains(message)),
+            got.iter()
+                .any(|p| p.starts_with(&format!("{path}: ")) && p.contains(message)),
             "expected `{path}: …{message}…`, got {got:?}"
         );
     }
@@ -159,7 +253,10 @@ fn deep_and_long_segment_chains_are_rejected_without_overflowing() {
     let mut v = base();
     v["segments"] = Value::Object(segs);
     let got = problems(&v);
-    assert!(got.iter().any(|p| p.contains("more than 32 levels deep")), "{got:?}");
+    assert!(
+        got.iter().any(|p| p.contains("more than 32 levels deep")),
+        "{got:?}"
+    );
 
     let mut nested = json!({"feature": "x", "op": "exists"});
     for _ in 0..40 {
@@ -168,13 +265,19 @@ fn deep_and_long_segment_chains_are_rejected_without_overflowing() {
     let mut v = base();
     v["slots"][0]["rules"][0]["when"] = nested;
     let got = problems(&v);
-    assert!(got.iter().any(|p| p.contains("nested deeper than 32 levels")), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|p| p.contains("nested deeper than 32 levels")),
+        "{got:?}"
+    );
 }
 
 #[test]
 fn syntax_errors_name_line_and_column() {
     let e = Engine::default();
-    let err = e.load_config_json("{\n  \"version\": 1,\n  \"slots\": [,]\n}").unwrap_err();
+    let err = e
+        .load_config_json("{\n  \"version\": 1,\n  \"slots\": [,]\n}")
+        .unwrap_err();
     match err {
         ConfigError::Parse { line, column, .. } => assert_eq!((line, column), (3, 13)),
         other => panic!("{other:?}"),
@@ -184,11 +287,16 @@ fn syntax_errors_name_line_and_column() {
 #[test]
 fn unreachable_rules_are_dropped_with_a_warning() {
     let mut v = base();
-    v["slots"][0]["rules"] = json!([{"serve": "a"}, {"serve": "b"}, {"when": {"segment": "asia"}, "serve": "b"}]);
+    v["slots"][0]["rules"] =
+        json!([{"serve": "a"}, {"serve": "b"}, {"when": {"segment": "asia"}, "serve": "b"}]);
     let e = Engine::default();
     let out = e.load_config_json(&v.to_string()).unwrap();
     let w: Vec<String> = out.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(w[0].starts_with("slots[0].rules[1]: unreachable"), "{w:?}");
-    assert_eq!(e.decide("banner", "u", &Features::new().with("country", "KR")).variant(), Some("a"));
+    assert_eq!(
+        e.decide("banner", "u", &Features::new().with("country", "KR"))
+            .variant(),
+        Some("a")
+    );
 }

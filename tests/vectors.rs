@@ -16,8 +16,11 @@ struct Vector {
 }
 
 fn vectors() -> Vec<Vector> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/bucketing.json"))
-        .expect("tests/vectors/bucketing.json is committed");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/bucketing.json"
+    ))
+    .expect("tests/vectors/bucketing.json is committed");
     let f: File = serde_json::from_str(&text).expect("vector file parses");
     f.vectors
 }
@@ -29,7 +32,15 @@ fn at_least_50_vectors_all_match() {
     let mismatches: Vec<String> = v
         .iter()
         .filter(|x| elvon::bucket(&x.salt, &x.unit) != x.bucket)
-        .map(|x| format!("salt {:?} unit {:?}: expected {}, got {}", x.salt, x.unit, x.bucket, elvon::bucket(&x.salt, &x.unit)))
+        .map(|x| {
+            format!(
+                "salt {:?} unit {:?}: expected {}, got {}",
+                x.salt,
+                x.unit,
+                x.bucket,
+                elvon::bucket(&x.salt, &x.unit)
+            )
+        })
         .collect();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
@@ -46,7 +57,9 @@ fn split_reasons_report_the_vector_bucket() {
         .unwrap();
     for x in vectors().iter().filter(|x| x.salt == "banner.split") {
         let d = engine.decide("s", &x.unit, &Features::new());
-        let Reason::Split { bucket, .. } = d.reason() else { panic!("{:?}", d.reason()) };
+        let Reason::Split { bucket, .. } = d.reason() else {
+            panic!("{:?}", d.reason())
+        };
         assert_eq!(bucket, x.bucket, "unit {:?}", x.unit);
         assert_eq!(d.variant(), Some(if x.bucket < 5000 { "a" } else { "b" }));
     }

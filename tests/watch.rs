@@ -6,7 +6,9 @@ use std::time::Duration;
 use elvon::{ConfigWatcher, Engine, WatchEvent};
 
 fn config(version: &str) -> String {
-    format!(r#"{{"version": "{version}", "slots": [{{"id": "s", "variants": [{{"id": "{version}"}}], "default": "{version}"}}]}}"#)
+    format!(
+        r#"{{"version": "{version}", "slots": [{{"id": "s", "variants": [{{"id": "{version}"}}], "default": "{version}"}}]}}"#
+    )
 }
 
 #[test]
@@ -16,22 +18,30 @@ fn watcher_loads_changes_and_reports_bad_files() {
     std::fs::write(&path, config("v1")).unwrap();
     let engine = Engine::default();
     let (tx, rx) = mpsc::channel();
-    let watcher = ConfigWatcher::spawn(engine.clone(), &path, Duration::from_millis(10), move |e| {
-        let line = match e {
-            WatchEvent::Loaded(o) => format!("loaded {}", o.version),
-            WatchEvent::Rejected(err) => format!("rejected {err}"),
-            _ => "other".into(),
-        };
-        let _ = tx.send(line);
-    })
-    .unwrap();
-    let next = || rx.recv_timeout(Duration::from_secs(5)).expect("watcher reported");
+    let watcher =
+        ConfigWatcher::spawn(engine.clone(), &path, Duration::from_millis(10), move |e| {
+            let line = match e {
+                WatchEvent::Loaded(o) => format!("loaded {}", o.version),
+                WatchEvent::Rejected(err) => format!("rejected {err}"),
+                _ => "other".into(),
+            };
+            let _ = tx.send(line);
+        })
+        .unwrap();
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("watcher reported")
+    };
     assert_eq!(next(), "loaded v1");
     assert_eq!(engine.config_version(), "v1");
 
     std::fs::write(&path, r#"{"version": "v2", "slots": [{"id": "s"}]}"#).unwrap();
     let e = next();
-    assert!(e.starts_with("rejected config rejected") && e.contains("slots[0]: missing required field \"variants\""), "{e}");
+    assert!(
+        e.starts_with("rejected config rejected")
+            && e.contains("slots[0]: missing required field \"variants\""),
+        "{e}"
+    );
     assert_eq!(engine.config_version(), "v1", "a bad file changes nothing");
 
     std::fs::write(&path, "{ not json").unwrap();
@@ -39,7 +49,10 @@ fn watcher_loads_changes_and_reports_bad_files() {
 
     std::fs::write(&path, config("v3")).unwrap();
     assert_eq!(next(), "loaded v3");
-    assert_eq!(engine.decide("s", "u", &elvon::Features::new()).variant(), Some("v3"));
+    assert_eq!(
+        engine.decide("s", "u", &elvon::Features::new()).variant(),
+        Some("v3")
+    );
 
     std::fs::remove_file(&path).unwrap();
     assert!(next().starts_with("rejected cannot read config file"));

@@ -24,12 +24,26 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
     let Some(root) = ctx.object(&config.0) else {
         return Err(ctx.problems);
     };
-    ctx.check_keys(root, &["version", "description", "segments", "layers", "holdout", "slots"]);
+    ctx.check_keys(
+        root,
+        &[
+            "version",
+            "description",
+            "segments",
+            "layers",
+            "holdout",
+            "slots",
+        ],
+    );
     let version = match root.get("version") {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(other) => {
-            ctx.field("version", |c| c.error(format!("expected a non-empty string or a number, found {other}")));
+            ctx.field("version", |c| {
+                c.error(format!(
+                    "expected a non-empty string or a number, found {other}"
+                ))
+            });
             None
         }
         None => {
@@ -39,13 +53,24 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
     };
     let mut interner = Interner::default();
     let mut segment_ids = HashMap::new();
-    let segments = compile_segments(&mut ctx, root.get("segments"), &mut interner, &mut segment_ids);
-    let holdout = root.get("holdout").and_then(|h| ctx.field("holdout", |c| holdout(c, h, "elvon.holdout")));
+    let segments = compile_segments(
+        &mut ctx,
+        root.get("segments"),
+        &mut interner,
+        &mut segment_ids,
+    );
+    let holdout = root
+        .get("holdout")
+        .and_then(|h| ctx.field("holdout", |c| holdout(c, h, "elvon.holdout")));
     let (layers, layer_ids) = match root.get("layers") {
         Some(l) => ctx.field("layers", |c| layers(c, l)),
         None => (Vec::new(), HashMap::new()),
     };
-    let shared = Shared { segment_ids: &segment_ids, segments: &segments, layer_ids: &layer_ids };
+    let shared = Shared {
+        segment_ids: &segment_ids,
+        segments: &segments,
+        layer_ids: &layer_ids,
+    };
     let mut slots = Vec::new();
     let mut slot_index = HashMap::default();
     match root.get("slots") {
@@ -53,11 +78,16 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
         Some(v) => ctx.field("slots", |c| {
             let Some(items) = c.array(v) else { return };
             for (i, item) in items.iter().enumerate() {
-                let Some(slot) = c.index(i, |c| compile_slot(c, item, &mut interner, &shared)) else {
+                let Some(slot) = c.index(i, |c| compile_slot(c, item, &mut interner, &shared))
+                else {
                     continue;
                 };
                 if slot_index.contains_key(&slot.id) {
-                    c.index(i, |c| c.field("id", |c| c.error(format!("duplicate slot id {:?}", slot.id))));
+                    c.index(i, |c| {
+                        c.field("id", |c| {
+                            c.error(format!("duplicate slot id {:?}", slot.id))
+                        })
+                    });
                     continue;
                 }
                 slot_index.insert(slot.id.clone(), slots.len() as u32);
@@ -69,7 +99,10 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
     let mut by_layer: HashMap<u32, Vec<(u32, u32, usize, &str)>> = HashMap::new();
     for (i, s) in &slots {
         if let Some(l) = s.layer {
-            by_layer.entry(l.layer).or_default().push((l.from, l.to, *i, &s.id));
+            by_layer
+                .entry(l.layer)
+                .or_default()
+                .push((l.from, l.to, *i, &s.id));
         }
     }
     for ranges in by_layer.values_mut() {
@@ -79,7 +112,11 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
             if b_from < a_to {
                 ctx.field("slots", |c| {
                     c.index(b_i, |c| {
-                        c.field("layer", |c| c.error(format!("bucket range overlaps slot {a_id:?} in the same layer")))
+                        c.field("layer", |c| {
+                            c.error(format!(
+                                "bucket range overlaps slot {a_id:?} in the same layer"
+                            ))
+                        })
                     })
                 });
             }
@@ -120,33 +157,48 @@ fn holdout(ctx: &mut Ctx, v: &Value, default_salt: &str) -> Option<Holdout> {
     let salt = ctx.str_field(obj, "salt", false).unwrap_or(default_salt);
     let p = ctx.num_field(obj, "percent", true)?;
     let below = ctx.field("percent", |c| c.percent_buckets(p))?;
-    Some(Holdout { seed: salt_seed(salt), below })
+    Some(Holdout {
+        seed: salt_seed(salt),
+        below,
+    })
 }
 
 fn layers(ctx: &mut Ctx, v: &Value) -> (Vec<Layer>, HashMap<String, u32>) {
     let mut out = Vec::new();
     let mut ids = HashMap::new();
-    let Some(items) = ctx.array(v) else { return (out, ids) };
+    let Some(items) = ctx.array(v) else {
+        return (out, ids);
+    };
     let mut seen = HashSet::new();
     for (i, item) in items.iter().enumerate() {
         ctx.index(i, |c| {
             let Some(obj) = c.object(item) else { return };
             c.check_keys(obj, &["id", "description", "salt", "holdout"]);
-            let Some(id) = c.id_field(obj, "id") else { return };
+            let Some(id) = c.id_field(obj, "id") else {
+                return;
+            };
             if !seen.insert(id.to_owned()) {
                 c.field("id", |c| c.error(format!("duplicate layer id {id:?}")));
                 return;
             }
-            let salt = c.str_field(obj, "salt", false).map_or_else(|| format!("layer.{id}"), str::to_owned);
+            let salt = c
+                .str_field(obj, "salt", false)
+                .map_or_else(|| format!("layer.{id}"), str::to_owned);
             let holdout = match obj.get("holdout") {
                 None => None,
-                Some(h) => match c.field("holdout", |c| holdout(c, h, &format!("layer.{id}.holdout"))) {
-                    Some(h) => Some(h),
-                    None => return,
-                },
+                Some(h) => {
+                    match c.field("holdout", |c| holdout(c, h, &format!("layer.{id}.holdout"))) {
+                        Some(h) => Some(h),
+                        None => return,
+                    }
+                }
             };
             ids.insert(id.to_owned(), out.len() as u32);
-            out.push(Layer { id: id.into(), seed: salt_seed(&salt), holdout });
+            out.push(Layer {
+                id: id.into(),
+                seed: salt_seed(&salt),
+                holdout,
+            });
         });
     }
     (out, ids)

@@ -35,7 +35,11 @@ impl Interner {
                 id
             }
         };
-        FeatureKey { id, hash: name_hash(name), name: name.into() }
+        FeatureKey {
+            id,
+            hash: name_hash(name),
+            name: name.into(),
+        }
     }
 }
 
@@ -57,9 +61,16 @@ impl Env<'_> {
     }
 }
 
-pub(crate) fn compile_cond(ctx: &mut Ctx, v: &Value, env: &mut Env<'_>, depth: usize) -> Option<Cond> {
+pub(crate) fn compile_cond(
+    ctx: &mut Ctx,
+    v: &Value,
+    env: &mut Env<'_>,
+    depth: usize,
+) -> Option<Cond> {
     if depth > MAX_DEPTH {
-        ctx.error(format!("conditions are nested deeper than {MAX_DEPTH} levels"));
+        ctx.error(format!(
+            "conditions are nested deeper than {MAX_DEPTH} levels"
+        ));
         return None;
     }
     let obj = ctx.object(v)?;
@@ -70,7 +81,12 @@ pub(crate) fn compile_cond(ctx: &mut Ctx, v: &Value, env: &mut Env<'_>, depth: u
                 return None;
             }
             return ctx.field(comb, |ctx| match comb {
-                "not" => Some(Cond::Not(Box::new(compile_cond(ctx, inner, env, depth + 1)?))),
+                "not" => Some(Cond::Not(Box::new(compile_cond(
+                    ctx,
+                    inner,
+                    env,
+                    depth + 1,
+                )?))),
                 "segment" => {
                     let Value::String(name) = inner else {
                         ctx.error(format!("expected a segment name, found {}", kind(inner)));
@@ -97,7 +113,13 @@ pub(crate) fn compile_cond(ctx: &mut Ctx, v: &Value, env: &mut Env<'_>, depth: u
                             None => ok = false,
                         }
                     }
-                    ok.then(|| if comb == "all" { Cond::All(out) } else { Cond::Any(out) })
+                    ok.then(|| {
+                        if comb == "all" {
+                            Cond::All(out)
+                        } else {
+                            Cond::Any(out)
+                        }
+                    })
                 }
             });
         }
@@ -125,12 +147,29 @@ fn compile_test(ctx: &mut Ctx, op: &str, value: Option<&Value>) -> Option<Test> 
             ctx.error(format!("operator {op:?} takes no value"));
             return None;
         }
-        return Some(if op == "exists" { Test::Exists } else { Test::Missing });
+        return Some(if op == "exists" {
+            Test::Exists
+        } else {
+            Test::Missing
+        });
     }
     let known = matches!(
         op,
-        "eq" | "ne" | "in" | "not_in" | "lt" | "le" | "gt" | "ge" | "between" | "starts_with" | "ends_with"
-            | "contains" | "matches" | "semver_match" | "before" | "after"
+        "eq" | "ne"
+            | "in"
+            | "not_in"
+            | "lt"
+            | "le"
+            | "gt"
+            | "ge"
+            | "between"
+            | "starts_with"
+            | "ends_with"
+            | "contains"
+            | "matches"
+            | "semver_match"
+            | "before"
+            | "after"
     ) || op.strip_prefix("semver_").and_then(cmp).is_some();
     if !known {
         // Reported at the condition, not at its value.
@@ -150,7 +189,10 @@ fn compile_test(ctx: &mut Ctx, op: &str, value: Option<&Value>) -> Option<Test> 
     let text = |ctx: &mut Ctx| match v {
         Value::String(s) => Some(s.as_str()),
         other => {
-            ctx.error(format!("operator {op:?} needs a string, found {}", kind(other)));
+            ctx.error(format!(
+                "operator {op:?} needs a string, found {}",
+                kind(other)
+            ));
             None
         }
     };
@@ -161,7 +203,10 @@ fn compile_test(ctx: &mut Ctx, op: &str, value: Option<&Value>) -> Option<Test> 
                 Value::String(s) => Lit::Str(s.as_str().into()),
                 Value::Number(_) => Lit::Num(ctx.number(v)?),
                 other => {
-                    ctx.error(format!("operator {op:?} needs a string, number or boolean, found {}", kind(other)));
+                    ctx.error(format!(
+                        "operator {op:?} needs a string, number or boolean, found {}",
+                        kind(other)
+                    ));
                     return None;
                 }
             };
@@ -182,7 +227,12 @@ fn compile_test(ctx: &mut Ctx, op: &str, value: Option<&Value>) -> Option<Test> 
                     Value::Number(n) if n.as_i64().is_some() => {
                         set.ints.extend(n.as_i64());
                     }
-                    other => ctx.index(i, |c| c.error(format!("in-lists hold strings or integers, found {}", kind(other)))),
+                    other => ctx.index(i, |c| {
+                        c.error(format!(
+                            "in-lists hold strings or integers, found {}",
+                            kind(other)
+                        ))
+                    }),
                 }
             }
             if op == "in" {
@@ -195,7 +245,10 @@ fn compile_test(ctx: &mut Ctx, op: &str, value: Option<&Value>) -> Option<Test> 
         "between" => {
             let items = ctx.array(v)?;
             if items.len() != 2 {
-                ctx.error(format!("\"between\" needs [low, high], found {} element(s)", items.len()));
+                ctx.error(format!(
+                    "\"between\" needs [low, high], found {} element(s)",
+                    items.len()
+                ));
                 return None;
             }
             let lo = ctx.index(0, |c| c.number(&items[0]));
@@ -226,7 +279,9 @@ fn compile_test(ctx: &mut Ctx, op: &str, value: Option<&Value>) -> Option<Test> 
         },
         "before" | "after" => {
             let t = match v {
-                Value::Number(n) if n.as_i64().is_some() => n.as_i64().map(|s| i128::from(s) * 1_000_000_000),
+                Value::Number(n) if n.as_i64().is_some() => {
+                    n.as_i64().map(|s| i128::from(s) * 1_000_000_000)
+                }
                 Value::String(s) => parse_instant(s),
                 _ => None,
             };
@@ -280,9 +335,15 @@ pub(crate) fn compile_segments(
     interner: &mut Interner,
     ids: &mut HashMap<String, u32>,
 ) -> Segments {
-    let mut out = Segments { names: Vec::new(), conds: Vec::new(), features: Vec::new() };
+    let mut out = Segments {
+        names: Vec::new(),
+        conds: Vec::new(),
+        features: Vec::new(),
+    };
     let Some(v) = v else { return out };
-    let Some(obj) = ctx.field("segments", |c| c.object(v)) else { return out };
+    let Some(obj) = ctx.field("segments", |c| c.object(v)) else {
+        return out;
+    };
     for (i, name) in obj.keys().enumerate() {
         ids.insert(name.clone(), i as u32);
         out.names.push(name.as_str().into());
@@ -290,8 +351,15 @@ pub(crate) fn compile_segments(
     let mut refs = Vec::with_capacity(obj.len());
     let mut ok = true;
     for (name, body) in obj {
-        let mut env = Env { interner, segment_ids: ids, features: BTreeSet::new(), segments: BTreeSet::new() };
-        let c = ctx.field("segments", |c| c.field(name, |c| compile_cond(c, body, &mut env, 0)));
+        let mut env = Env {
+            interner,
+            segment_ids: ids,
+            features: BTreeSet::new(),
+            segments: BTreeSet::new(),
+        };
+        let c = ctx.field("segments", |c| {
+            c.field(name, |c| compile_cond(c, body, &mut env, 0))
+        });
         ok &= c.is_some();
         out.conds.push(c.unwrap_or(Cond::All(Vec::new())));
         out.features.push(env.features);
@@ -302,14 +370,18 @@ pub(crate) fn compile_segments(
         Err(GraphProblem::Cycle(cycle)) => {
             let path: Vec<&str> = cycle.iter().map(|&i| &*out.names[i]).collect();
             ctx.field("segments", |c| {
-                c.field(path[0], |c| c.error(format!("cyclic segment reference: {}", path.join(" → "))));
+                c.field(path[0], |c| {
+                    c.error(format!("cyclic segment reference: {}", path.join(" → ")))
+                });
             });
             return out;
         }
         Err(GraphProblem::TooDeep(i)) => {
             ctx.field("segments", |c| {
                 c.field(&out.names[i], |c| {
-                    c.error(format!("segments reference each other more than {MAX_DEPTH} levels deep"))
+                    c.error(format!(
+                        "segments reference each other more than {MAX_DEPTH} levels deep"
+                    ))
                 })
             });
             return out;

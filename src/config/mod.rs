@@ -33,11 +33,13 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Parse`] with the line and column of the syntax error.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        serde_json::from_str(text).map(Config).map_err(|e| ConfigError::Parse {
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })
+        serde_json::from_str(text)
+            .map(Config)
+            .map_err(|e| ConfigError::Parse {
+                line: e.line(),
+                column: e.column(),
+                message: e.to_string(),
+            })
     }
 
     /// Parses JSON bytes; see [`Config::from_json`].
@@ -45,11 +47,13 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Parse`] on invalid JSON or UTF-8.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, ConfigError> {
-        serde_json::from_slice(bytes).map(Config).map_err(|e| ConfigError::Parse {
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })
+        serde_json::from_slice(bytes)
+            .map(Config)
+            .map_err(|e| ConfigError::Parse {
+                line: e.line(),
+                column: e.column(),
+                message: e.to_string(),
+            })
     }
 
     /// The document's `version` field as text, if it has a usable one.
@@ -78,7 +82,10 @@ pub struct ConfigProblem {
 
 impl ConfigProblem {
     pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigProblem { path: path.into(), message: message.into() }
+        ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// Where: `slots[2].rules[0].when.any[1]`, or `(root)`.

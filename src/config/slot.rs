@@ -18,9 +18,25 @@ pub(crate) struct Shared<'a> {
     pub(crate) layer_ids: &'a HashMap<String, u32>,
 }
 
-pub(crate) fn compile_slot(ctx: &mut Ctx, v: &Value, interner: &mut Interner, shared: &Shared<'_>) -> Option<Slot> {
+pub(crate) fn compile_slot(
+    ctx: &mut Ctx,
+    v: &Value,
+    interner: &mut Interner,
+    shared: &Shared<'_>,
+) -> Option<Slot> {
     let obj = ctx.object(v)?;
-    ctx.check_keys(obj, &["id", "description", "variants", "default", "killed", "layer", "rules"]);
+    ctx.check_keys(
+        obj,
+        &[
+            "id",
+            "description",
+            "variants",
+            "default",
+            "killed",
+            "layer",
+            "rules",
+        ],
+    );
     let id = ctx.id_field(obj, "id");
     let killed = ctx.bool_field(obj, "killed");
     let variants = match obj.get("variants") {
@@ -30,8 +46,12 @@ pub(crate) fn compile_slot(ctx: &mut Ctx, v: &Value, interner: &mut Interner, sh
             None
         }
     };
-    let index: HashMap<&str, u32> =
-        variants.iter().flatten().enumerate().map(|(i, v)| (&*v.id, i as u32)).collect();
+    let index: HashMap<&str, u32> = variants
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, v)| (&*v.id, i as u32))
+        .collect();
     let default = ctx.str_field(obj, "default", true).and_then(|d| {
         let found = index.get(d).copied();
         if found.is_none() && variants.is_some() {
@@ -40,7 +60,9 @@ pub(crate) fn compile_slot(ctx: &mut Ctx, v: &Value, interner: &mut Interner, sh
         found
     });
     // Outer None: the slot is in no layer; inner None: the layer spec is invalid.
-    let layer = obj.get("layer").map(|l| ctx.field("layer", |c| slot_layer(c, l, shared.layer_ids)));
+    let layer = obj
+        .get("layer")
+        .map(|l| ctx.field("layer", |c| slot_layer(c, l, shared.layer_ids)));
     let mut env = Env {
         interner,
         segment_ids: shared.segment_ids,
@@ -59,7 +81,10 @@ pub(crate) fn compile_slot(ctx: &mut Ctx, v: &Value, interner: &mut Interner, sh
             features.extend(f);
         }
     }
-    let names: Box<[Box<str>]> = features.iter().map(|&f| env.interner.names[f as usize].clone()).collect();
+    let names: Box<[Box<str>]> = features
+        .iter()
+        .map(|&f| env.interner.names[f as usize].clone())
+        .collect();
     Some(Slot {
         id: id?.into(),
         variants: variants?,
@@ -98,7 +123,10 @@ fn variants(ctx: &mut Ctx, v: &Value) -> Option<Vec<Variant>> {
                 Some(Value::String(s)) => Bytes::from(s.clone().into_bytes()),
                 Some(other) => Bytes::from(other.to_string().into_bytes()),
             };
-            Some(Variant { id: id.into(), payload })
+            Some(Variant {
+                id: id.into(),
+                payload,
+            })
         });
         match r {
             Some(v) => out.push(v),
@@ -122,7 +150,11 @@ fn slot_layer(ctx: &mut Ctx, v: &Value, layer_ids: &HashMap<String, u32>) -> Opt
     let bound = |c: &mut Ctx, key: &str| {
         let x = c.num_field(obj, key, true)?;
         if x.fract() != 0.0 || !(0.0..=f64::from(BUCKETS)).contains(&x) {
-            c.field(key, |c| c.error(format!("bucket bound {x} must be an integer in 0..={BUCKETS}")));
+            c.field(key, |c| {
+                c.error(format!(
+                    "bucket bound {x} must be an integer in 0..={BUCKETS}"
+                ))
+            });
             return None;
         }
         Some(x as u32)
@@ -131,16 +163,32 @@ fn slot_layer(ctx: &mut Ctx, v: &Value, layer_ids: &HashMap<String, u32>) -> Opt
     let to = bound(ctx, "to");
     let (from, to) = (from?, to?);
     if from >= to {
-        ctx.error(format!("empty bucket range: from {from} must be below to {to}"));
+        ctx.error(format!(
+            "empty bucket range: from {from} must be below to {to}"
+        ));
         return None;
     }
-    Some(SlotLayer { layer: layer?, from, to })
+    Some(SlotLayer {
+        layer: layer?,
+        from,
+        to,
+    })
 }
 
-fn rules(ctx: &mut Ctx, v: &Value, slot_id: &str, index: &HashMap<&str, u32>, env: &mut Env<'_>) -> Option<Vec<Rule>> {
+fn rules(
+    ctx: &mut Ctx,
+    v: &Value,
+    slot_id: &str,
+    index: &HashMap<&str, u32>,
+    env: &mut Env<'_>,
+) -> Option<Vec<Rule>> {
     let items = ctx.array(v)?;
     if items.len() > usize::from(u16::MAX) {
-        ctx.error(format!("a slot may have at most {} rules, found {}", u16::MAX, items.len()));
+        ctx.error(format!(
+            "a slot may have at most {} rules, found {}",
+            u16::MAX,
+            items.len()
+        ));
         return None;
     }
     let mut out: Vec<Rule> = Vec::with_capacity(items.len());
@@ -154,7 +202,11 @@ fn rules(ctx: &mut Ctx, v: &Value, slot_id: &str, index: &HashMap<&str, u32>, en
             continue;
         };
         if let Some(prev) = shadowed_by {
-            ctx.index(i, |c| c.warn(format!("unreachable: rules[{prev}] always decides first; rule dropped")));
+            ctx.index(i, |c| {
+                c.warn(format!(
+                    "unreachable: rules[{prev}] always decides first; rule dropped"
+                ))
+            });
             continue;
         }
         if rule.when.is_none() && always_decides(&rule.action) {
@@ -185,7 +237,18 @@ fn rule<'v>(
     ids: &mut HashSet<&'v str>,
 ) -> Option<Rule> {
     let obj = ctx.object(v)?;
-    ctx.check_keys(obj, &["id", "description", "when", "serve", "split", "rollout", "score"]);
+    ctx.check_keys(
+        obj,
+        &[
+            "id",
+            "description",
+            "when",
+            "serve",
+            "split",
+            "rollout",
+            "score",
+        ],
+    );
     let id = ctx.str_field(obj, "id", false);
     if let Some(id) = id {
         if !ids.insert(id) {
@@ -196,11 +259,18 @@ fn rule<'v>(
         Some(w) => Some(ctx.field("when", |c| compile_cond(c, w, env, 0))?),
         None => None,
     };
-    let present: Vec<&str> = ACTIONS.into_iter().filter(|a| obj.contains_key(*a)).collect();
+    let present: Vec<&str> = ACTIONS
+        .into_iter()
+        .filter(|a| obj.contains_key(*a))
+        .collect();
     if present.len() != 1 {
         ctx.error(format!(
             "a rule needs exactly one action of serve, split, rollout, score; found {}",
-            if present.is_empty() { "none".to_owned() } else { present.join(", ") }
+            if present.is_empty() {
+                "none".to_owned()
+            } else {
+                present.join(", ")
+            }
         ));
         return None;
     }
@@ -216,7 +286,12 @@ fn rule<'v>(
         "rollout" => rollout(c, body, &default_salt, index, env),
         _ => score(c, body, index, env),
     })?;
-    Some(Rule { index: i as u16, id: id.map(Into::into), when, action })
+    Some(Rule {
+        index: i as u16,
+        id: id.map(Into::into),
+        when,
+        action,
+    })
 }
 
 fn variant_ref(ctx: &mut Ctx, v: &Value, index: &HashMap<&str, u32>) -> Option<u32> {
@@ -231,20 +306,33 @@ fn variant_ref(ctx: &mut Ctx, v: &Value, index: &HashMap<&str, u32>) -> Option<u
     found
 }
 
-fn unit_and_seed(ctx: &mut Ctx, obj: &Obj, default_salt: &str, env: &mut Env<'_>) -> (u64, Option<Unit>) {
+fn unit_and_seed(
+    ctx: &mut Ctx,
+    obj: &Obj,
+    default_salt: &str,
+    env: &mut Env<'_>,
+) -> (u64, Option<Unit>) {
     let salt = ctx.str_field(obj, "salt", false).unwrap_or(default_salt);
     let unit = match obj.get("by") {
         None => Some(Unit::User),
         Some(Value::String(f)) if !f.is_empty() => Some(Unit::Feature(env.feature(f))),
         Some(other) => {
-            ctx.field("by", |c| c.error(format!("expected a feature name, found {other}")));
+            ctx.field("by", |c| {
+                c.error(format!("expected a feature name, found {other}"))
+            });
             None
         }
     };
     (salt_seed(salt), unit)
 }
 
-fn split(ctx: &mut Ctx, v: &Value, default_salt: &str, index: &HashMap<&str, u32>, env: &mut Env<'_>) -> Option<Action> {
+fn split(
+    ctx: &mut Ctx,
+    v: &Value,
+    default_salt: &str,
+    index: &HashMap<&str, u32>,
+    env: &mut Env<'_>,
+) -> Option<Action> {
     let obj = ctx.object(v)?;
     ctx.check_keys(obj, &["variants", "salt", "by"]);
     let (seed, unit) = unit_and_seed(ctx, obj, default_salt, env);
@@ -254,7 +342,9 @@ fn split(ctx: &mut Ctx, v: &Value, default_salt: &str, index: &HashMap<&str, u32
     };
     let items = ctx.field("variants", |c| c.array(items))?;
     if items.is_empty() {
-        ctx.field("variants", |c| c.error("a split needs at least one variant"));
+        ctx.field("variants", |c| {
+            c.error("a split needs at least one variant")
+        });
         return None;
     }
     let mut arms = Vec::with_capacity(items.len());
@@ -297,14 +387,22 @@ fn split(ctx: &mut Ctx, v: &Value, default_salt: &str, index: &HashMap<&str, u32
         }
     });
     if ok && upper != BUCKETS {
-        ctx.field("variants", |c| c.error(format!("split weights sum to {total}, expected 100")));
+        ctx.field("variants", |c| {
+            c.error(format!("split weights sum to {total}, expected 100"))
+        });
         return None;
     }
     let unit = unit?;
     ok.then_some(Action::Split { seed, unit, arms })
 }
 
-fn rollout(ctx: &mut Ctx, v: &Value, default_salt: &str, index: &HashMap<&str, u32>, env: &mut Env<'_>) -> Option<Action> {
+fn rollout(
+    ctx: &mut Ctx,
+    v: &Value,
+    default_salt: &str,
+    index: &HashMap<&str, u32>,
+    env: &mut Env<'_>,
+) -> Option<Action> {
     let obj = ctx.object(v)?;
     ctx.check_keys(obj, &["variant", "percent", "salt", "by"]);
     let (seed, unit) = unit_and_seed(ctx, obj, default_salt, env);
@@ -317,10 +415,20 @@ fn rollout(ctx: &mut Ctx, v: &Value, default_salt: &str, index: &HashMap<&str, u
     };
     let p = ctx.num_field(obj, "percent", true);
     let below = ctx.field("percent", |c| c.percent_buckets(p?));
-    Some(Action::Rollout { seed, unit: unit?, below: below?, variant: variant? })
+    Some(Action::Rollout {
+        seed,
+        unit: unit?,
+        below: below?,
+        variant: variant?,
+    })
 }
 
-fn score(ctx: &mut Ctx, v: &Value, index: &HashMap<&str, u32>, env: &mut Env<'_>) -> Option<Action> {
+fn score(
+    ctx: &mut Ctx,
+    v: &Value,
+    index: &HashMap<&str, u32>,
+    env: &mut Env<'_>,
+) -> Option<Action> {
     let obj = ctx.object(v)?;
     ctx.check_keys(obj, &["variants"]);
     let Some(items) = obj.get("variants") else {
@@ -329,7 +437,9 @@ fn score(ctx: &mut Ctx, v: &Value, index: &HashMap<&str, u32>, env: &mut Env<'_>
     };
     let items = ctx.field("variants", |c| c.array(items))?;
     if items.is_empty() {
-        ctx.field("variants", |c| c.error("a score needs at least one variant"));
+        ctx.field("variants", |c| {
+            c.error("a score needs at least one variant")
+        });
         return None;
     }
     let mut arms = Vec::with_capacity(items.len());
@@ -373,7 +483,11 @@ fn score(ctx: &mut Ctx, v: &Value, index: &HashMap<&str, u32>, env: &mut Env<'_>
                     c.field("variant", |c| c.error("variant listed twice in one score"));
                     return None;
                 }
-                wok.then_some(ScoreArm { variant: var, bias, weights })
+                wok.then_some(ScoreArm {
+                    variant: var,
+                    bias,
+                    weights,
+                })
             });
             match arm {
                 Some(a) => arms.push(a),

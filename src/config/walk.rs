@@ -81,13 +81,23 @@ impl Ctx {
     pub(crate) fn check_keys(&mut self, obj: &Obj, allowed: &[&str]) {
         for k in obj.keys() {
             if !allowed.contains(&k.as_str()) {
-                self.field(k, |c| c.error(format!("unknown field {k:?} (expected one of: {})", allowed.join(", "))));
+                self.field(k, |c| {
+                    c.error(format!(
+                        "unknown field {k:?} (expected one of: {})",
+                        allowed.join(", ")
+                    ))
+                });
             }
         }
     }
 
     /// A string field; reports a problem when required and absent, or when not a string.
-    pub(crate) fn str_field<'v>(&mut self, obj: &'v Obj, key: &str, required: bool) -> Option<&'v str> {
+    pub(crate) fn str_field<'v>(
+        &mut self,
+        obj: &'v Obj,
+        key: &str,
+        required: bool,
+    ) -> Option<&'v str> {
         match obj.get(key) {
             None if required => {
                 self.error(format!("missing required field {key:?}"));
@@ -96,7 +106,9 @@ impl Ctx {
             None => None,
             Some(Value::String(s)) => Some(s),
             Some(other) => {
-                self.field(key, |c| c.error(format!("expected a string, found {}", kind(other))));
+                self.field(key, |c| {
+                    c.error(format!("expected a string, found {}", kind(other)))
+                });
                 None
             }
         }
@@ -140,7 +152,9 @@ impl Ctx {
             None => false,
             Some(Value::Bool(b)) => *b,
             Some(other) => {
-                self.field(key, |c| c.error(format!("expected true or false, found {}", kind(other))));
+                self.field(key, |c| {
+                    c.error(format!("expected true or false, found {}", kind(other)))
+                });
                 false
             }
         }
@@ -154,7 +168,9 @@ impl Ctx {
         }
         let b = (v * 100.0).round();
         if (v * 100.0 - b).abs() > 1e-6 {
-            self.error(format!("percentage {v} has more than two decimals (resolution is 0.01%)"));
+            self.error(format!(
+                "percentage {v} has more than two decimals (resolution is 0.01%)"
+            ));
             return None;
         }
         Some(b as u32)

@@ -25,7 +25,9 @@ pub struct MemoryStore {
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore").field("users", &self.map.len()).finish()
+        f.debug_struct("MemoryStore")
+            .field("users", &self.map.len())
+            .finish()
     }
 }
 

@@ -12,8 +12,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use memory::MemoryStore;
-pub use source::{FeatureSource, FetchFuture, FetchRequest, SourceError};
 pub(crate) use source::block_on;
+pub use source::{FeatureSource, FetchFuture, FetchRequest, SourceError};
 pub use value::{Text, Value};
 
 use crate::hash::name_hash;
@@ -46,13 +46,19 @@ impl Features {
     /// An empty feature set (does not allocate).
     #[must_use]
     pub const fn new() -> Self {
-        Features { hashes: Vec::new(), entries: Vec::new() }
+        Features {
+            hashes: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 
     /// An empty feature set with room for `n` entries.
     #[must_use]
     pub fn with_capacity(n: usize) -> Self {
-        Features { hashes: Vec::with_capacity(n), entries: Vec::with_capacity(n) }
+        Features {
+            hashes: Vec::with_capacity(n),
+            entries: Vec::with_capacity(n),
+        }
     }
 
     /// Adds or replaces a feature, builder style.
@@ -99,7 +105,9 @@ impl Features {
         } else {
             self.hashes.partition_point(|&h| h < hash)
         };
-        self.scan_equal(start, hash, name).ok().map(|i| &self.entries[i].1)
+        self.scan_equal(start, hash, name)
+            .ok()
+            .map(|i| &self.entries[i].1)
     }
 
     fn position(&self, hash: u64, name: &str) -> Result<usize, usize> {

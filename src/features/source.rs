@@ -30,7 +30,11 @@ impl<'a> FetchRequest<'a> {
     /// A request for `names` of `user`, due by `deadline`.
     #[must_use]
     pub fn new(user: &'a str, names: &'a [Box<str>], deadline: Instant) -> Self {
-        FetchRequest { user, names, deadline }
+        FetchRequest {
+            user,
+            names,
+            deadline,
+        }
     }
 }
 
@@ -58,8 +62,14 @@ pub enum SourceError {
 
 impl SourceError {
     /// Wraps a backend error with a message saying what was being done.
-    pub fn backend(message: impl Into<String>, source: impl StdError + Send + Sync + 'static) -> Self {
-        SourceError::Backend { message: message.into(), source: Box::new(source) }
+    pub fn backend(
+        message: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        SourceError::Backend {
+            message: message.into(),
+            source: Box::new(source),
+        }
     }
 
     /// `true` for [`SourceError::Timeout`].

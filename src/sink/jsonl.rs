@@ -22,7 +22,10 @@ pub struct JsonlOptions {
 
 impl Default for JsonlOptions {
     fn default() -> Self {
-        JsonlOptions { queue_capacity: 65_536, batch_bytes: 256 * 1024 }
+        JsonlOptions {
+            queue_capacity: 65_536,
+            batch_bytes: 256 * 1024,
+        }
     }
 }
 
@@ -110,7 +113,14 @@ impl JsonlSink {
         let writer = thread::Builder::new()
             .name("elvon-jsonl".into())
             .spawn(move || write_loop(file, &rx, &c, batch))?;
-        Ok(JsonlSink { inner: Arc::new(Inner { tx, counters, writer: Some(writer), path }) })
+        Ok(JsonlSink {
+            inner: Arc::new(Inner {
+                tx,
+                counters,
+                writer: Some(writer),
+                path,
+            }),
+        })
     }
 
     /// The file written to.
@@ -190,7 +200,10 @@ impl Batch {
 }
 
 fn write_loop(mut file: File, rx: &Receiver<Msg>, c: &Counters, batch_bytes: usize) {
-    let mut batch = Batch { buf: Vec::with_capacity(batch_bytes.min(1 << 20)), n: 0 };
+    let mut batch = Batch {
+        buf: Vec::with_capacity(batch_bytes.min(1 << 20)),
+        n: 0,
+    };
     // Blocks for the first message, then takes whatever is queued without waiting.
     while let Ok(mut msg) = rx.recv() {
         let mut depth = 0usize;

@@ -36,14 +36,22 @@ impl MemorySink {
     /// Removes and returns the records held.
     #[must_use]
     pub fn take(&self) -> Vec<DecisionRecord> {
-        let mut q = self.inner.records.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut q = self
+            .inner
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         q.drain(..).collect()
     }
 
     /// A copy of the records held.
     #[must_use]
     pub fn records(&self) -> Vec<DecisionRecord> {
-        let q = self.inner.records.lock().unwrap_or_else(PoisonError::into_inner);
+        let q = self
+            .inner
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         q.iter().cloned().collect()
     }
 
@@ -58,7 +66,11 @@ impl DecisionSink for MemorySink {
     fn record(&self, event: &DecisionEvent<'_>) {
         let c = &self.inner.counters;
         c.offered();
-        let mut q = self.inner.records.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut q = self
+            .inner
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if q.len() >= self.inner.capacity {
             c.dropped();
             return;

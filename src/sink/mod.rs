@@ -36,11 +36,14 @@ impl<'a> DecisionEvent<'a> {
     /// The features the slot's config reads, as present in this event (the "features used").
     pub fn features_used(&self) -> impl Iterator<Item = (&'a str, &'a crate::Value)> + 'a {
         let features = self.features;
-        let names: &'a [Box<str>] = match self.decision.snap.slots.get(self.decision.slot as usize) {
+        let names: &'a [Box<str>] = match self.decision.snap.slots.get(self.decision.slot as usize)
+        {
             Some(s) => &s.features,
             None => &[],
         };
-        names.iter().filter_map(move |n| features.get(n).map(|v| (&**n, v)))
+        names
+            .iter()
+            .filter_map(move |n| features.get(n).map(|v| (&**n, v)))
     }
 }
 
@@ -89,7 +92,8 @@ impl SinkStats {
     /// Records accepted but not yet written or failed.
     #[must_use]
     pub fn pending(&self) -> u64 {
-        self.offered.saturating_sub(self.written + self.dropped + self.failed)
+        self.offered
+            .saturating_sub(self.written + self.dropped + self.failed)
     }
 }
 
@@ -139,6 +143,11 @@ impl Counters {
         let dropped = self.dropped.load(Ordering::Acquire);
         let failed = self.failed.load(Ordering::Acquire);
         let offered = self.offered.load(Ordering::Acquire);
-        SinkStats { offered, written, dropped, failed }
+        SinkStats {
+            offered,
+            written,
+            dropped,
+            failed,
+        }
     }
 }

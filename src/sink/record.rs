@@ -88,7 +88,10 @@ pub struct RecordReason {
 
 impl From<Reason<'_>> for RecordReason {
     fn from(r: Reason<'_>) -> Self {
-        let mut out = RecordReason { kind: r.kind().to_owned(), ..RecordReason::default() };
+        let mut out = RecordReason {
+            kind: r.kind().to_owned(),
+            ..RecordReason::default()
+        };
         let mut rule = |rr: crate::RuleRef<'_>| {
             out.rule_index = Some(rr.index);
             out.rule_id = rr.id.map(str::to_owned);
@@ -103,7 +106,9 @@ impl From<Reason<'_>> for RecordReason {
             Reason::NotInLayer { layer } => out.layer = Some(layer.to_owned()),
             Reason::Fallback(c) => {
                 out.cause = Some(c.kind().to_owned());
-                if let FallbackCause::FeatureMissing { feature } | FallbackCause::FeatureType { feature } = c {
+                if let FallbackCause::FeatureMissing { feature }
+                | FallbackCause::FeatureType { feature } = c
+                {
                     out.feature = Some(feature.to_owned());
                 }
             }
@@ -127,8 +132,9 @@ impl DecisionRecord {
     #[must_use]
     pub fn from_event(event: &DecisionEvent<'_>) -> Self {
         let d = event.decision;
-        let timestamp_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let timestamp_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         let mut features = Features::new();
         for (name, value) in event.features_used() {
             features.insert(Text::Owned(name.to_owned()), value.clone());

@@ -68,7 +68,9 @@ impl Set {
         match v {
             Value::Str(s) => Some(self.strs.contains(&**s)),
             Value::Int(i) => Some(self.ints.contains(i)),
-            Value::Float(f) if f.fract() == 0.0 && f.is_finite() => Some(self.ints.contains(&(*f as i64))),
+            Value::Float(f) if f.fract() == 0.0 && f.is_finite() => {
+                Some(self.ints.contains(&(*f as i64)))
+            }
             Value::Float(_) => Some(false),
             Value::List(l) => Some(l.iter().any(|s| self.strs.contains(&**s))),
             Value::Bool(_) => None,
@@ -133,7 +135,12 @@ impl<T: Trace> Eval<'_, T> {
             Cond::Segment(i) => {
                 let i = *i as usize;
                 let r = self.segments.get(i).is_some_and(|seg| self.cond(seg));
-                self.trace.note(|| format!("segment {:?} → {r}", self.segment_names.get(i).map_or("?", |s| &**s)));
+                self.trace.note(|| {
+                    format!(
+                        "segment {:?} → {r}",
+                        self.segment_names.get(i).map_or("?", |s| &**s)
+                    )
+                });
                 r
             }
             Cond::Test(key, test) => {
@@ -251,20 +258,47 @@ mod tests {
     #[test]
     fn instants_parse_both_forms() {
         assert_eq!(parse_instant("1970-01-02"), Some(86_400 * 1_000_000_000));
-        assert_eq!(parse_instant("1970-01-01T00:00:10Z"), Some(10 * 1_000_000_000));
+        assert_eq!(
+            parse_instant("1970-01-01T00:00:10Z"),
+            Some(10 * 1_000_000_000)
+        );
         assert_eq!(parse_instant("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_instant("yesterday"), None);
     }
 
     #[test]
     fn tests_answer_none_on_type_mismatch() {
-        assert_eq!(eval_test(&Test::Num(Cmp::Gt, 3.0), &Value::Str("x".into())), None);
-        assert_eq!(eval_test(&Test::Num(Cmp::Gt, 3.0), &Value::Int(4)), Some(true));
-        assert_eq!(eval_test(&Test::Eq(Lit::Num(2.0)), &Value::Float(2.0)), Some(true));
+        assert_eq!(
+            eval_test(&Test::Num(Cmp::Gt, 3.0), &Value::Str("x".into())),
+            None
+        );
+        assert_eq!(
+            eval_test(&Test::Num(Cmp::Gt, 3.0), &Value::Int(4)),
+            Some(true)
+        );
+        assert_eq!(
+            eval_test(&Test::Eq(Lit::Num(2.0)), &Value::Float(2.0)),
+            Some(true)
+        );
         let v = Version::parse("1.2.0").unwrap();
-        assert_eq!(eval_test(&Test::Semver(Cmp::Ge, v.clone()), &Value::Str("1.10.0".into())), Some(true));
-        assert_eq!(eval_test(&Test::Semver(Cmp::Ge, v), &Value::Str("1.x".into())), None);
-        assert_eq!(eval_test(&Test::Contains("b".into()), &Value::List(vec!["a".into(), "b".into()])), Some(true));
+        assert_eq!(
+            eval_test(
+                &Test::Semver(Cmp::Ge, v.clone()),
+                &Value::Str("1.10.0".into())
+            ),
+            Some(true)
+        );
+        assert_eq!(
+            eval_test(&Test::Semver(Cmp::Ge, v), &Value::Str("1.x".into())),
+            None
+        );
+        assert_eq!(
+            eval_test(
+                &Test::Contains("b".into()),
+                &Value::List(vec!["a".into(), "b".into()])
+            ),
+            Some(true)
+        );
         assert_eq!(eval_test(&Test::After(0), &Value::Int(1)), Some(true));
     }
 }

@@ -24,9 +24,16 @@ pub(crate) enum RawCause {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RawReason {
     /// `rule` is the position in `Slot::rules`.
-    Rule { rule: u16, bucket: u32 },
-    Holdout { layer: Option<u32> },
-    NotInLayer { layer: u32 },
+    Rule {
+        rule: u16,
+        bucket: u32,
+    },
+    Holdout {
+        layer: Option<u32>,
+    },
+    NotInLayer {
+        layer: u32,
+    },
     Default,
     KillSwitch,
     UnknownSlot,
@@ -42,7 +49,11 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     fn default_of(slot: &Slot, reason: RawReason, propensity: f64) -> Self {
-        Outcome { variant: slot.default, reason, propensity }
+        Outcome {
+            variant: slot.default,
+            reason,
+            propensity,
+        }
     }
 }
 
@@ -62,7 +73,11 @@ impl Snapshot {
         mut trace: T,
     ) -> Outcome {
         let Some(slot) = self.slots.get(idx as usize) else {
-            return Outcome { variant: NO_VARIANT, reason: RawReason::UnknownSlot, propensity: 1.0 };
+            return Outcome {
+                variant: NO_VARIANT,
+                reason: RawReason::UnknownSlot,
+                propensity: 1.0,
+            };
         };
         if slot.killed {
             trace.note(|| "kill switch is on: serving the default".into());
@@ -78,16 +93,34 @@ impl Snapshot {
             if let Some(layer) = self.layers.get(sl.layer as usize) {
                 if layer.holdout.as_ref().is_some_and(|h| held_out(h, user)) {
                     trace.note(|| format!("user is in the holdout of layer {:?}", layer.id));
-                    return Outcome::default_of(slot, RawReason::Holdout { layer: Some(sl.layer) }, 1.0);
+                    return Outcome::default_of(
+                        slot,
+                        RawReason::Holdout {
+                            layer: Some(sl.layer),
+                        },
+                        1.0,
+                    );
                 }
                 let b = bucket_with_seed(layer.seed, user.as_bytes());
                 if b < sl.from || b >= sl.to {
                     trace.note(|| {
-                        format!("layer {:?} bucket {b} is outside [{}, {})", layer.id, sl.from, sl.to)
+                        format!(
+                            "layer {:?} bucket {b} is outside [{}, {})",
+                            layer.id, sl.from, sl.to
+                        )
                     });
-                    return Outcome::default_of(slot, RawReason::NotInLayer { layer: sl.layer }, 1.0);
+                    return Outcome::default_of(
+                        slot,
+                        RawReason::NotInLayer { layer: sl.layer },
+                        1.0,
+                    );
                 }
-                trace.note(|| format!("layer {:?} bucket {b} is inside [{}, {})", layer.id, sl.from, sl.to));
+                trace.note(|| {
+                    format!(
+                        "layer {:?} bucket {b} is inside [{}, {})",
+                        layer.id, sl.from, sl.to
+                    )
+                });
             }
         }
         let mut ev = Eval {
@@ -103,42 +136,90 @@ impl Snapshot {
             let r = ri as u16;
             if let Some(c) = &rule.when {
                 let hit = ev.cond(c);
-                ev.trace.note(|| format!("rules[{}] condition → {hit}", rule.index));
+                ev.trace
+                    .note(|| format!("rules[{}] condition → {hit}", rule.index));
                 if !hit {
                     continue;
                 }
             }
             match &rule.action {
                 Action::Serve(v) => {
-                    ev.trace.note(|| format!("rules[{}] serves {:?}", rule.index, slot.variants[*v as usize].id));
-                    return Outcome { variant: *v, reason: RawReason::Rule { rule: r, bucket: NO_BUCKET }, propensity: path };
+                    ev.trace.note(|| {
+                        format!(
+                            "rules[{}] serves {:?}",
+                            rule.index, slot.variants[*v as usize].id
+                        )
+                    });
+                    return Outcome {
+                        variant: *v,
+                        reason: RawReason::Rule {
+                            rule: r,
+                            bucket: NO_BUCKET,
+                        },
+                        propensity: path,
+                    };
                 }
                 Action::Split { seed, unit, arms } => {
                     let Some(b) = unit_bucket(*seed, unit, user, features, &mut ev.issue) else {
-                        ev.trace.note(|| format!("rules[{}] split: bucketing unit unavailable, falling through", rule.index));
+                        ev.trace.note(|| {
+                            format!(
+                                "rules[{}] split: bucketing unit unavailable, falling through",
+                                rule.index
+                            )
+                        });
                         continue;
                     };
                     let mut lower = 0;
                     for &(upper, v) in arms {
                         if b < upper {
                             let share = f64::from(upper - lower) / f64::from(BUCKETS);
-                            ev.trace.note(|| format!("rules[{}] split: bucket {b} → {:?}", rule.index, slot.variants[v as usize].id));
-                            return Outcome { variant: v, reason: RawReason::Rule { rule: r, bucket: b }, propensity: path * share };
+                            ev.trace.note(|| {
+                                format!(
+                                    "rules[{}] split: bucket {b} → {:?}",
+                                    rule.index, slot.variants[v as usize].id
+                                )
+                            });
+                            return Outcome {
+                                variant: v,
+                                reason: RawReason::Rule { rule: r, bucket: b },
+                                propensity: path * share,
+                            };
                         }
                         lower = upper;
                     }
                 }
-                Action::Rollout { seed, unit, below, variant } => {
+                Action::Rollout {
+                    seed,
+                    unit,
+                    below,
+                    variant,
+                } => {
                     let Some(b) = unit_bucket(*seed, unit, user, features, &mut ev.issue) else {
-                        ev.trace.note(|| format!("rules[{}] rollout: bucketing unit unavailable, falling through", rule.index));
+                        ev.trace.note(|| {
+                            format!(
+                                "rules[{}] rollout: bucketing unit unavailable, falling through",
+                                rule.index
+                            )
+                        });
                         continue;
                     };
                     let share = f64::from(*below) / f64::from(BUCKETS);
                     if b < *below {
-                        ev.trace.note(|| format!("rules[{}] rollout: bucket {b} < {below} → in", rule.index));
-                        return Outcome { variant: *variant, reason: RawReason::Rule { rule: r, bucket: b }, propensity: path * share };
+                        ev.trace.note(|| {
+                            format!("rules[{}] rollout: bucket {b} < {below} → in", rule.index)
+                        });
+                        return Outcome {
+                            variant: *variant,
+                            reason: RawReason::Rule { rule: r, bucket: b },
+                            propensity: path * share,
+                        };
                     }
-                    ev.trace.note(|| format!("rules[{}] rollout: bucket {b} ≥ {below} → falls through", rule.index));
+                    ev.trace.note(|| {
+                        format!(
+                            "rules[{}] rollout: bucket {b} ≥ {below} → falls through",
+                            rule.index
+                        )
+                    });
                     path *= 1.0 - share;
                 }
                 Action::Score { arms } => {
@@ -158,7 +239,12 @@ impl Snapshot {
                                 }
                             }
                         }
-                        ev.trace.note(|| format!("rules[{}] score {:?} = {s}", rule.index, slot.variants[arm.variant as usize].id));
+                        ev.trace.note(|| {
+                            format!(
+                                "rules[{}] score {:?} = {s}",
+                                rule.index, slot.variants[arm.variant as usize].id
+                            )
+                        });
                         // NaN ranks lowest; strictly greater, so the first arm wins ties.
                         let s = if s.is_nan() { f64::NEG_INFINITY } else { s };
                         if best.is_none_or(|(b, _)| s > b) {
@@ -166,7 +252,14 @@ impl Snapshot {
                         }
                     }
                     let variant = best.map_or(slot.default, |(_, v)| v);
-                    return Outcome { variant, reason: RawReason::Rule { rule: r, bucket: NO_BUCKET }, propensity: path };
+                    return Outcome {
+                        variant,
+                        reason: RawReason::Rule {
+                            rule: r,
+                            bucket: NO_BUCKET,
+                        },
+                        propensity: path,
+                    };
                 }
             }
         }
@@ -176,13 +269,20 @@ impl Snapshot {
             (None, Some(Issue::WrongType(f))) => RawReason::Fallback(RawCause::WrongType(f)),
             (None, None) => RawReason::Default,
         };
-        ev.trace.note(|| "no rule decided: serving the default".into());
+        ev.trace
+            .note(|| "no rule decided: serving the default".into());
         Outcome::default_of(slot, reason, path)
     }
 }
 
 #[inline]
-fn unit_bucket(seed: u64, unit: &Unit, user: &str, features: &Features, issue: &mut Option<Issue>) -> Option<u32> {
+fn unit_bucket(
+    seed: u64,
+    unit: &Unit,
+    user: &str,
+    features: &Features,
+    issue: &mut Option<Issue>,
+) -> Option<u32> {
     match unit {
         Unit::User => Some(bucket_with_seed(seed, user.as_bytes())),
         Unit::Feature(k) => match k.get(features) {

@@ -141,9 +141,20 @@ pub(crate) enum Unit {
 pub(crate) enum Action {
     Serve(u32),
     /// `arms` holds (exclusive upper bucket, variant) in ascending order; the last upper is 10 000.
-    Split { seed: u64, unit: Unit, arms: Vec<(u32, u32)> },
-    Rollout { seed: u64, unit: Unit, below: u32, variant: u32 },
-    Score { arms: Vec<ScoreArm> },
+    Split {
+        seed: u64,
+        unit: Unit,
+        arms: Vec<(u32, u32)>,
+    },
+    Rollout {
+        seed: u64,
+        unit: Unit,
+        below: u32,
+        variant: u32,
+    },
+    Score {
+        arms: Vec<ScoreArm>,
+    },
 }
 
 #[derive(Debug)]
