@@ -6,7 +6,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use elvon::{Engine, Features};
+use common::{kinds_users, KINDS_CONFIG, KIND_SLOTS, REASON_KINDS};
+use elvon::Engine;
+
+mod common;
 
 struct Counting;
 
@@ -34,66 +37,20 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const SLOTS: [&str; 11] = [
-    "serve",
-    "split",
-    "split_by_device",
-    "split_by_int",
-    "rollout",
-    "score",
-    "targeting",
-    "layered",
-    "killed",
-    "fallback",
-    "no-such-slot",
-];
-
-fn users() -> Vec<(String, Features)> {
-    (0..100_000)
-        .map(|i: i64| {
-            let f = Features::new()
-                .with("country", ["KR", "JP", "US", "DE"][(i % 4) as usize])
-                .with("plan", ["free", "pro", "vip"][(i % 3) as usize])
-                .with("app_version", ["3.1.0", "3.2.0", "4.0.1"][(i % 3) as usize])
-                .with("age", 18 + i % 50)
-                .with(
-                    "email",
-                    if i % 2 == 0 {
-                        "ann.lee@example.com"
-                    } else {
-                        "bob@elsewhere.org"
-                    },
-                )
-                .with("signup", "2024-05-01T12:00:00Z")
-                .with("tags", vec!["beta", "early"])
-                .with("score", (i % 10) as f64 / 10.0)
-                .with("vip", i % 7 == 0)
-                .with("device_id", format!("dev-{i}"))
-                .with("account", i * 7)
-                .with("page_view_7d", i % 20)
-                .with("purchase_7d", i % 4)
-                .with("cart_abandon_7d", i % 5);
-            (format!("user-{i}"), f)
-        })
-        .collect()
-}
-
 #[test]
 fn decide_allocates_nothing_for_any_rule_kind() {
     let engine = Engine::default();
-    engine
-        .load_config_json(include_str!("data/kinds.json"))
-        .expect("valid config");
-    let users = users();
+    engine.load_config_json(KINDS_CONFIG).expect("valid config");
+    let users = kinds_users(100_000);
     // Warm up: per-thread caches (regex scratch space, decision-id block, arc-swap slots).
     for (u, f) in users.iter().take(1_000) {
-        for s in SLOTS {
+        for s in KIND_SLOTS {
             std::hint::black_box(engine.decide(s, u, f));
         }
     }
     let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut per_slot = Vec::new();
-    for slot in SLOTS {
+    for slot in KIND_SLOTS {
         ALLOCS.store(0, Ordering::SeqCst);
         COUNTING.store(true, Ordering::SeqCst);
         let mut kinds = [0u64; 10];
@@ -105,11 +62,11 @@ fn decide_allocates_nothing_for_any_rule_kind() {
         COUNTING.store(false, Ordering::SeqCst);
         per_slot.push((slot, ALLOCS.load(Ordering::SeqCst)));
         for (i, n) in kinds.iter().enumerate() {
-            *reasons.entry(KINDS[i]).or_default() += n;
+            *reasons.entry(REASON_KINDS[i]).or_default() += n;
         }
     }
     // Every reason kind must actually have been exercised, or the test proves less than it says.
-    for k in KINDS {
+    for k in REASON_KINDS {
         assert!(
             reasons.get(k).copied().unwrap_or(0) > 0,
             "reason {k} never produced: {reasons:?}"
@@ -124,19 +81,9 @@ fn decide_allocates_nothing_for_any_rule_kind() {
     );
 }
 
-const KINDS: [&str; 10] = [
-    "rule",
-    "split",
-    "rollout",
-    "score",
-    "holdout",
-    "not_in_layer",
-    "default",
-    "kill_switch",
-    "unknown_slot",
-    "fallback",
-];
-
 fn kind_index(k: &str) -> usize {
-    KINDS.iter().position(|x| *x == k).expect("known kind")
+    REASON_KINDS
+        .iter()
+        .position(|x| *x == k)
+        .expect("known kind")
 }

@@ -568,7 +568,7 @@ fn explain_traces_every_step_without_logging() {
     let x = e.explain("s", "u", &Features::new().with("country", "US"));
     let text = x.steps.join("\n");
     assert!(
-        text.contains("country = \"US\": eq Str(\"KR\") → false"),
+        text.contains("country = \"US\": eq \"KR\" → false"),
         "{text}"
     );
     assert!(text.contains("rules[0] condition → false"), "{text}");

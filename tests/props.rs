@@ -3,24 +3,14 @@
 
 use std::collections::HashSet;
 
+use common::{KINDS_CONFIG, KIND_SLOTS as SLOTS};
 use elvon::{Config, Engine, Features};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-const KINDS: &str = include_str!("data/kinds.json");
-const SLOTS: [&str; 11] = [
-    "serve",
-    "split",
-    "split_by_device",
-    "split_by_int",
-    "rollout",
-    "score",
-    "targeting",
-    "layered",
-    "killed",
-    "fallback",
-    "nope",
-];
+mod common;
+
+const KINDS: &str = KINDS_CONFIG;
 
 fn engine(config: &str) -> Engine {
     let e = Engine::default();

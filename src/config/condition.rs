@@ -129,19 +129,23 @@ pub(crate) fn compile_cond(
     let op = ctx.str_field(obj, "op", true);
     let (feature, op) = (feature?, op?);
     let value = obj.get("value");
-    let test = ctx.field("value", |ctx| compile_test(ctx, op, value))?;
+    let test = compile_test(ctx, op, value)?;
     Some(Cond::Test(env.feature(feature), test))
 }
 
-fn compile_test(ctx: &mut Ctx, op: &str, value: Option<&Value>) -> Option<Test> {
-    let cmp = |s: &str| match s {
+/// The comparison named by an operator suffix (`lt`, `le`, `gt`, `ge`, `eq`).
+fn cmp(s: &str) -> Option<Cmp> {
+    match s {
         "lt" => Some(Cmp::Lt),
         "le" => Some(Cmp::Le),
         "gt" => Some(Cmp::Gt),
         "ge" => Some(Cmp::Ge),
         "eq" => Some(Cmp::Eq),
         _ => None,
-    };
+    }
+}
+
+fn compile_test(ctx: &mut Ctx, op: &str, value: Option<&Value>) -> Option<Test> {
     if matches!(op, "exists" | "missing") {
         if value.is_some() {
             ctx.error(format!("operator {op:?} takes no value"));
@@ -172,20 +176,20 @@ fn compile_test(ctx: &mut Ctx, op: &str, value: Option<&Value>) -> Option<Test> 
             | "after"
     ) || op.strip_prefix("semver_").and_then(cmp).is_some();
     if !known {
-        // Reported at the condition, not at its value.
-        ctx.problems.push(super::ConfigProblem::new(
-            parent_path(ctx.path()),
-            format!("unknown operator {op:?} (expected one of: {OPERATORS})"),
+        ctx.error(format!(
+            "unknown operator {op:?} (expected one of: {OPERATORS})"
         ));
         return None;
     }
     let Some(v) = value else {
-        ctx.problems.push(super::ConfigProblem::new(
-            parent_path(ctx.path()),
-            format!("operator {op:?} needs a \"value\""),
-        ));
+        ctx.error(format!("operator {op:?} needs a \"value\""));
         return None;
     };
+    ctx.field("value", |ctx| compile_operand(ctx, op, v))
+}
+
+/// The operand of a known operator, at the path of its `value`.
+fn compile_operand(ctx: &mut Ctx, op: &str, v: &Value) -> Option<Test> {
     let text = |ctx: &mut Ctx| match v {
         Value::String(s) => Some(s.as_str()),
         other => {
@@ -309,13 +313,6 @@ fn compile_test(ctx: &mut Ctx, op: &str, value: Option<&Value>) -> Option<Test> 
             }
         }
     })
-}
-
-fn parent_path(p: &str) -> String {
-    match p.rfind('.') {
-        Some(i) => p[..i].to_owned(),
-        None => "(root)".to_owned(),
-    }
 }
 
 fn one_line(s: &str) -> String {

@@ -39,13 +39,9 @@ pub(crate) fn compile_slot(
     );
     let id = ctx.id_field(obj, "id");
     let killed = ctx.bool_field(obj, "killed");
-    let variants = match obj.get("variants") {
-        Some(v) => ctx.field("variants", |c| variants(c, v)),
-        None => {
-            ctx.error("missing required field \"variants\"");
-            None
-        }
-    };
+    let variants = ctx
+        .nonempty_array(obj, "variants", "a slot needs at least one variant")
+        .and_then(|items| ctx.field("variants", |c| variants(c, items)));
     let index: HashMap<&str, u32> = variants
         .iter()
         .flatten()
@@ -100,12 +96,7 @@ pub(crate) fn compile_slot(
     })
 }
 
-fn variants(ctx: &mut Ctx, v: &Value) -> Option<Vec<Variant>> {
-    let items = ctx.array(v)?;
-    if items.is_empty() {
-        ctx.error("a slot needs at least one variant");
-        return None;
-    }
+fn variants(ctx: &mut Ctx, items: &[Value]) -> Option<Vec<Variant>> {
     let mut out = Vec::with_capacity(items.len());
     let mut seen = HashSet::new();
     let mut ok = true;
@@ -336,17 +327,7 @@ fn split(
     let obj = ctx.object(v)?;
     ctx.check_keys(obj, &["variants", "salt", "by"]);
     let (seed, unit) = unit_and_seed(ctx, obj, default_salt, env);
-    let Some(items) = obj.get("variants") else {
-        ctx.error("missing required field \"variants\"");
-        return None;
-    };
-    let items = ctx.field("variants", |c| c.array(items))?;
-    if items.is_empty() {
-        ctx.field("variants", |c| {
-            c.error("a split needs at least one variant")
-        });
-        return None;
-    }
+    let items = ctx.nonempty_array(obj, "variants", "a split needs at least one variant")?;
     let mut arms = Vec::with_capacity(items.len());
     let mut upper = 0u32;
     let mut seen = HashSet::new();
@@ -357,13 +338,7 @@ fn split(
             let arm = c.index(i, |c| {
                 let o = c.object(item)?;
                 c.check_keys(o, &["variant", "weight"]);
-                let var = match o.get("variant") {
-                    Some(v) => c.field("variant", |c| variant_ref(c, v, index)),
-                    None => {
-                        c.error("missing required field \"variant\"");
-                        None
-                    }
-                };
+                let var = c.required(o, "variant", |c, v| variant_ref(c, v, index));
                 let w = c.num_field(o, "weight", true);
                 if let Some(w) = w {
                     total += w;
@@ -406,13 +381,7 @@ fn rollout(
     let obj = ctx.object(v)?;
     ctx.check_keys(obj, &["variant", "percent", "salt", "by"]);
     let (seed, unit) = unit_and_seed(ctx, obj, default_salt, env);
-    let variant = match obj.get("variant") {
-        Some(v) => ctx.field("variant", |c| variant_ref(c, v, index)),
-        None => {
-            ctx.error("missing required field \"variant\"");
-            None
-        }
-    };
+    let variant = ctx.required(obj, "variant", |c, v| variant_ref(c, v, index));
     let p = ctx.num_field(obj, "percent", true);
     let below = ctx.field("percent", |c| c.percent_buckets(p?));
     Some(Action::Rollout {
@@ -431,17 +400,7 @@ fn score(
 ) -> Option<Action> {
     let obj = ctx.object(v)?;
     ctx.check_keys(obj, &["variants"]);
-    let Some(items) = obj.get("variants") else {
-        ctx.error("missing required field \"variants\"");
-        return None;
-    };
-    let items = ctx.field("variants", |c| c.array(items))?;
-    if items.is_empty() {
-        ctx.field("variants", |c| {
-            c.error("a score needs at least one variant")
-        });
-        return None;
-    }
+    let items = ctx.nonempty_array(obj, "variants", "a score needs at least one variant")?;
     let mut arms = Vec::with_capacity(items.len());
     let mut seen = HashSet::new();
     let mut ok = true;
@@ -450,13 +409,7 @@ fn score(
             let arm = c.index(i, |c| {
                 let o = c.object(item)?;
                 c.check_keys(o, &["variant", "bias", "weights"]);
-                let var = match o.get("variant") {
-                    Some(v) => c.field("variant", |c| variant_ref(c, v, index)),
-                    None => {
-                        c.error("missing required field \"variant\"");
-                        None
-                    }
-                };
+                let var = c.required(o, "variant", |c, v| variant_ref(c, v, index));
                 let bias = c.num_field(o, "bias", false).unwrap_or(0.0);
                 let mut weights = Vec::new();
                 let mut wok = true;

@@ -91,6 +91,39 @@ impl Ctx {
         }
     }
 
+    /// Runs `f` on a required field (with the field's path), or reports it missing.
+    pub(crate) fn required<'v, R>(
+        &mut self,
+        obj: &'v Obj,
+        key: &str,
+        f: impl FnOnce(&mut Self, &'v Value) -> Option<R>,
+    ) -> Option<R> {
+        match obj.get(key) {
+            Some(v) => self.field(key, |c| f(c, v)),
+            None => {
+                self.error(format!("missing required field {key:?}"));
+                None
+            }
+        }
+    }
+
+    /// A required, non-empty array field; `if_empty` is the message for an empty one.
+    pub(crate) fn nonempty_array<'v>(
+        &mut self,
+        obj: &'v Obj,
+        key: &str,
+        if_empty: &str,
+    ) -> Option<&'v [Value]> {
+        self.required(obj, key, |c, v| {
+            let items = c.array(v)?;
+            if items.is_empty() {
+                c.error(if_empty);
+                return None;
+            }
+            Some(items)
+        })
+    }
+
     /// A string field; reports a problem when required and absent, or when not a string.
     pub(crate) fn str_field<'v>(
         &mut self,

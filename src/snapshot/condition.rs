@@ -54,6 +54,16 @@ pub(crate) enum Lit {
     Str(Box<str>),
 }
 
+impl std::fmt::Display for Lit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lit::Bool(b) => write!(f, "{b}"),
+            Lit::Num(n) => write!(f, "{n}"),
+            Lit::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
 /// An in-list as hash sets.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Set {
@@ -234,8 +244,8 @@ fn describe(t: &Test) -> String {
     match t {
         Test::Exists => "exists".into(),
         Test::Missing => "missing".into(),
-        Test::Eq(l) => format!("eq {l:?}"),
-        Test::Ne(l) => format!("ne {l:?}"),
+        Test::Eq(l) => format!("eq {l}"),
+        Test::Ne(l) => format!("ne {l}"),
         Test::In(s) => format!("in {} values", s.strs.len() + s.ints.len()),
         Test::NotIn(s) => format!("not_in {} values", s.strs.len() + s.ints.len()),
         Test::Num(op, x) => format!("{op:?} {x}").to_lowercase(),
