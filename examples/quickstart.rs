@@ -59,6 +59,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         loaded.version,
         loaded.warnings.len()
     );
+    if cfg!(debug_assertions) {
+        println!("note: debug build; latencies below are not representative (use --release)");
+    }
 
     // 3. Decide every user in every slot; time each call.
     let users: Vec<String> = (0..USERS).map(|i| format!("user-{i}")).collect();

@@ -218,7 +218,8 @@ impl Engine {
     /// Waits at most the fetch deadline; on timeout or source error it decides without
     /// features (the default for rules that needed them) and says so in the decision's
     /// [`feature_status`](Decision::feature_status) and, when the default is served, in a
-    /// [`Reason::Fallback`](crate::Reason::Fallback).
+    /// [`Reason::Fallback`](crate::Reason::Fallback). Slots that read no features, and
+    /// engines built without a source, decide without fetching (on no features).
     pub fn decide_for(&self, slot: &str, user: &str) -> Decision {
         let (snap, deadline) = (
             self.inner.snapshot.load_full(),

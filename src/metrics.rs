@@ -14,7 +14,7 @@
 //! | `elvon_config_rejections_total` | counter | |
 //! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`) |
 //! | `elvon_sink_records_total` | counter | `sink`, `outcome` (`offered`, `written`, `dropped`, `failed`) |
-//! | `elvon_sink_queue_depth` | gauge | `sink` |
+//! | `elvon_sink_queue_depth` | gauge | `sink` (records the writer took in its last batch, a lower bound of the queue depth; the memory sink's record count) |
 
 use metrics::{counter, Counter};
 
