@@ -237,61 +237,14 @@ impl FallbackCause<'_> {
     }
 }
 
-/// The answer of [`Engine::decide`](crate::Engine::decide).
-///
-/// It holds a lightweight guard on the config snapshot it was made from, so its strings and
-/// payload are borrowed rather than copied and making one writes to no shared memory. Keep
-/// decisions short-lived: holding many of them on one thread makes later ones fall back to a
-/// reference count, and each keeps its snapshot alive. Clone the payload (`Bytes`, cheap) if
-/// you need it longer.
-pub struct Decision {
-    pub(crate) snap: Guard<Arc<Snapshot>>,
-    pub(crate) slot: u32,
-    pub(crate) outcome: Outcome,
-    pub(crate) id: DecisionId,
-    pub(crate) features: FeatureStatus,
-}
-
-impl Decision {
-    /// The slot id, or `None` if the slot is unknown.
-    #[must_use]
-    pub fn slot(&self) -> Option<&str> {
-        self.snap.slots.get(self.slot as usize).map(|s| &*s.id)
-    }
-
-    /// The chosen variant's id, or `None` for an unknown slot.
-    #[inline]
-    #[must_use]
-    pub fn variant(&self) -> Option<&str> {
-        self.variant_ref().map(|v| &*v.id)
-    }
-
-    /// The chosen variant's payload, or `None` for an unknown slot.
-    #[inline]
-    #[must_use]
-    pub fn payload(&self) -> Option<&Bytes> {
-        self.variant_ref().map(|v| &v.payload)
-    }
-
-    fn variant_ref(&self) -> Option<&crate::snapshot::Variant> {
-        if self.outcome.variant == NO_VARIANT {
-            return None;
-        }
-        self.snap
-            .slots
-            .get(self.slot as usize)?
-            .variants
-            .get(self.outcome.variant as usize)
-    }
-
-    /// Why this variant was chosen.
-    #[must_use]
-    pub fn reason(&self) -> Reason<'_> {
-        let snap: &Snapshot = &self.snap;
-        let slot = snap.slots.get(self.slot as usize);
+impl Snapshot {
+    /// Names an index-based reason.
+    pub(crate) fn resolve_reason(&self, slot: u32, raw: RawReason) -> Reason<'_> {
+        let snap = self;
+        let slot = snap.slots.get(slot as usize);
         let feature = |f: u32| snap.feature_names.get(f as usize).map_or("", |s| &**s);
         let layer = |l: u32| snap.layers.get(l as usize).map_or("", |l| &*l.id);
-        match self.outcome.reason {
+        match raw {
             RawReason::Rule { rule, bucket } => {
                 let Some(rule) = slot.and_then(|s| s.rules.get(rule as usize)) else {
                     return Reason::Default;
@@ -325,6 +278,70 @@ impl Decision {
                 RawCause::SourceError => FallbackCause::SourceError,
             }),
         }
+    }
+
+    /// The id of `variant` in `slot`, if both exist.
+    pub(crate) fn variant_id(&self, slot: u32, variant: u32) -> Option<&str> {
+        let v = self
+            .slots
+            .get(slot as usize)?
+            .variants
+            .get(variant as usize)?;
+        Some(&v.id)
+    }
+}
+
+/// The answer of [`Engine::decide`](crate::Engine::decide).
+///
+/// It holds a lightweight guard on the config snapshot it was made from, so its strings and
+/// payload are borrowed rather than copied and making one writes to no shared memory. Keep
+/// decisions short-lived: holding many of them on one thread makes later ones fall back to a
+/// reference count, and each keeps its snapshot alive. Clone the payload (`Bytes`, cheap) if
+/// you need it longer.
+pub struct Decision {
+    pub(crate) snap: Guard<Arc<Snapshot>>,
+    pub(crate) slot: u32,
+    pub(crate) outcome: Outcome,
+    pub(crate) id: DecisionId,
+    pub(crate) features: FeatureStatus,
+}
+
+impl Decision {
+    /// The slot id, or `None` if the slot is unknown.
+    #[must_use]
+    pub fn slot(&self) -> Option<&str> {
+        self.snap.slots.get(self.slot as usize).map(|s| &*s.id)
+    }
+
+    /// The chosen variant's id, or `None` for an unknown slot.
+    #[inline]
+    #[must_use]
+    pub fn variant(&self) -> Option<&str> {
+        self.snap.variant_id(self.slot, self.outcome.variant)
+    }
+
+    /// The chosen variant's payload, or `None` for an unknown slot.
+    #[inline]
+    #[must_use]
+    pub fn payload(&self) -> Option<&Bytes> {
+        self.variant_ref().map(|v| &v.payload)
+    }
+
+    fn variant_ref(&self) -> Option<&crate::snapshot::Variant> {
+        if self.outcome.variant == NO_VARIANT {
+            return None;
+        }
+        self.snap
+            .slots
+            .get(self.slot as usize)?
+            .variants
+            .get(self.outcome.variant as usize)
+    }
+
+    /// Why this variant was chosen.
+    #[must_use]
+    pub fn reason(&self) -> Reason<'_> {
+        self.snap.resolve_reason(self.slot, self.outcome.reason)
     }
 
     /// Probability that this variant was chosen along the path taken, treating hash buckets

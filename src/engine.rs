@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, Guard};
 
 use crate::config::{compile, Config, ConfigError, ConfigProblem};
-use crate::decision::{next_id, random_prefix, Decision, FeatureStatus};
+use crate::decision::{next_id, random_prefix, Decision, FeatureStatus, Reason};
 use crate::features::{block_on, FeatureSource, Features, FetchRequest, SourceError};
 use crate::sink::{DecisionEvent, DecisionSink, NoopSink};
 use crate::snapshot::trace::NoTrace;
@@ -365,33 +365,14 @@ impl Engine {
 
 /// Increments the pre-registered per-slot counters (no-ops without a metrics recorder).
 #[inline]
-fn count(snap: &Snapshot, idx: u32, reason: RawReason) {
+fn count(snap: &Snapshot, idx: u32, raw: RawReason) {
     let Some(slot) = snap.slots.get(idx as usize) else {
-        snap.unknown_slot.decisions[8].increment(1);
+        snap.unknown_slot.decisions[Reason::UnknownSlot.kind_index()].increment(1);
         return;
     };
-    let kind = match reason {
-        RawReason::Rule { rule, .. } => match slot.rules.get(rule as usize).map(|r| &r.action) {
-            Some(crate::snapshot::Action::Serve(_)) | None => 0,
-            Some(crate::snapshot::Action::Split { .. }) => 1,
-            Some(crate::snapshot::Action::Rollout { .. }) => 2,
-            Some(crate::snapshot::Action::Score { .. }) => 3,
-        },
-        RawReason::Holdout { .. } => 4,
-        RawReason::NotInLayer { .. } => 5,
-        RawReason::Default => 6,
-        RawReason::KillSwitch => 7,
-        RawReason::UnknownSlot => 8,
-        RawReason::Fallback(c) => {
-            let ci = match c {
-                RawCause::Missing(_) => 0,
-                RawCause::WrongType(_) => 1,
-                RawCause::SourceTimeout => 2,
-                RawCause::SourceError => 3,
-            };
-            slot.metrics.fallbacks[ci].increment(1);
-            9
-        }
-    };
-    slot.metrics.decisions[kind].increment(1);
+    let reason = snap.resolve_reason(idx, raw);
+    slot.metrics.decisions[reason.kind_index()].increment(1);
+    if let Reason::Fallback(cause) = reason {
+        slot.metrics.fallbacks[cause.kind_index()].increment(1);
+    }
 }

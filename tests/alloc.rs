@@ -1,35 +1,40 @@
 //! `decide` performs zero heap allocations with the no-op sink, for every rule kind.
-//! This test binary installs a counting global allocator; it has one test so nothing else
-//! allocates concurrently while it counts.
+//! This test binary installs a counting global allocator that counts per thread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use common::{kinds_users, KINDS_CONFIG, KIND_SLOTS, REASON_KINDS};
-use elvon::Engine;
+use elvon::{Engine, JsonlSink};
 
 mod common;
 
+/// Counts allocations made by the current thread only (a sink's writer thread is excluded).
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+fn count() {
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count();
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -51,16 +56,14 @@ fn decide_allocates_nothing_for_any_rule_kind() {
     let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut per_slot = Vec::new();
     for slot in KIND_SLOTS {
-        ALLOCS.store(0, Ordering::SeqCst);
-        COUNTING.store(true, Ordering::SeqCst);
+        let before = allocs();
         let mut kinds = [0u64; 10];
         for (u, f) in &users {
             let d = engine.decide(slot, u, f);
             kinds[kind_index(d.reason().kind())] += 1;
             std::hint::black_box(d.variant());
         }
-        COUNTING.store(false, Ordering::SeqCst);
-        per_slot.push((slot, ALLOCS.load(Ordering::SeqCst)));
+        per_slot.push((slot, allocs() - before));
         for (i, n) in kinds.iter().enumerate() {
             *reasons.entry(REASON_KINDS[i]).or_default() += n;
         }
@@ -78,6 +81,41 @@ fn decide_allocates_nothing_for_any_rule_kind() {
         0,
         "allocations per slot over {} decisions each: {per_slot:?}",
         users.len()
+    );
+}
+
+#[test]
+fn jsonl_sink_adds_at_most_one_allocation_per_decide() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = JsonlSink::create(dir.path().join("log.jsonl"), Default::default()).expect("sink");
+    let engine = Engine::builder().sink(sink.clone()).build();
+    engine.load_config_json(KINDS_CONFIG).expect("valid config");
+    let users = kinds_users(20_000);
+    for (u, f) in users.iter().take(1_000) {
+        for s in KIND_SLOTS {
+            std::hint::black_box(engine.decide(s, u, f));
+        }
+    }
+    let before = allocs();
+    let mut n = 0u64;
+    for (u, f) in &users {
+        for s in KIND_SLOTS {
+            std::hint::black_box(engine.decide(s, u, f));
+            n += 1;
+        }
+    }
+    let per = (allocs() - before) as f64 / n as f64;
+    sink.flush(std::time::Duration::from_secs(30))
+        .expect("flush");
+    let s = sink.stats();
+    assert_eq!(s.offered, s.written + s.dropped + s.failed);
+    assert!(
+        per <= 1.0,
+        "{per} allocations per decide with the JSON-lines sink"
+    );
+    assert!(
+        per > 0.5,
+        "{per}: the test should see the record buffer being allocated"
     );
 }
 

@@ -1,20 +1,29 @@
 //! The JSON-lines file sink: a bounded queue and a background writer thread.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Counters, DecisionEvent, DecisionRecord, DecisionSink, SinkStats};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::record::{status_name, RecordReason, RECORD_SCHEMA};
+use super::{Counters, DecisionEvent, DecisionSink, SinkStats};
+use crate::decision::{DecisionId, FeatureStatus};
+use crate::snapshot::{Outcome, Snapshot};
 
 /// Options of a [`JsonlSink`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JsonlOptions {
-    /// Records queued for the writer at most; beyond that `record` drops and counts.
+    /// Records queued for the writer at most; beyond that `record` drops and counts. The
+    /// queue is allocated up front, about 100 bytes per entry.
     pub queue_capacity: usize,
     /// The writer writes out its batch at the latest when it holds this many bytes.
     pub batch_bytes: usize,
@@ -50,15 +59,122 @@ pub enum FlushError {
     WriterGone,
 }
 
+/// A decision on its way to the writer: fixed-size fields plus one buffer holding the user,
+/// the requested slot and the used features as a JSON object. Building one costs a single
+/// allocation (the buffer); names are resolved and the line is written on the writer thread.
+struct Pending {
+    snap: Arc<Snapshot>,
+    slot: u32,
+    outcome: Outcome,
+    id: DecisionId,
+    status: FeatureStatus,
+    timestamp_ms: u64,
+    /// `user ++ slot ++ features_json`.
+    text: Box<str>,
+    user_len: u32,
+    slot_len: u32,
+}
+
+thread_local! {
+    /// Per-thread scratch for building [`Pending::text`] without growing a fresh buffer.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+/// Serializes the features an event's slot reads as a JSON object.
+struct UsedFeatures<'e, 'a>(&'e DecisionEvent<'a>);
+
+impl Serialize for UsedFeatures<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (name, value) in self.0.features_used() {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl Pending {
+    fn new(event: &DecisionEvent<'_>) -> Option<Self> {
+        let d = event.decision;
+        let text = SCRATCH.with(|scratch| {
+            let mut buf = scratch.try_borrow_mut().ok()?;
+            buf.clear();
+            buf.extend_from_slice(event.user.as_bytes());
+            buf.extend_from_slice(event.slot.as_bytes());
+            serde_json::to_writer(&mut *buf, &UsedFeatures(event)).ok()?;
+            // User, slot and serde_json output are all UTF-8.
+            std::str::from_utf8(&buf).ok().map(Box::<str>::from)
+        })?;
+        Some(Pending {
+            snap: Arc::clone(&d.snap),
+            slot: d.slot,
+            outcome: d.outcome,
+            id: d.id,
+            status: d.features,
+            timestamp_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            text,
+            user_len: u32::try_from(event.user.len()).ok()?,
+            slot_len: u32::try_from(event.slot.len()).ok()?,
+        })
+    }
+}
+
+/// The JSON line of a [`Pending`]: the same fields, names and order as [`DecisionRecord`](super::DecisionRecord)
+/// (the sink tests decode every line as one).
+#[derive(Serialize)]
+struct Line<'a> {
+    schema: u32,
+    id: DecisionId,
+    timestamp_ms: u64,
+    slot: &'a str,
+    user: &'a str,
+    variant: Option<&'a str>,
+    reason: RecordReason,
+    propensity: f64,
+    features: &'a RawValue,
+    feature_status: &'a str,
+    config_version: &'a str,
+}
+
+impl Pending {
+    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let (u, sl) = (self.user_len as usize, self.slot_len as usize);
+        let text = &*self.text;
+        let (user, rest) = text.split_at(u.min(text.len()));
+        let (slot, features) = rest.split_at(sl.min(rest.len()));
+        let features: &RawValue = serde_json::from_str(features)?;
+        let line = Line {
+            schema: RECORD_SCHEMA,
+            id: self.id,
+            timestamp_ms: self.timestamp_ms,
+            slot,
+            user,
+            variant: self.snap.variant_id(self.slot, self.outcome.variant),
+            reason: self
+                .snap
+                .resolve_reason(self.slot, self.outcome.reason)
+                .into(),
+            propensity: self.outcome.propensity,
+            features,
+            feature_status: status_name(self.status),
+            config_version: self.snap.version(),
+        };
+        serde_json::to_writer(out, &line)
+    }
+}
+
 enum Msg {
-    Record(Box<DecisionRecord>),
+    Record(Pending),
     Flush(SyncSender<()>),
     Stop,
 }
 
-/// Appends one JSON object per decision to a file ([`DecisionRecord`], one per line).
+/// Appends one JSON object per decision to a file ([`DecisionRecord`](super::DecisionRecord), one per line).
 ///
-/// `record` serializes nothing itself: it builds the record and offers it to a bounded queue
+/// `record` does little on the caller's thread: it copies the user, the slot name and the used
+/// features into one buffer (the only allocation) and offers that to a bounded queue
 /// (`try_send`), dropping and counting when the queue is full, so the caller never waits on
 /// disk. A background thread writes batches and counts every record as written or failed.
 /// Cheap to clone; the writer stops, after writing everything queued, when the last clone is
@@ -170,8 +286,11 @@ impl DecisionSink for JsonlSink {
     fn record(&self, event: &DecisionEvent<'_>) {
         let c = &self.inner.counters;
         c.offered();
-        let rec = Box::new(DecisionRecord::from_event(event));
-        match self.inner.tx.try_send(Msg::Record(rec)) {
+        let Some(pending) = Pending::new(event) else {
+            c.failed(1);
+            return;
+        };
+        match self.inner.tx.try_send(Msg::Record(pending)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => c.dropped(),
             Err(TrySendError::Disconnected(_)) => c.failed(1),
@@ -210,7 +329,7 @@ fn write_loop(mut file: File, rx: &Receiver<Msg>, c: &Counters, batch_bytes: usi
         loop {
             match msg {
                 Msg::Record(rec) => {
-                    match serde_json::to_writer(&mut batch.buf, &*rec) {
+                    match rec.write(&mut batch.buf) {
                         Ok(()) => {
                             batch.buf.push(b'\n');
                             batch.n += 1;

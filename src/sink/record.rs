@@ -118,7 +118,7 @@ impl From<Reason<'_>> for RecordReason {
     }
 }
 
-fn status_name(s: FeatureStatus) -> &'static str {
+pub(crate) fn status_name(s: FeatureStatus) -> &'static str {
     match s {
         FeatureStatus::Provided => "provided",
         FeatureStatus::Fetched => "fetched",

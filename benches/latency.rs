@@ -1,0 +1,562 @@
+//! The p99 latency harness: `cargo bench --bench latency`.
+//!
+//! For each reference workload (see `benches/workloads/mod.rs`), on 1 and 2 threads, with and
+//! without a config swap every millisecond, with the no-op and the JSON-lines sink: per-call
+//! latency (an `Instant` around each call, into an HDR histogram), throughput from untimed
+//! batches, and heap allocations per decide (a counting global allocator). Every scenario runs
+//! `ELVON_BENCH_RUNS` times (default 5) and each figure is the median over runs. Prints one
+//! table, writes `target/elvon-latency.json`, then checks `benches/budget.toml` and exits
+//! non-zero naming every budget exceeded.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use elvon::{Engine, Features, JsonlSink};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+#[path = "workloads/mod.rs"]
+mod workloads;
+
+use workloads::Workload;
+
+/// Counts allocations per thread, so a deciding thread's count excludes the swapper's config
+/// compiles and the JSON-lines writer thread.
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+fn count_alloc() {
+    // `try_with`: no counting while the thread-local is being torn down.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        count_alloc();
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        count_alloc();
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+enum Sink {
+    Noop,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+struct Scenario {
+    threads: usize,
+    swap: bool,
+    sink: Sink,
+}
+
+/// One run's (or the median of runs') figures.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Figures {
+    ops_per_s: f64,
+    batch_ns: f64,
+    mean_ns: f64,
+    p50_ns: f64,
+    p99_ns: f64,
+    p999_ns: f64,
+    max_ns: f64,
+    allocs_per_decide: f64,
+}
+
+#[derive(Serialize)]
+struct Row {
+    workload: &'static str,
+    scenario: Scenario,
+    figures: Figures,
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: String,
+    runs: usize,
+    timer_overhead_ns: f64,
+    rows: Vec<Row>,
+    scaling: BTreeMap<&'static str, f64>,
+    memory_growth_mib: f64,
+    memory_users: u64,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; filters are not supported, everything runs.
+    let runs: usize = std::env::var("ELVON_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let budget = Budget::load();
+    let overhead = timer_overhead();
+    println!("elvon latency harness: {runs} run(s) per scenario, figures are medians over runs");
+    println!("timer overhead (Instant::now + elapsed, median): {overhead:.1} ns, included in per-call figures\n");
+    let mut rows = Vec::new();
+    let scenarios: Vec<Scenario> = [1, 2]
+        .into_iter()
+        .flat_map(|threads| [false, true].into_iter().map(move |swap| (threads, swap)))
+        .flat_map(|(threads, swap)| {
+            [Sink::Noop, Sink::Jsonl]
+                .into_iter()
+                .map(move |sink| Scenario {
+                    threads,
+                    swap,
+                    sink,
+                })
+        })
+        .collect();
+    println!(
+        "{:<4} {:>3} {:>5} {:<5} {:>12} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7}",
+        "load",
+        "thr",
+        "swap",
+        "sink",
+        "ops/s",
+        "batch",
+        "mean",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "allocs"
+    );
+    for w in workloads::all() {
+        for s in &scenarios {
+            let all: Vec<Figures> = (0..runs).map(|_| run(&w, *s)).collect();
+            let f = median_figures(&all);
+            println!(
+                "{:<4} {:>3} {:>5} {:<5} {:>12.0} {:>6.1}ns {:>6.1}ns {:>6.0}ns {:>6.0}ns {:>7.0}ns {:>7.0}ns {:>7.3}",
+                w.name,
+                s.threads,
+                if s.swap { "1ms" } else { "-" },
+                format!("{:?}", s.sink).to_lowercase(),
+                f.ops_per_s,
+                f.batch_ns,
+                f.mean_ns,
+                f.p50_ns,
+                f.p99_ns,
+                f.p999_ns,
+                f.max_ns,
+                f.allocs_per_decide
+            );
+            rows.push(Row {
+                workload: w.name,
+                scenario: *s,
+                figures: f,
+            });
+        }
+    }
+    let mut scaling = BTreeMap::new();
+    for w in ["W1", "W2", "W3"] {
+        let ops = |threads| {
+            rows.iter()
+                .find(|r| {
+                    r.workload == w
+                        && r.scenario
+                            == Scenario {
+                                threads,
+                                swap: false,
+                                sink: Sink::Noop,
+                            }
+                })
+                .map_or(0.0, |r| r.figures.ops_per_s)
+        };
+        scaling.insert(w, ops(2) / ops(1));
+    }
+    println!(
+        "\nscaling, 2 threads / 1 thread (no-op sink, no swap): {}",
+        fmt_map(&scaling)
+    );
+    let (memory_users, memory_growth_mib) = memory_growth(budget.memory_users);
+    println!("memory: deciding for {memory_users} distinct users grew resident memory by {memory_growth_mib:.2} MiB");
+    let report = Report {
+        machine: machine(),
+        runs,
+        timer_overhead_ns: overhead,
+        rows,
+        scaling,
+        memory_growth_mib,
+        memory_users,
+    };
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/elvon-latency.json");
+    match serde_json::to_vec_pretty(&report) {
+        Ok(json) => match std::fs::write(path, json) {
+            Ok(()) => println!("wrote {path}"),
+            Err(e) => eprintln!("cannot write {path}: {e}"),
+        },
+        Err(e) => eprintln!("cannot serialize the report: {e}"),
+    }
+    let failures = budget.check(&report);
+    if failures.is_empty() {
+        println!("all budgets met (benches/budget.toml)");
+    } else {
+        for f in &failures {
+            eprintln!("BUDGET EXCEEDED: {f}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn fmt_map(m: &BTreeMap<&str, f64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v:.2}x"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One run of one scenario.
+fn run(w: &Workload, s: Scenario) -> Figures {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = match s.sink {
+        Sink::Noop => None,
+        Sink::Jsonl => Some(
+            JsonlSink::create(dir.path().join("log.jsonl"), Default::default())
+                .expect("jsonl sink"),
+        ),
+    };
+    let engine = match &sink {
+        None => Engine::builder().build(),
+        Some(k) => Engine::builder().sink(k.clone()).build(),
+    };
+    engine
+        .load_config_json(&w.configs[0])
+        .expect("workload config is valid");
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = s.swap.then(|| {
+        let (engine, stop, configs) = (engine.clone(), Arc::clone(&stop), w.configs.clone());
+        thread::spawn(move || {
+            let parsed: Vec<elvon::Config> = configs
+                .iter()
+                .map(|c| elvon::Config::from_json(c).expect("valid"))
+                .collect();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let _ = engine.load_config(&parsed[i % 2]);
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    });
+    let users: &[(String, Features)] = &w.users;
+    let n = users.len();
+    let barrier = Barrier::new(s.threads);
+    let per_thread: Vec<(Histogram<u64>, Duration, u64)> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..s.threads)
+            .map(|t| {
+                let (engine, barrier) = (&engine, &barrier);
+                scope.spawn(move || {
+                    let order = |k: usize| &users[(k + t * n / 2) % n];
+                    // Warm-up pass (caches, thread-locals, regex scratch).
+                    for k in 0..n / 4 {
+                        let (u, f) = order(k);
+                        black_box(engine.decide(w.slot, u, f));
+                    }
+                    let mut h =
+                        Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).expect("histogram");
+                    barrier.wait();
+                    for k in 0..n {
+                        let (u, f) = order(k);
+                        let t0 = Instant::now();
+                        let d = engine.decide(w.slot, u, f);
+                        black_box(&d);
+                        drop(d);
+                        let dt = t0.elapsed().as_nanos() as u64;
+                        h.saturating_record(dt.max(1));
+                    }
+                    barrier.wait();
+                    let a0 = allocs();
+                    let b0 = Instant::now();
+                    for k in 0..n {
+                        let (u, f) = order(k);
+                        black_box(engine.decide(w.slot, u, f));
+                    }
+                    let batch = b0.elapsed();
+                    let allocs = allocs() - a0;
+                    (h, batch, allocs)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread"))
+            .collect()
+    });
+    stop.store(true, Ordering::Relaxed);
+    if let Some(h) = swapper {
+        h.join().expect("swapper");
+    }
+    if let Some(k) = &sink {
+        let _ = k.flush(Duration::from_secs(30));
+    }
+    let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).expect("histogram");
+    let mut batch_total = Duration::ZERO;
+    let mut allocs = 0;
+    let mut wall = Duration::ZERO;
+    for (ph, b, a) in &per_thread {
+        h.add(ph).expect("same bounds");
+        batch_total += *b;
+        wall = wall.max(*b);
+        allocs += a;
+    }
+    // Allocations counted on the deciding threads only.
+    let decisions = (n * s.threads) as f64;
+    Figures {
+        ops_per_s: decisions / wall.as_secs_f64(),
+        batch_ns: batch_total.as_nanos() as f64 / decisions,
+        mean_ns: h.mean(),
+        p50_ns: h.value_at_quantile(0.50) as f64,
+        p99_ns: h.value_at_quantile(0.99) as f64,
+        p999_ns: h.value_at_quantile(0.999) as f64,
+        max_ns: h.max() as f64,
+        allocs_per_decide: allocs as f64 / decisions,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn median_figures(all: &[Figures]) -> Figures {
+    let m = |f: fn(&Figures) -> f64| median(all.iter().map(f).collect());
+    Figures {
+        ops_per_s: m(|f| f.ops_per_s),
+        batch_ns: m(|f| f.batch_ns),
+        mean_ns: m(|f| f.mean_ns),
+        p50_ns: m(|f| f.p50_ns),
+        p99_ns: m(|f| f.p99_ns),
+        p999_ns: m(|f| f.p999_ns),
+        max_ns: m(|f| f.max_ns),
+        allocs_per_decide: m(|f| f.allocs_per_decide),
+    }
+}
+
+/// Median cost of the timing itself.
+fn timer_overhead() -> f64 {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 1_000_000, 3).expect("histogram");
+    for _ in 0..1_000_000 {
+        let t0 = Instant::now();
+        let dt = black_box(t0).elapsed().as_nanos() as u64;
+        h.saturating_record(dt.max(1));
+    }
+    h.value_at_quantile(0.5) as f64
+}
+
+/// Resident memory growth while deciding for `users` distinct users.
+fn memory_growth(users: u64) -> (u64, f64) {
+    let w = workloads::w1();
+    let engine = Engine::default();
+    engine.load_config_json(&w.configs[0]).expect("valid");
+    let f = Features::new()
+        .with("country", "KR")
+        .with("plan", "free")
+        .with("age", 30);
+    let mut user = String::with_capacity(32);
+    // Warm up, then measure.
+    for i in 0..10_000u64 {
+        user.clear();
+        user.push_str("warm-");
+        user.push_str(&i.to_string());
+        black_box(engine.decide(w.slot, &user, &f));
+    }
+    let before = rss_bytes();
+    let mut digits = itoa_buf();
+    for i in 0..users {
+        user.clear();
+        user.push_str("user-");
+        user.push_str(digits.format(i));
+        black_box(engine.decide(w.slot, &user, &f));
+    }
+    let after = rss_bytes();
+    (
+        users,
+        after.saturating_sub(before) as f64 / (1024.0 * 1024.0),
+    )
+}
+
+/// A tiny allocation-free integer formatter for the memory run.
+struct Digits([u8; 20]);
+
+fn itoa_buf() -> Digits {
+    Digits([0; 20])
+}
+
+impl Digits {
+    fn format(&mut self, mut n: u64) -> &str {
+        let mut i = self.0.len();
+        loop {
+            i -= 1;
+            self.0[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        std::str::from_utf8(&self.0[i..]).unwrap_or("0")
+    }
+}
+
+fn rss_bytes() -> u64 {
+    // Linux: the second field of /proc/self/statm is resident pages.
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+/// `benches/budget.toml`.
+struct Budget {
+    table: toml::Table,
+    memory_users: u64,
+}
+
+impl Budget {
+    fn load() -> Self {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/budget.toml");
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        let table: toml::Table = text
+            .parse()
+            .unwrap_or_else(|e| panic!("{path} is not valid TOML: {e}"));
+        let memory_users = table
+            .get("memory")
+            .and_then(|m| m.get("users"))
+            .and_then(toml::Value::as_integer)
+            .map_or(10_000_000, |n| n.max(1) as u64);
+        Budget {
+            table,
+            memory_users,
+        }
+    }
+
+    fn get(&self, section: &str, key: &str) -> Option<f64> {
+        let mut v = &self.table[section.split('.').next()?];
+        for part in section.split('.').skip(1) {
+            v = v.get(part)?;
+        }
+        let x = v.get(key)?;
+        x.as_float().or_else(|| x.as_integer().map(|i| i as f64))
+    }
+
+    fn check(&self, r: &Report) -> Vec<String> {
+        let mut out = Vec::new();
+        let ceiling = |out: &mut Vec<String>, what: String, value: f64, limit: Option<f64>| {
+            if let Some(limit) = limit {
+                if value > limit {
+                    out.push(format!("{what} is {value:.2}, budget {limit}"));
+                }
+            }
+        };
+        let base = |w: &str, threads, swap| {
+            r.rows.iter().find(|x| {
+                x.workload == w
+                    && x.scenario
+                        == Scenario {
+                            threads,
+                            swap,
+                            sink: Sink::Noop,
+                        }
+            })
+        };
+        for w in ["W1", "W2", "W3"] {
+            let sec = format!("workload.{w}");
+            if let Some(b) = base(w, 1, false) {
+                ceiling(
+                    &mut out,
+                    format!("{w} mean (1 thread, no-op sink)"),
+                    b.figures.mean_ns,
+                    self.get(&sec, "mean_ns"),
+                );
+                ceiling(
+                    &mut out,
+                    format!("{w} p99 (1 thread, no-op sink)"),
+                    b.figures.p99_ns,
+                    self.get(&sec, "p99_ns"),
+                );
+            }
+            for threads in [1, 2] {
+                if let (Some(plain), Some(swapped)) =
+                    (base(w, threads, false), base(w, threads, true))
+                {
+                    ceiling(
+                        &mut out,
+                        format!("{w} p99 ratio with 1 ms swaps ({threads} thread(s))"),
+                        swapped.figures.p99_ns / plain.figures.p99_ns,
+                        self.get("swap", "max_p99_ratio"),
+                    );
+                }
+            }
+            if let Some(min) = self.get("scaling", "min_ratio") {
+                let got = r.scaling.get(w).copied().unwrap_or(0.0);
+                if got < min {
+                    out.push(format!(
+                        "{w} scaling 2 threads / 1 thread is {got:.2}, budget at least {min}"
+                    ));
+                }
+            }
+        }
+        for row in &r.rows {
+            let sec = match row.scenario.sink {
+                Sink::Noop => "noop",
+                Sink::Jsonl => "jsonl",
+            };
+            ceiling(
+                &mut out,
+                format!(
+                    "{} allocations per decide ({:?})",
+                    row.workload, row.scenario
+                ),
+                row.figures.allocs_per_decide,
+                self.get(sec, "allocs_per_decide"),
+            );
+        }
+        ceiling(
+            &mut out,
+            format!("resident memory growth for {} users (MiB)", r.memory_users),
+            r.memory_growth_mib,
+            self.get("memory", "max_growth_mib"),
+        );
+        out
+    }
+}
