@@ -151,6 +151,7 @@ impl Engine {
             Ok(c) => {
                 let version = c.snapshot.version.to_string();
                 self.inner.snapshot.store(Arc::new(c.snapshot));
+                crate::config::prune_regexes();
                 crate::metrics::config_swapped();
                 Ok(LoadOutcome {
                     version,
@@ -158,6 +159,7 @@ impl Engine {
                 })
             }
             Err(problems) => {
+                crate::config::prune_regexes();
                 crate::metrics::config_rejected();
                 Err(ConfigError::Invalid(problems))
             }

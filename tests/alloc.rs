@@ -85,6 +85,40 @@ fn decide_allocates_nothing_for_any_rule_kind() {
 }
 
 #[test]
+fn swapping_configs_does_not_make_decide_allocate() {
+    let engine = Engine::default();
+    let versions: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|v| KINDS_CONFIG.replace("\"kinds-1\"", &format!("\"{v}\"")))
+        .collect();
+    engine.load_config_json(&versions[0]).expect("valid config");
+    let users = kinds_users(2_000);
+    for (u, f) in &users {
+        for s in KIND_SLOTS {
+            std::hint::black_box(engine.decide(s, u, f));
+        }
+    }
+    let mut decide_allocs = 0;
+    for round in 0..50 {
+        engine
+            .load_config_json(&versions[round % 2])
+            .expect("valid config");
+        let before = allocs();
+        for (u, f) in users.iter().take(200) {
+            for s in KIND_SLOTS {
+                std::hint::black_box(engine.decide(s, u, f));
+            }
+        }
+        decide_allocs += allocs() - before;
+    }
+    assert_eq!(engine.config_version(), "b");
+    assert_eq!(
+        decide_allocs, 0,
+        "decide allocated after config swaps (regex caches rebuilt?)"
+    );
+}
+
+#[test]
 fn jsonl_sink_adds_at_most_one_allocation_per_decide() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sink = JsonlSink::create(dir.path().join("log.jsonl"), Default::default()).expect("sink");

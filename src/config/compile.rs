@@ -10,7 +10,7 @@ use super::walk::Ctx;
 use super::{Config, ConfigProblem};
 use crate::hash::salt_seed;
 use crate::metrics::SlotMetrics;
-use crate::snapshot::{Holdout, Layer, Snapshot};
+use crate::snapshot::{Holdout, Layer, Snapshot, StrIndex};
 
 /// A compiled snapshot and the warnings (non-fatal findings such as unreachable rules).
 pub(crate) struct Compiled {
@@ -72,7 +72,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
         layer_ids: &layer_ids,
     };
     let mut slots = Vec::new();
-    let mut slot_index = HashMap::default();
+    let mut slot_index = StrIndex::default();
     match root.get("slots") {
         None => ctx.error("missing required field \"slots\""),
         Some(v) => ctx.field("slots", |c| {
@@ -82,7 +82,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
                 else {
                     continue;
                 };
-                if slot_index.contains_key(&slot.id) {
+                if !slot_index.insert(&slot.id, slots.len() as u32) {
                     c.index(i, |c| {
                         c.field("id", |c| {
                             c.error(format!("duplicate slot id {:?}", slot.id))
@@ -90,7 +90,6 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
                     });
                     continue;
                 }
-                slot_index.insert(slot.id.clone(), slots.len() as u32);
                 slots.push((i, slot));
             }
         }),

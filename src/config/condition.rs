@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use regex::RegexBuilder;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use regex::{Regex, RegexBuilder};
 use semver::{Version, VersionReq};
 use serde_json::Value;
 
@@ -226,7 +228,7 @@ fn compile_operand(ctx: &mut Ctx, op: &str, v: &Value) -> Option<Test> {
             for (i, item) in items.iter().enumerate() {
                 match item {
                     Value::String(s) => {
-                        set.strs.insert(s.as_str().into());
+                        set.strs.insert(s);
                     }
                     Value::Number(n) if n.as_i64().is_some() => {
                         set.ints.extend(n.as_i64());
@@ -267,7 +269,7 @@ fn compile_operand(ctx: &mut Ctx, op: &str, v: &Value) -> Option<Test> {
         "starts_with" => Test::StartsWith(text(ctx)?.into()),
         "ends_with" => Test::EndsWith(text(ctx)?.into()),
         "contains" => Test::Contains(text(ctx)?.into()),
-        "matches" => match RegexBuilder::new(text(ctx)?).size_limit(1 << 20).build() {
+        "matches" => match shared_regex(text(ctx)?) {
             Ok(re) => Test::Matches(re),
             Err(e) => {
                 ctx.error(format!("invalid regex: {}", one_line(&e.to_string())));
@@ -313,6 +315,31 @@ fn compile_operand(ctx: &mut Ctx, op: &str, v: &Value) -> Option<Test> {
             }
         }
     })
+}
+
+/// Compiled regexes shared by every config that uses the same pattern. A `Regex` keeps its
+/// per-thread search caches in its own pool (a clone gets a fresh one), so reusing the same
+/// `Arc<Regex>` across config swaps keeps those caches warm: the first search after a swap
+/// allocates nothing. Entries no snapshot uses any more are dropped by [`prune_regexes`].
+fn regexes() -> &'static Mutex<HashMap<String, Arc<Regex>>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Regex>>>> = OnceLock::new();
+    CACHE.get_or_init(Mutex::default)
+}
+
+fn shared_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+    let mut cache = regexes().lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(re) = cache.get(pattern) {
+        return Ok(Arc::clone(re));
+    }
+    let re = Arc::new(RegexBuilder::new(pattern).size_limit(1 << 20).build()?);
+    cache.insert(pattern.to_owned(), Arc::clone(&re));
+    Ok(re)
+}
+
+/// Drops cached regexes that no live snapshot (or config being compiled) references.
+pub(crate) fn prune_regexes() {
+    let mut cache = regexes().lock().unwrap_or_else(PoisonError::into_inner);
+    cache.retain(|_, re| Arc::strong_count(re) > 1);
 }
 
 fn one_line(s: &str) -> String {

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use compile::compile;
+pub(crate) use condition::prune_regexes;
 
 #[cfg(doc)]
 use crate::Snapshot;

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use regex::Regex;
 use semver::{Version, VersionReq};
 
+use super::lookup::StrSet;
 use super::trace::Trace;
 use crate::features::{Features, Value};
 
@@ -67,7 +68,7 @@ impl std::fmt::Display for Lit {
 /// An in-list as hash sets.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Set {
-    pub(crate) strs: HashSet<Box<str>, ahash::RandomState>,
+    pub(crate) strs: StrSet,
     pub(crate) ints: HashSet<i64, ahash::RandomState>,
 }
 
@@ -76,13 +77,13 @@ impl Set {
     #[inline]
     fn contains(&self, v: &Value) -> Option<bool> {
         match v {
-            Value::Str(s) => Some(self.strs.contains(&**s)),
+            Value::Str(s) => Some(self.strs.contains(s)),
             Value::Int(i) => Some(self.ints.contains(i)),
             Value::Float(f) if f.fract() == 0.0 && f.is_finite() => {
                 Some(self.ints.contains(&(*f as i64)))
             }
             Value::Float(_) => Some(false),
-            Value::List(l) => Some(l.iter().any(|s| self.strs.contains(&**s))),
+            Value::List(l) => Some(l.iter().any(|s| self.strs.contains(s))),
             Value::Bool(_) => None,
         }
     }
@@ -102,7 +103,7 @@ pub(crate) enum Test {
     StartsWith(Box<str>),
     EndsWith(Box<str>),
     Contains(Box<str>),
-    Matches(Regex),
+    Matches(std::sync::Arc<Regex>),
     Semver(Cmp, Version),
     SemverReq(VersionReq),
     /// Instant as unix nanoseconds.

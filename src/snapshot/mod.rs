@@ -2,14 +2,14 @@
 
 pub(crate) mod condition;
 mod eval;
+pub(crate) mod lookup;
 pub(crate) mod trace;
-
-use std::collections::HashMap;
 
 use bytes::Bytes;
 
 pub(crate) use condition::{Cond, FeatureKey};
 pub(crate) use eval::{Outcome, RawCause, RawReason, NO_VARIANT};
+pub(crate) use lookup::StrIndex;
 
 use crate::metrics::SlotMetrics;
 
@@ -20,7 +20,7 @@ use crate::metrics::SlotMetrics;
 pub struct Snapshot {
     pub(crate) version: Box<str>,
     pub(crate) slots: Vec<Slot>,
-    pub(crate) slot_index: HashMap<Box<str>, u32, ahash::RandomState>,
+    pub(crate) slot_index: StrIndex,
     pub(crate) segments: Vec<Cond>,
     pub(crate) segment_names: Vec<Box<str>>,
     pub(crate) layers: Vec<Layer>,
@@ -59,7 +59,7 @@ impl Snapshot {
 
     #[inline]
     pub(crate) fn slot_idx(&self, slot: &str) -> Option<u32> {
-        self.slot_index.get(slot).copied()
+        self.slot_index.get(slot)
     }
 
     pub(crate) fn slot(&self, slot: &str) -> Option<&Slot> {
@@ -71,7 +71,7 @@ impl Snapshot {
         Snapshot {
             version: "".into(),
             slots: Vec::new(),
-            slot_index: HashMap::default(),
+            slot_index: StrIndex::default(),
             segments: Vec::new(),
             segment_names: Vec::new(),
             layers: Vec::new(),

@@ -1,0 +1,108 @@
+//! JSON-lines round trip: decisions for arbitrary users and features are written by the
+//! JSON-lines sink and every line must decode to a record with the same id, user, slot,
+//! variant, reason kind, propensity and used features.
+#![no_main]
+
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use elvon::{DecisionRecord, Engine, Features, JsonlSink};
+use libfuzzer_sys::fuzz_target;
+
+struct Rig {
+    engine: Engine,
+    sink: JsonlSink,
+    reader: BufReader<std::fs::File>,
+    _dir: tempfile_dir::Dir,
+}
+
+mod tempfile_dir {
+    /// A directory removed on drop (kept dependency-free).
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn rig() -> &'static Mutex<Rig> {
+    static R: OnceLock<Mutex<Rig>> = OnceLock::new();
+    R.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("elvon-fuzz-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("log.jsonl");
+        let sink = JsonlSink::create(&path, Default::default()).expect("sink");
+        let engine = Engine::builder().sink(sink.clone()).build();
+        engine
+            .load_config_json(include_str!("../../tests/data/kinds.json"))
+            .expect("valid");
+        let mut file = std::fs::File::open(&path).expect("open log");
+        file.seek(SeekFrom::End(0)).expect("seek");
+        Mutex::new(Rig {
+            engine,
+            sink,
+            reader: BufReader::new(file),
+            _dir: tempfile_dir::Dir(dir),
+        })
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut parts = data.splitn(4, |&b| b == 0);
+    let user = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let n = parts.next().map_or(0, |p| {
+        p.iter()
+            .fold(0i64, |a, &b| a.wrapping_mul(31).wrapping_add(i64::from(b)))
+    });
+    let slots = [
+        "serve",
+        "split",
+        "split_by_device",
+        "score",
+        "targeting",
+        "fallback",
+        "killed",
+        "nope",
+    ];
+    let f = Features::new()
+        .with("plan", value.clone())
+        .with("device_id", value.clone())
+        .with("email", value.clone())
+        .with("tags", vec![value.clone()])
+        .with("page_view_7d", n)
+        .with("score", n as f64 / 7.0)
+        .with(value.clone(), n);
+    let mut rig = rig().lock().unwrap_or_else(|e| e.into_inner());
+    let mut expected = Vec::new();
+    for slot in slots {
+        let d = rig.engine.decide(slot, &user, &f);
+        expected.push((
+            d.id(),
+            slot,
+            d.variant().map(str::to_owned),
+            d.reason().kind(),
+            d.propensity(),
+        ));
+    }
+    rig.sink.flush(Duration::from_secs(30)).expect("flush");
+    let stats = rig.sink.stats();
+    assert_eq!(stats.offered, stats.written + stats.dropped + stats.failed);
+    for (id, slot, variant, kind, p) in expected {
+        let mut line = String::new();
+        rig.reader.read_line(&mut line).expect("read");
+        let r: DecisionRecord =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+        assert_eq!(r.id, id);
+        assert_eq!(r.slot, slot);
+        assert_eq!(r.user, user);
+        assert_eq!(r.variant, variant);
+        assert_eq!(r.reason.kind, kind);
+        assert_eq!(r.propensity.to_bits(), p.to_bits());
+        for (name, v) in r.features.iter() {
+            assert_eq!(f.get(name), Some(v), "logged feature {name} differs");
+        }
+    }
+});
