@@ -160,3 +160,63 @@ fn memory_sink_bounds_and_counts() {
     assert_eq!(sink.take().len(), 10);
     assert!(sink.records().is_empty());
 }
+
+/// Found by the `record` fuzz target: floats must survive the log exactly (serde_json's
+/// default float parsing can be off by one ulp; the crate enables `float_roundtrip`).
+#[test]
+fn float_features_round_trip_exactly_through_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    let sink = JsonlSink::create(&path, JsonlOptions::default()).unwrap();
+    let engine = Engine::builder().sink(sink.clone()).build();
+    engine.load_config_json(CONFIG).unwrap();
+    let values = [
+        516_812.857_142_857_16,
+        0.1 + 0.2,
+        1e-300,
+        -2.5e300,
+        f64::MIN_POSITIVE,
+        123_456_789.123_456_78,
+    ];
+    for (i, x) in values.iter().enumerate() {
+        let _ = engine.decide(
+            "targeting",
+            &format!("u{i}"),
+            &Features::new().with("score", *x),
+        );
+    }
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let records = read_lines(&path);
+    assert_eq!(records.len(), values.len());
+    for (r, x) in records.iter().zip(values) {
+        let got = r
+            .features
+            .get("score")
+            .and_then(elvon::Value::as_f64)
+            .unwrap();
+        assert_eq!(got.to_bits(), x.to_bits(), "{x} came back as {got}");
+    }
+}
+
+#[test]
+fn non_finite_floats_are_logged_as_null_and_lines_still_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    let sink = JsonlSink::create(&path, JsonlOptions::default()).unwrap();
+    let engine = Engine::builder().sink(sink.clone()).build();
+    engine.load_config_json(CONFIG).unwrap();
+    for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let _ = engine.decide(
+            "targeting",
+            "u",
+            &Features::new().with("score", x).with("age", 30),
+        );
+    }
+    sink.flush(Duration::from_secs(10)).unwrap();
+    let records = read_lines(&path);
+    assert_eq!(records.len(), 3);
+    for r in records {
+        assert!(r.features.get("score").is_none(), "{:?}", r.features);
+        assert_eq!(r.features.get("age"), Some(&elvon::Value::Int(30)));
+    }
+}

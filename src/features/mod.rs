@@ -193,8 +193,12 @@ impl<'de> Deserialize<'de> for Features {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Features, A::Error> {
                 let mut f = Features::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some((k, v)) = map.next_entry::<String, Value>()? {
-                    f.insert(k, v);
+                // `null` means absent: JSON has no NaN or infinity, so serde_json writes
+                // non-finite floats as `null`, and a log line must still decode.
+                while let Some((k, v)) = map.next_entry::<String, Option<Value>>()? {
+                    if let Some(v) = v {
+                        f.insert(k, v);
+                    }
                 }
                 Ok(f)
             }
