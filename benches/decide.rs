@@ -9,6 +9,8 @@ use elvon::Engine;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "workloads/mod.rs"]
+mod workloads;
 
 use common::{kinds_users, KINDS_CONFIG, KIND_SLOTS};
 
@@ -34,5 +36,27 @@ fn decide(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decide);
+/// The reference workloads W1–W3 (see `benches/workloads/mod.rs`), cycling all 100,000 users.
+fn reference_workloads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("workload");
+    g.throughput(Throughput::Elements(1));
+    for w in workloads::all() {
+        let engine = Engine::default();
+        engine
+            .load_config_json(&w.configs[0])
+            .expect("valid config");
+        g.bench_function(w.name, |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                let (u, f) = &w.users[i % w.users.len()];
+                i = i.wrapping_add(1);
+                let d = engine.decide(black_box(w.slot), black_box(u), black_box(f));
+                black_box(d.variant().map(str::len))
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decide, reference_workloads);
 criterion_main!(benches);

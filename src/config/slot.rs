@@ -9,7 +9,7 @@ use super::condition::{compile_cond, Env, Interner, Segments};
 use super::walk::{kind, Ctx, Obj};
 use crate::hash::{salt_seed, BUCKETS};
 use crate::metrics::SlotMetrics;
-use crate::snapshot::{Action, Rule, ScoreArm, Slot, SlotLayer, Unit, Variant};
+use crate::snapshot::{Action, FeatureKey, Rule, ScoreArm, Slot, SlotLayer, Unit, Variant};
 
 /// Read-only context shared by all slots of a config.
 pub(crate) struct Shared<'a> {
@@ -436,11 +436,7 @@ fn score(
                     c.field("variant", |c| c.error("variant listed twice in one score"));
                     return None;
                 }
-                wok.then_some(ScoreArm {
-                    variant: var,
-                    bias,
-                    weights,
-                })
+                wok.then_some((var, bias, weights))
             });
             match arm {
                 Some(a) => arms.push(a),
@@ -448,5 +444,32 @@ fn score(
             }
         }
     });
-    ok.then_some(Action::Score { arms })
+    if !ok {
+        return None;
+    }
+    // Distinct inputs, each read once per decision; arms refer to them by index.
+    let mut inputs: Vec<FeatureKey> = Vec::new();
+    let arms = arms
+        .into_iter()
+        .map(
+            |(variant, bias, weights): (u32, f64, Vec<(FeatureKey, f64)>)| {
+                let weights = weights
+                    .into_iter()
+                    .map(|(k, w)| {
+                        let i = inputs.iter().position(|x| x.id == k.id).unwrap_or_else(|| {
+                            inputs.push(k);
+                            inputs.len() - 1
+                        });
+                        (i as u32, w)
+                    })
+                    .collect();
+                ScoreArm {
+                    variant,
+                    bias,
+                    weights,
+                }
+            },
+        )
+        .collect();
+    Some(Action::Score { inputs, arms })
 }

@@ -2,7 +2,7 @@
 
 use super::condition::{Eval, Issue};
 use super::trace::Trace;
-use super::{Action, Holdout, Slot, Snapshot, Unit};
+use super::{Action, FeatureKey, Holdout, Slot, Snapshot, Unit};
 use crate::features::{Features, Value};
 use crate::hash::{bucket_with_seed, int_bytes, BUCKETS};
 
@@ -222,22 +222,26 @@ impl Snapshot {
                     });
                     path *= 1.0 - share;
                 }
-                Action::Score { arms } => {
+                Action::Score { inputs, arms } => {
+                    // Each input is read once; more inputs than fit on the stack (rare) are
+                    // read per use instead.
+                    let mut values = [0.0f64; SCORE_STACK];
+                    let on_stack = inputs.len() <= SCORE_STACK;
+                    if on_stack {
+                        for (slot_value, k) in values.iter_mut().zip(inputs) {
+                            *slot_value = score_input(k, features, &mut ev.issue);
+                        }
+                    }
                     let mut best: Option<(f64, u32)> = None;
                     for arm in arms {
                         let mut s = arm.bias;
-                        for (k, w) in &arm.weights {
-                            match k.get(features) {
-                                Some(v) => match v.as_f64() {
-                                    Some(x) => s += w * x,
-                                    None => {
-                                        ev.issue.get_or_insert(Issue::WrongType(k.id));
-                                    }
-                                },
-                                None => {
-                                    ev.issue.get_or_insert(Issue::Missing(k.id));
-                                }
-                            }
+                        for &(i, w) in &arm.weights {
+                            let x = if on_stack {
+                                values[i as usize]
+                            } else {
+                                score_input(&inputs[i as usize], features, &mut ev.issue)
+                            };
+                            s += w * x;
                         }
                         ev.trace.note(|| {
                             format!(
@@ -272,6 +276,24 @@ impl Snapshot {
         ev.trace
             .note(|| "no rule decided: serving the default".into());
         Outcome::default_of(slot, reason, path)
+    }
+}
+
+/// Scores with at most this many distinct inputs gather them into a stack array.
+const SCORE_STACK: usize = 32;
+
+/// A score input: the feature as a number; missing or non-numeric counts as 0 (and is noted).
+#[inline]
+fn score_input(k: &FeatureKey, features: &Features, issue: &mut Option<Issue>) -> f64 {
+    match k.get(features) {
+        Some(v) => v.as_f64().unwrap_or_else(|| {
+            issue.get_or_insert(Issue::WrongType(k.id));
+            0.0
+        }),
+        None => {
+            issue.get_or_insert(Issue::Missing(k.id));
+            0.0
+        }
     }
 }
 

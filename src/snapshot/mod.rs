@@ -152,7 +152,9 @@ pub(crate) enum Action {
         below: u32,
         variant: u32,
     },
+    /// `inputs` are the distinct features the arms read, each looked up once per decision.
     Score {
+        inputs: Vec<FeatureKey>,
         arms: Vec<ScoreArm>,
     },
 }
@@ -161,5 +163,6 @@ pub(crate) enum Action {
 pub(crate) struct ScoreArm {
     pub(crate) variant: u32,
     pub(crate) bias: f64,
-    pub(crate) weights: Vec<(FeatureKey, f64)>,
+    /// `(index into the action's inputs, weight)`.
+    pub(crate) weights: Vec<(u32, f64)>,
 }
