@@ -600,20 +600,38 @@ fn decisions_carry_version_and_unique_ids() {
 fn scores_with_many_inputs_read_each_feature_correctly() {
     // 40 distinct inputs: more than are gathered on the stack, so the per-use path runs too.
     let n = 40;
-    let weights_a: serde_json::Map<String, Value> = (0..n).map(|i| (format!("f{i}"), json!(1.0))).collect();
-    let weights_b: serde_json::Map<String, Value> = (0..n).map(|i| (format!("f{i}"), json!(if i == n - 1 { 100.0 } else { 0.0 }))).collect();
+    let weights_a: serde_json::Map<String, Value> =
+        (0..n).map(|i| (format!("f{i}"), json!(1.0))).collect();
+    let weights_b: serde_json::Map<String, Value> = (0..n)
+        .map(|i| (format!("f{i}"), json!(if i == n - 1 { 100.0 } else { 0.0 })))
+        .collect();
     for inputs in [n, 20] {
         let (wa, wb): (serde_json::Map<_, _>, serde_json::Map<_, _>) = (
             weights_a.clone().into_iter().take(inputs).collect(),
-            weights_b.clone().into_iter().filter(|(k, _)| k == "f39" || inputs == n).take(inputs).collect(),
+            weights_b
+                .clone()
+                .into_iter()
+                .filter(|(k, _)| k == "f39" || inputs == n)
+                .take(inputs)
+                .collect(),
         );
-        let e = engine(json!({"version": "t", "slots": [{"id": "s", "variants": [{"id": "a"}, {"id": "b"}], "default": "a",
-            "rules": [{"score": {"variants": [{"variant": "a", "weights": wa}, {"variant": "b", "weights": wb}]}}]}]}));
+        let e = engine(
+            json!({"version": "t", "slots": [{"id": "s", "variants": [{"id": "a"}, {"id": "b"}], "default": "a",
+            "rules": [{"score": {"variants": [{"variant": "a", "weights": wa}, {"variant": "b", "weights": wb}]}}]}]}),
+        );
         let mut f: Features = (0..n).map(|i| (format!("f{i}"), 1i64)).collect();
         // a scores `inputs` (sum of ones), b scores 100 from f39.
-        assert_eq!(e.decide("s", "u", &f).variant(), Some("b"), "inputs {inputs}");
+        assert_eq!(
+            e.decide("s", "u", &f).variant(),
+            Some("b"),
+            "inputs {inputs}"
+        );
         f.insert("f39", 0);
-        assert_eq!(e.decide("s", "u", &f).variant(), Some("a"), "inputs {inputs}");
+        assert_eq!(
+            e.decide("s", "u", &f).variant(),
+            Some("a"),
+            "inputs {inputs}"
+        );
         f.remove("f0");
         let d = e.decide("s", "u", &f);
         assert!(matches!(d.reason(), Reason::Score(_)), "{:?}", d.reason());

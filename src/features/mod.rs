@@ -119,7 +119,7 @@ impl Features {
     fn scan_equal(&self, start: usize, hash: u64, name: &str) -> Result<usize, usize> {
         let mut i = start;
         while self.hashes.get(i) == Some(&hash) {
-            if self.entries[i].0 == name {
+            if crate::snapshot::lookup::str_eq(&self.entries[i].0, name) {
                 return Ok(i);
             }
             i += 1;

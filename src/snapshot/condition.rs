@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use regex::Regex;
 use semver::{Version, VersionReq};
 
-use super::lookup::StrSet;
+use super::lookup::{str_eq, StrSet};
 use super::trace::Trace;
 use crate::features::{Features, Value};
 
@@ -215,7 +215,7 @@ fn eval_test(test: &Test, v: &Value) -> Option<bool> {
 fn lit_eq(l: &Lit, v: &Value) -> Option<bool> {
     match (l, v) {
         (Lit::Bool(a), Value::Bool(b)) => Some(a == b),
-        (Lit::Str(a), Value::Str(b)) => Some(**a == **b),
+        (Lit::Str(a), Value::Str(b)) => Some(str_eq(a, b)),
         (Lit::Num(a), v) => Some(v.as_f64()? == *a),
         _ => None,
     }

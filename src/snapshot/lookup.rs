@@ -9,6 +9,43 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use xxhash_rust::xxh3::xxh3_64;
 
+/// String equality without a call into libc's `memcmp` for short strings (the common case
+/// for feature names, slot ids and in-list values), using overlapping 4- and 8-byte loads.
+#[inline]
+pub(crate) fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        // Indices 0, n/2 and n-1 cover every byte of a 1..=3 byte string.
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => load4(a, 0) == load4(b, 0) && load4(a, n - 4) == load4(b, n - 4),
+        8..=16 => load8(a, 0) == load8(b, 0) && load8(a, n - 8) == load8(b, n - 8),
+        _ => a == b,
+    }
+}
+
+#[inline(always)]
+fn load4(s: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(
+        s.get(i..i + 4)
+            .and_then(|x| x.try_into().ok())
+            .unwrap_or([0; 4]),
+    )
+}
+
+#[inline(always)]
+fn load8(s: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(
+        s.get(i..i + 8)
+            .and_then(|x| x.try_into().ok())
+            .unwrap_or([0; 8]),
+    )
+}
+
 /// A `Hasher` for keys that already are well-mixed 64-bit hashes.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct PreHashed(u64);
@@ -62,7 +99,7 @@ impl StrIndex {
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<u32> {
         if let Some(&(k, v)) = self.by_hash.get(&xxh3_64(key.as_bytes())) {
-            if self.keys.get(k as usize).is_some_and(|s| **s == *key) {
+            if self.keys.get(k as usize).is_some_and(|s| str_eq(s, key)) {
                 return Some(v);
             }
         }
@@ -116,7 +153,7 @@ impl StrSet {
     #[inline]
     pub(crate) fn contains(&self, s: &str) -> bool {
         match self {
-            StrSet::Small(v) => v.iter().any(|x| x.len() == s.len() && **x == *s),
+            StrSet::Small(v) => v.iter().any(|x| str_eq(x, s)),
             StrSet::Large(idx) => idx.get(s).is_some(),
         }
     }
@@ -132,6 +169,23 @@ impl StrSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn str_eq_matches_std_for_every_length_and_position() {
+        let base: String = (0..40).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        for n in 0..=40 {
+            let a = &base[..n];
+            assert!(str_eq(a, a));
+            assert!(!str_eq(a, &base[..n.saturating_sub(1)]) || n == 0);
+            for i in 0..n {
+                let mut b = a.as_bytes().to_vec();
+                b[i] = b'#';
+                let b = String::from_utf8(b).unwrap();
+                assert!(!str_eq(a, &b), "n={n} i={i}");
+            }
+        }
+        assert!(str_eq("KR", "KR") && !str_eq("KR", "US") && !str_eq("é", "e"));
+    }
 
     #[test]
     fn sets_small_and_large_agree() {
