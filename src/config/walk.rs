@@ -1,5 +1,7 @@
 //! A path-tracking walker over `serde_json::Value` that collects problems instead of stopping.
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value};
 
 use super::ConfigProblem;
@@ -29,9 +31,8 @@ impl Ctx {
     /// Runs `f` with `[i]` appended to the path.
     pub(crate) fn index<R>(&mut self, i: usize, f: impl FnOnce(&mut Self) -> R) -> R {
         let len = self.path.len();
-        self.path.push('[');
-        self.path.push_str(&i.to_string());
-        self.path.push(']');
+        // Writing to a String cannot fail.
+        let _ = write!(self.path, "[{i}]");
         let r = f(self);
         self.path.truncate(len);
         r
