@@ -55,8 +55,8 @@ step "quickstart example"
 cargo run --quiet --example quickstart -- "$(mktemp -d)/decisions.jsonl"
 
 step "fuzz smoke run (${FUZZ_SECONDS}s per target, stable toolchain, no sanitizer)"
-mkdir -p fuzz/corpus/config
 for target in $(cd fuzz && cargo fuzz list); do
+  mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target"
   log="$(mktemp)"
   if ! cargo fuzz run "$target" --sanitizer none "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
       -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 >"$log" 2>&1; then
