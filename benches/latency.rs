@@ -8,8 +8,6 @@
 //! table, writes `target/elvon-latency.json`, then checks `benches/budget.toml` and exits
 //! non-zero naming every budget exceeded.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,36 +24,10 @@ mod workloads;
 
 use workloads::Workload;
 
-/// Counts allocations per thread, so a deciding thread's count excludes the swapper's config
-/// compiles and the JSON-lines writer thread.
-struct Counting;
+#[path = "../tests/common/counting.rs"]
+mod counting;
 
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
-
-fn count_alloc() {
-    // `try_with`: no counting while the thread-local is being torn down.
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count_alloc();
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count_alloc();
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+use counting::{allocs, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;

@@ -1,8 +1,6 @@
 //! `decide` performs zero heap allocations with the no-op sink, for every rule kind.
 //! This test binary installs a counting global allocator that counts per thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use common::{kinds_users, KINDS_CONFIG, KIND_SLOTS, REASON_KINDS};
@@ -10,34 +8,10 @@ use elvon::{Engine, JsonlSink};
 
 mod common;
 
-/// Counts allocations made by the current thread only (a sink's writer thread is excluded).
-struct Counting;
+#[path = "common/counting.rs"]
+mod counting;
 
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
-
-fn count() {
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+use counting::{allocs, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
