@@ -9,6 +9,7 @@
 //! non-zero naming every budget exceeded.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -356,11 +357,10 @@ fn memory_growth(users: u64) -> (u64, f64) {
         black_box(engine.decide(w.slot, &user, &f));
     }
     let before = rss_bytes();
-    let mut digits = itoa_buf();
     for i in 0..users {
         user.clear();
-        user.push_str("user-");
-        user.push_str(digits.format(i));
+        // Formatting into a String with spare capacity does not allocate.
+        let _ = write!(user, "user-{i}");
         black_box(engine.decide(w.slot, &user, &f));
     }
     let after = rss_bytes();
@@ -368,28 +368,6 @@ fn memory_growth(users: u64) -> (u64, f64) {
         users,
         after.saturating_sub(before) as f64 / (1024.0 * 1024.0),
     )
-}
-
-/// A tiny allocation-free integer formatter for the memory run.
-struct Digits([u8; 20]);
-
-fn itoa_buf() -> Digits {
-    Digits([0; 20])
-}
-
-impl Digits {
-    fn format(&mut self, mut n: u64) -> &str {
-        let mut i = self.0.len();
-        loop {
-            i -= 1;
-            self.0[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        std::str::from_utf8(&self.0[i..]).unwrap_or("0")
-    }
 }
 
 fn rss_bytes() -> u64 {
@@ -443,7 +421,7 @@ impl Budget {
     }
 
     fn get(&self, section: &str, key: &str) -> Option<f64> {
-        let mut v = &self.table[section.split('.').next()?];
+        let mut v = self.table.get(section.split('.').next()?)?;
         for part in section.split('.').skip(1) {
             v = v.get(part)?;
         }

@@ -65,6 +65,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. Decide every user in every slot; time each call.
     let users: Vec<String> = (0..USERS).map(|i| format!("user-{i}")).collect();
+    // decide() alone, with features already in hand, into a no-op sink.
+    let quiet = Engine::default();
+    quiet.load_config_file(config)?;
+    let prepared: Vec<Features> = users
+        .iter()
+        .map(|u| store.get(u).unwrap_or_default())
+        .collect();
     for slot in ["banner", "ranking"] {
         let mut variants: BTreeMap<String, usize> = BTreeMap::new();
         let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -79,13 +86,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .or_default() += 1;
             *reasons.entry(d.reason().kind()).or_default() += 1;
         }
-        // decide() alone, with features already in hand, into a no-op sink.
-        let quiet = Engine::default();
-        quiet.load_config_file(config)?;
-        let prepared: Vec<Features> = users
-            .iter()
-            .map(|u| store.get(u).unwrap_or_default())
-            .collect();
         for (user, f) in users.iter().zip(&prepared) {
             let t = Instant::now();
             let d = quiet.decide(slot, user, f);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::Guard;
 use bytes::Bytes;
 
-use crate::snapshot::{Action, Outcome, RawCause, RawReason, Snapshot, NO_VARIANT};
+use crate::snapshot::{Action, Outcome, RawCause, RawReason, Snapshot, Variant};
 
 /// A unique id for one decision, used to join rewards and outcomes later.
 ///
@@ -240,10 +240,9 @@ impl FallbackCause<'_> {
 impl Snapshot {
     /// Names an index-based reason.
     pub(crate) fn resolve_reason(&self, slot: u32, raw: RawReason) -> Reason<'_> {
-        let snap = self;
-        let slot = snap.slots.get(slot as usize);
-        let feature = |f: u32| snap.feature_names.get(f as usize).map_or("", |s| &**s);
-        let layer = |l: u32| snap.layers.get(l as usize).map_or("", |l| &*l.id);
+        let slot = self.slots.get(slot as usize);
+        let feature = |f: u32| self.feature_names.get(f as usize).map_or("", |s| &**s);
+        let layer = |l: u32| self.layers.get(l as usize).map_or("", |l| &*l.id);
         match raw {
             RawReason::Rule { rule, bucket } => {
                 let Some(rule) = slot.and_then(|s| s.rules.get(rule as usize)) else {
@@ -280,14 +279,12 @@ impl Snapshot {
         }
     }
 
-    /// The id of `variant` in `slot`, if both exist.
-    pub(crate) fn variant_id(&self, slot: u32, variant: u32) -> Option<&str> {
-        let v = self
-            .slots
+    /// `variant` of `slot`, if both exist (`NO_VARIANT` never does).
+    pub(crate) fn variant(&self, slot: u32, variant: u32) -> Option<&Variant> {
+        self.slots
             .get(slot as usize)?
             .variants
-            .get(variant as usize)?;
-        Some(&v.id)
+            .get(variant as usize)
     }
 }
 
@@ -317,25 +314,16 @@ impl Decision {
     #[inline]
     #[must_use]
     pub fn variant(&self) -> Option<&str> {
-        self.snap.variant_id(self.slot, self.outcome.variant)
+        let v = self.snap.variant(self.slot, self.outcome.variant)?;
+        Some(&v.id)
     }
 
     /// The chosen variant's payload, or `None` for an unknown slot.
     #[inline]
     #[must_use]
     pub fn payload(&self) -> Option<&Bytes> {
-        self.variant_ref().map(|v| &v.payload)
-    }
-
-    fn variant_ref(&self) -> Option<&crate::snapshot::Variant> {
-        if self.outcome.variant == NO_VARIANT {
-            return None;
-        }
-        self.snap
-            .slots
-            .get(self.slot as usize)?
-            .variants
-            .get(self.outcome.variant as usize)
+        let v = self.snap.variant(self.slot, self.outcome.variant)?;
+        Some(&v.payload)
     }
 
     /// Why this variant was chosen.

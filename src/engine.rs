@@ -223,33 +223,28 @@ impl Engine {
     /// [`Reason::Fallback`](crate::Reason::Fallback). Slots that read no features, and
     /// engines built without a source, decide without fetching (on no features).
     pub fn decide_for(&self, slot: &str, user: &str) -> Decision {
-        let (snap, deadline) = (
-            self.inner.snapshot.load_full(),
-            Instant::now() + self.inner.deadline,
-        );
-        let result = match self.fetch_request(&snap, slot) {
-            None => Ok(Features::new()),
-            Some((source, names)) => {
-                let fut = source.fetch(FetchRequest::new(user, names, deadline));
-                block_on(fut, deadline).unwrap_or(Err(SourceError::Timeout))
-            }
-        };
-        self.after_fetch(snap, slot, user, result, deadline)
+        let (snap, started) = (self.inner.snapshot.load_full(), Instant::now());
+        let deadline = started + self.inner.deadline;
+        let result = self.fetch_request(&snap, slot).map(|(source, names)| {
+            let fut = source.fetch(FetchRequest::new(user, names, deadline));
+            block_on(fut, deadline).unwrap_or(Err(SourceError::Timeout))
+        });
+        self.after_fetch(snap, slot, user, result, started)
     }
 
     /// Like [`Engine::decide_for`], awaiting the source instead of blocking. The deadline is
     /// passed to the source, which is responsible for honouring it (the Redis source does);
     /// this method adds no timer of its own, so it needs no particular async runtime.
     pub async fn decide_for_async(&self, slot: &str, user: &str) -> Decision {
-        let (snap, deadline) = (
-            self.inner.snapshot.load_full(),
-            Instant::now() + self.inner.deadline,
-        );
+        let (snap, started) = (self.inner.snapshot.load_full(), Instant::now());
+        let deadline = started + self.inner.deadline;
         let result = match self.fetch_request(&snap, slot) {
-            None => Ok(Features::new()),
-            Some((source, names)) => source.fetch(FetchRequest::new(user, names, deadline)).await,
+            None => None,
+            Some((source, names)) => {
+                Some(source.fetch(FetchRequest::new(user, names, deadline)).await)
+            }
         };
-        self.after_fetch(snap, slot, user, result, deadline)
+        self.after_fetch(snap, slot, user, result, started)
     }
 
     /// The source and feature names to fetch, or `None` when there is nothing to fetch.
@@ -263,22 +258,24 @@ impl Engine {
         (!names.is_empty()).then_some((source, &**names))
     }
 
+    /// Decides on the fetch result; `None` means nothing needed fetching (no latency is
+    /// recorded for it).
     fn after_fetch(
         &self,
         snap: Arc<Snapshot>,
         slot: &str,
         user: &str,
-        result: Result<Features, SourceError>,
-        deadline: Instant,
+        result: Option<Result<Features, SourceError>>,
+        started: Instant,
     ) -> Decision {
-        let started = deadline - self.inner.deadline;
         let secs = started.elapsed().as_secs_f64();
         let (features, status, degraded) = match result {
-            Ok(f) => {
+            None => (Features::new(), FeatureStatus::Fetched, None),
+            Some(Ok(f)) => {
                 crate::metrics::feature_fetch(secs, "ok");
                 (f, FeatureStatus::Fetched, None)
             }
-            Err(e) if e.is_timeout() => {
+            Some(Err(e)) if e.is_timeout() => {
                 crate::metrics::feature_fetch(secs, "timeout");
                 (
                     Features::new(),
@@ -286,7 +283,7 @@ impl Engine {
                     Some(RawCause::SourceTimeout),
                 )
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 crate::metrics::feature_fetch(secs, "error");
                 (
                     Features::new(),

@@ -1,6 +1,7 @@
 //! Engine behaviour: targeting, splits, rollouts, scoring, layers, holdouts, kill switch,
 //! fallbacks, feature fetching with deadlines, explain.
 
+use std::future::Future as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -526,7 +527,6 @@ fn decide_for_async_awaits_the_source() {
         panic!("memory source is ready at once")
     };
     assert_eq!(d.variant(), Some("on"));
-    use std::future::Future as _;
 }
 
 #[test]

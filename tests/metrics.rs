@@ -11,6 +11,17 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, Share
 #[derive(Default)]
 struct Rec {
     counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    histograms: Mutex<HashMap<String, Arc<Samples>>>,
+}
+
+/// Counts histogram samples.
+#[derive(Default)]
+struct Samples(AtomicU64);
+
+impl metrics::HistogramFn for Samples {
+    fn record(&self, _: f64) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn render(key: &Key) -> String {
@@ -39,8 +50,15 @@ impl Recorder for Rec {
     fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
         Gauge::noop()
     }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let h = Arc::clone(
+            self.histograms
+                .lock()
+                .unwrap()
+                .entry(render(key))
+                .or_default(),
+        );
+        Histogram::from_arc(h)
     }
 }
 
@@ -51,6 +69,14 @@ impl Rec {
             .unwrap()
             .get(k)
             .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn samples(&self, k: &str) -> u64 {
+        self.histograms
+            .lock()
+            .unwrap()
+            .get(k)
+            .map_or(0, |h| h.0.load(Ordering::Relaxed))
     }
 }
 
@@ -105,4 +131,25 @@ fn counters_by_slot_reason_and_config_events() {
         rec.get("elvon_sink_records_total{outcome=dropped,sink=memory}"),
         399
     );
+}
+
+#[test]
+fn fetch_latency_is_recorded_only_for_real_fetches() {
+    let rec = Rec::default();
+    metrics::with_local_recorder(&rec, || {
+        let store = elvon::MemoryStore::new();
+        store.set("u", Features::new().with("plan", "vip"));
+        let engine = Engine::builder().source(store).build();
+        engine
+            .load_config_json(include_str!("data/kinds.json"))
+            .unwrap();
+        for _ in 0..5 {
+            // `split` reads no features: nothing to fetch, nothing to time.
+            let _ = engine.decide_for("split", "u");
+        }
+        assert_eq!(rec.samples("elvon_feature_fetch_seconds{outcome=ok}"), 0);
+        let d = engine.decide_for("serve", "u");
+        assert_eq!(d.variant(), Some("vip"));
+        assert_eq!(rec.samples("elvon_feature_fetch_seconds{outcome=ok}"), 1);
+    });
 }

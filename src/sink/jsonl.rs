@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use super::record::{status_name, RecordReason, RECORD_SCHEMA};
+use super::record::{now_ms, status_name, RecordReason, RECORD_SCHEMA};
 use super::{Counters, DecisionEvent, DecisionSink, SinkStats};
 use crate::decision::{DecisionId, FeatureStatus};
 use crate::snapshot::{Outcome, Snapshot};
@@ -75,6 +75,9 @@ struct Pending {
     slot_len: u32,
 }
 
+/// Scratch capacity kept between records; larger buffers are shrunk back after use.
+const SCRATCH_KEEP: usize = 16 * 1024;
+
 thread_local! {
     /// Per-thread scratch for building [`Pending::text`] without growing a fresh buffer.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
@@ -103,7 +106,13 @@ impl Pending {
             buf.extend_from_slice(event.slot.as_bytes());
             serde_json::to_writer(&mut *buf, &UsedFeatures(event)).ok()?;
             // User, slot and serde_json output are all UTF-8.
-            std::str::from_utf8(&buf).ok().map(Box::<str>::from)
+            let text = std::str::from_utf8(&buf).ok().map(Box::<str>::from);
+            // One huge record must not pin its buffer on this thread for good.
+            if buf.capacity() > SCRATCH_KEEP {
+                buf.clear();
+                buf.shrink_to(SCRATCH_KEEP);
+            }
+            text
         })?;
         Some(Pending {
             snap: Arc::clone(&d.snap),
@@ -111,9 +120,7 @@ impl Pending {
             outcome: d.outcome,
             id: d.id,
             status: d.features,
-            timestamp_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            timestamp_ms: now_ms(),
             text,
             user_len: u32::try_from(event.user.len()).ok()?,
             slot_len: u32::try_from(event.slot.len()).ok()?,
@@ -151,7 +158,10 @@ impl Pending {
             timestamp_ms: self.timestamp_ms,
             slot,
             user,
-            variant: self.snap.variant_id(self.slot, self.outcome.variant),
+            variant: self
+                .snap
+                .variant(self.slot, self.outcome.variant)
+                .map(|v| &*v.id),
             reason: self
                 .snap
                 .resolve_reason(self.slot, self.outcome.reason)

@@ -127,14 +127,19 @@ pub(crate) fn status_name(s: FeatureStatus) -> &'static str {
     }
 }
 
+/// Now, as unix milliseconds (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl DecisionRecord {
     /// Builds the record of an event, stamped with the current time.
     #[must_use]
     pub fn from_event(event: &DecisionEvent<'_>) -> Self {
         let d = event.decision;
-        let timestamp_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let timestamp_ms = now_ms();
         let mut features = Features::new();
         for (name, value) in event.features_used() {
             features.insert(Text::Owned(name.to_owned()), value.clone());
