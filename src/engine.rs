@@ -10,7 +10,7 @@ use arc_swap::{ArcSwap, Guard};
 use crate::config::{compile, Config, ConfigError, ConfigProblem};
 use crate::decision::{next_id, random_prefix, Decision, FeatureStatus, Reason};
 use crate::features::{block_on, FeatureSource, Features, FetchRequest, SourceError};
-use crate::sink::{DecisionEvent, DecisionSink, NoopSink};
+use crate::sink::{DecisionEvent, DecisionSink};
 use crate::snapshot::trace::NoTrace;
 use crate::snapshot::{RawCause, RawReason, Snapshot, NO_VARIANT};
 
@@ -30,7 +30,8 @@ pub struct Engine {
 
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
-    sink: Arc<dyn DecisionSink>,
+    /// `None` for the default no-op sink: `decide` then skips building the event.
+    sink: Option<Arc<dyn DecisionSink>>,
     source: Option<Arc<dyn FeatureSource>>,
     deadline: Duration,
     prefix: u64,
@@ -59,7 +60,7 @@ impl fmt::Debug for Engine {
 /// ```
 #[must_use]
 pub struct EngineBuilder {
-    sink: Arc<dyn DecisionSink>,
+    sink: Option<Arc<dyn DecisionSink>>,
     source: Option<Arc<dyn FeatureSource>>,
     deadline: Duration,
 }
@@ -73,9 +74,9 @@ impl fmt::Debug for EngineBuilder {
 }
 
 impl EngineBuilder {
-    /// Where decisions go (default: [`NoopSink`]).
+    /// Where decisions go (default: none, like [`NoopSink`](crate::NoopSink)).
     pub fn sink(mut self, sink: impl DecisionSink + 'static) -> Self {
-        self.sink = Arc::new(sink);
+        self.sink = Some(Arc::new(sink));
         self
     }
 
@@ -135,7 +136,7 @@ impl Engine {
     /// Starts building an engine.
     pub fn builder() -> EngineBuilder {
         EngineBuilder {
-            sink: Arc::new(NoopSink),
+            sink: None,
             source: None,
             deadline: DEFAULT_FETCH_DEADLINE,
         }
@@ -322,12 +323,14 @@ impl Engine {
             id: next_id(self.inner.prefix),
             features: status,
         };
-        self.inner.sink.record(&DecisionEvent {
-            decision: &decision,
-            slot,
-            user,
-            features,
-        });
+        if let Some(sink) = &self.inner.sink {
+            sink.record(&DecisionEvent {
+                decision: &decision,
+                slot,
+                user,
+                features,
+            });
+        }
         decision
     }
 
@@ -369,9 +372,48 @@ fn count(snap: &Snapshot, idx: u32, raw: RawReason) {
         snap.unknown_slot.decisions[Reason::UnknownSlot.kind_index()].increment(1);
         return;
     };
-    let reason = snap.resolve_reason(idx, raw);
-    slot.metrics.decisions[reason.kind_index()].increment(1);
-    if let Reason::Fallback(cause) = reason {
+    slot.metrics.decisions[raw.kind_index(slot)].increment(1);
+    if let RawReason::Fallback(cause) = raw {
         slot.metrics.fallbacks[cause.kind_index()].increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decide path counts with `RawReason::kind_index`; it must name the same kind as the
+    /// resolved reason, for every rule kind and reason in the fixture config.
+    #[test]
+    fn raw_reason_kinds_agree_with_resolved_reasons() {
+        let engine = Engine::default();
+        engine
+            .load_config_json(include_str!("../tests/data/kinds.json"))
+            .expect("fixture config is valid");
+        let snap = engine.snapshot();
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..2_000i64 {
+            let f = Features::new()
+                .with("country", ["KR", "JP", "US", "DE"][(i % 4) as usize])
+                .with("plan", ["free", "pro", "vip"][(i % 3) as usize])
+                .with("age", 18 + i % 50)
+                .with("device_id", format!("dev-{i}"));
+            for slot in snap.slots() {
+                let d = engine.decide(slot, &format!("user-{i}"), &f);
+                let idx = snap.slot_idx(slot).expect("slot exists");
+                let s = &snap.slots[idx as usize];
+                let resolved = d.reason();
+                assert_eq!(d.outcome.reason.kind_index(s), resolved.kind_index());
+                if let (RawReason::Fallback(c), Reason::Fallback(r)) = (d.outcome.reason, resolved)
+                {
+                    assert_eq!(c.kind_index(), r.kind_index());
+                }
+                seen.insert(resolved.kind());
+            }
+        }
+        assert!(
+            seen.len() >= 8,
+            "fixture covers most reason kinds: {seen:?}"
+        );
     }
 }

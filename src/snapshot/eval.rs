@@ -40,6 +40,44 @@ pub(crate) enum RawReason {
     Fallback(RawCause),
 }
 
+impl RawCause {
+    /// Position in [`crate::metrics::FALLBACK_CAUSES`].
+    #[inline]
+    pub(crate) fn kind_index(self) -> usize {
+        match self {
+            RawCause::Missing(_) => 0,
+            RawCause::WrongType(_) => 1,
+            RawCause::SourceTimeout => 2,
+            RawCause::SourceError => 3,
+        }
+    }
+}
+
+impl RawReason {
+    /// Position in [`crate::metrics::REASON_KINDS`] without resolving names (the decide
+    /// path counts with it); agrees with `Reason::kind_index` of the resolved reason.
+    #[inline]
+    pub(crate) fn kind_index(self, slot: &Slot) -> usize {
+        match self {
+            RawReason::Rule { rule, .. } => {
+                match slot.rules.get(rule as usize).map(|r| &r.action) {
+                    Some(Action::Serve(_)) => 0,
+                    Some(Action::Split { .. }) => 1,
+                    Some(Action::Rollout { .. }) => 2,
+                    Some(Action::Score { .. }) => 3,
+                    None => 6,
+                }
+            }
+            RawReason::Holdout { .. } => 4,
+            RawReason::NotInLayer { .. } => 5,
+            RawReason::Default => 6,
+            RawReason::KillSwitch => 7,
+            RawReason::UnknownSlot => 8,
+            RawReason::Fallback(_) => 9,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outcome {
     pub(crate) variant: u32,

@@ -5,6 +5,8 @@ mod eval;
 pub(crate) mod lookup;
 pub(crate) mod trace;
 
+use std::cell::Cell;
+
 use bytes::Bytes;
 
 pub(crate) use condition::{Cond, FeatureKey};
@@ -12,6 +14,11 @@ pub(crate) use eval::{Outcome, RawCause, RawReason, NO_VARIANT};
 pub(crate) use lookup::StrIndex;
 
 use crate::metrics::SlotMetrics;
+
+thread_local! {
+    /// The index of the slot this thread looked up last (see `Snapshot::slot_idx`).
+    static LAST_SLOT: Cell<u32> = const { Cell::new(0) };
+}
 
 /// A validated, compiled configuration. Immutable; the engine swaps whole snapshots.
 ///
@@ -57,9 +64,22 @@ impl Snapshot {
         Some(s.variants.iter().map(|v| &*v.id))
     }
 
+    /// The slot's position. Each thread remembers the last slot it found: a service that
+    /// decides the same slot over and over then compares one string instead of hashing. The
+    /// memo is checked against the slot's id, so it is exact for any snapshot.
     #[inline]
     pub(crate) fn slot_idx(&self, slot: &str) -> Option<u32> {
-        self.slot_index.get(slot)
+        let last = LAST_SLOT.with(Cell::get);
+        if self
+            .slots
+            .get(last as usize)
+            .is_some_and(|s| lookup::str_eq(&s.id, slot))
+        {
+            return Some(last);
+        }
+        let i = self.slot_index.get(slot)?;
+        LAST_SLOT.with(|c| c.set(i));
+        Some(i)
     }
 
     pub(crate) fn slot(&self, slot: &str) -> Option<&Slot> {
