@@ -76,12 +76,17 @@ impl<'de> serde::Deserialize<'de> for DecisionId {
     }
 }
 
-/// Sequence blocks handed to threads.
-static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);
 const BLOCK: u64 = 1 << 16;
 
 thread_local! {
-    static LOCAL_SEQ: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// `(engine, next, end)`: this thread's current block of an engine's sequence.
+    static LOCAL_SEQ: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+}
+
+/// A process-unique engine serial number (starting at 1).
+pub(crate) fn engine_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 pub(crate) fn random_prefix() -> u64 {
@@ -96,15 +101,21 @@ pub(crate) fn random_prefix() -> u64 {
     h.finish()
 }
 
+/// The next id of an engine: `prefix` and a sequence number from `blocks` (the engine's
+/// block counter), handed out in per-thread blocks so no shared line is written per call.
+/// `engine` is the engine's serial number (never 0, never reused). Each engine numbers from
+/// 0, so an engine with a fixed prefix produces the same ids in the
+/// same order on one thread.
 #[inline]
-pub(crate) fn next_id(prefix: u64) -> DecisionId {
+pub(crate) fn next_id(prefix: u64, engine: u64, blocks: &AtomicU64) -> DecisionId {
     let seq = LOCAL_SEQ.with(|c| {
-        let (mut n, mut end) = c.get();
-        if n == end {
-            n = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
+        let (mut owner, mut n, mut end) = c.get();
+        if owner != engine || n == end {
+            owner = engine;
+            n = blocks.fetch_add(BLOCK, Ordering::Relaxed);
             end = n + BLOCK;
         }
-        c.set((n + 1, end));
+        c.set((owner, n + 1, end));
         n
     });
     DecisionId((u128::from(prefix) << 64) | u128::from(seq))
@@ -177,6 +188,9 @@ pub enum Reason<'a> {
     },
     /// A linear score picked the variant (argmax, first wins ties).
     Score(RuleRef<'a>),
+    /// A bandit rule drew the variant from its policy's probabilities; see
+    /// [`Decision::probabilities`] and [`Decision::model_version`].
+    Bandit(RuleRef<'a>),
     /// The user is in a holdout: the global one (`layer: None`) or a layer's.
     Holdout {
         /// The layer whose holdout it is, if not the global one.
@@ -216,6 +230,7 @@ impl Reason<'_> {
             Reason::KillSwitch => 7,
             Reason::UnknownSlot => 8,
             Reason::Fallback(_) => 9,
+            Reason::Bandit(_) => 10,
         }
     }
 }
@@ -257,6 +272,7 @@ impl Snapshot {
                     Action::Split { .. } => Reason::Split { rule: r, bucket },
                     Action::Rollout { .. } => Reason::Rollout { rule: r, bucket },
                     Action::Score { .. } => Reason::Score(r),
+                    Action::Bandit(_) => Reason::Bandit(r),
                 }
             }
             RawReason::Holdout { layer: l } => Reason::Holdout {
@@ -276,6 +292,27 @@ impl Snapshot {
                 RawCause::SourceTimeout => FallbackCause::SourceTimeout,
                 RawCause::SourceError => FallbackCause::SourceError,
             }),
+        }
+    }
+
+    /// The bandit rule that decided, if one did.
+    pub(crate) fn bandit_spec(
+        &self,
+        slot: u32,
+        raw: RawReason,
+    ) -> Option<&crate::learn::model::BanditSpec> {
+        let RawReason::Rule { rule, .. } = raw else {
+            return None;
+        };
+        match &self
+            .slots
+            .get(slot as usize)?
+            .rules
+            .get(rule as usize)?
+            .action
+        {
+            Action::Bandit(spec) => Some(spec),
+            _ => None,
         }
     }
 
@@ -341,6 +378,39 @@ impl Decision {
         self.outcome.propensity
     }
 
+    /// For a bandit decision, the probability the policy gave each arm, as `(variant,
+    /// probability)` in the rule's arm order (they sum to 1); `None` for other decisions,
+    /// whose only outcome had probability [`propensity`](Self::propensity).
+    #[must_use]
+    pub fn probabilities(&self) -> Option<impl Iterator<Item = (&str, f64)> + '_> {
+        let b = self.outcome.bandit.as_ref()?;
+        let spec = self.bandit_spec()?;
+        Some(
+            spec.arms
+                .iter()
+                .zip(b.probs())
+                .filter_map(move |(&v, &p)| Some((&*self.snap.variant(self.slot, v)?.id, p))),
+        )
+    }
+
+    /// The raw probability vector of a bandit decision, in the rule's arm order.
+    #[must_use]
+    pub fn probability_vector(&self) -> Option<&[f64]> {
+        self.outcome.bandit.as_ref().map(|b| b.probs())
+    }
+
+    /// For a bandit decision, the version of the model it used: 0 for the prior (nothing
+    /// learned yet, or the model was being republished for a changed arm list), then one more
+    /// per refresh. `None` for other decisions.
+    #[must_use]
+    pub fn model_version(&self) -> Option<u64> {
+        self.outcome.bandit.as_ref().map(|b| b.model_version)
+    }
+
+    pub(crate) fn bandit_spec(&self) -> Option<&crate::learn::model::BanditSpec> {
+        self.snap.bandit_spec(self.slot, self.outcome.reason)
+    }
+
     /// The `version` of the config that made this decision.
     #[must_use]
     pub fn config_version(&self) -> &str {
@@ -388,14 +458,15 @@ mod tests {
     #[test]
     fn ids_are_unique_and_round_trip() {
         let p = random_prefix();
-        let a = next_id(p);
-        let b = next_id(p);
+        let blocks = AtomicU64::new(0);
+        let a = next_id(p, 99, &blocks);
+        let b = next_id(p, 99, &blocks);
         assert_ne!(a, b);
         let s = a.to_string();
         assert_eq!(s.len(), 32);
         assert_eq!(s.parse::<DecisionId>().unwrap(), a);
         assert!("xyz".parse::<DecisionId>().is_err());
-        let t = std::thread::spawn(move || next_id(p)).join().unwrap();
+        let t = std::thread::scope(|s| s.spawn(|| next_id(p, 99, &blocks)).join().unwrap());
         assert_ne!(t, a);
         assert_ne!(t, b);
     }

@@ -2,20 +2,24 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
 
 use crate::config::{compile, Config, ConfigError, ConfigProblem};
-use crate::decision::{next_id, random_prefix, Decision, FeatureStatus, Reason};
+use crate::decision::{next_id, random_prefix, Decision, DecisionId, FeatureStatus, Reason};
 use crate::features::{block_on, FeatureSource, Features, FetchRequest, SourceError};
+use crate::learn::{Learner, LearnerState, RewardOutcome, RewardStats, MAX_CONTEXT};
 use crate::sink::{DecisionEvent, DecisionSink};
 use crate::snapshot::trace::NoTrace;
 use crate::snapshot::{RawCause, RawReason, Snapshot, NO_VARIANT};
 
 /// Default deadline for feature fetches in [`Engine::decide_for`].
 pub const DEFAULT_FETCH_DEADLINE: Duration = Duration::from_millis(5);
+
+/// Default number of bandit decisions remembered for joining rewards by id.
+pub const DEFAULT_PENDING_REWARDS: usize = 65_536;
 
 /// The decision engine: a cheap-to-clone handle on a lock-free, hot-swappable config snapshot,
 /// a feature source and a decision sink.
@@ -30,11 +34,17 @@ pub struct Engine {
 
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
+    learner: Learner,
+    /// Serializes config loads, so the learner's view and the serving snapshot agree.
+    loading: Mutex<()>,
     /// `None` for the default no-op sink: `decide` then skips building the event.
     sink: Option<Arc<dyn DecisionSink>>,
     source: Option<Arc<dyn FeatureSource>>,
     deadline: Duration,
     prefix: u64,
+    /// Decision-id sequence blocks handed to threads.
+    blocks: std::sync::atomic::AtomicU64,
+    serial: u64,
 }
 
 impl fmt::Debug for Engine {
@@ -63,6 +73,8 @@ pub struct EngineBuilder {
     sink: Option<Arc<dyn DecisionSink>>,
     source: Option<Arc<dyn FeatureSource>>,
     deadline: Duration,
+    pending: usize,
+    prefix: Option<u64>,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -92,15 +104,38 @@ impl EngineBuilder {
         self
     }
 
+    /// How many bandit decisions are remembered, for joining rewards by decision id
+    /// (default [`DEFAULT_PENDING_REWARDS`]). Spread over per-thread shards; when a shard is
+    /// full its oldest decision is forgotten (counted in [`RewardStats::evicted`]). Size it
+    /// above bandit decisions per second × the longest reward window. Memory is about
+    /// 200 bytes per entry, allocated per shard on its first bandit decision.
+    pub fn pending_rewards(mut self, n: usize) -> Self {
+        self.pending = n;
+        self
+    }
+
+    /// Fixes the high 64 bits of decision ids (default: random per engine). Bandit draws are
+    /// a function of the decision id, so two engines with the same prefix, config and learner
+    /// state make the same sequence of choices: for reproducible simulations and tests. Two
+    /// live engines writing to one log must not share a prefix.
+    pub fn id_prefix(mut self, prefix: u64) -> Self {
+        self.prefix = Some(prefix);
+        self
+    }
+
     /// The engine, serving an empty config (every slot unknown) until one is loaded.
     pub fn build(self) -> Engine {
         Engine {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+                learner: Learner::new(self.pending),
+                loading: Mutex::new(()),
                 sink: self.sink,
                 source: self.source,
                 deadline: self.deadline,
-                prefix: random_prefix(),
+                prefix: self.prefix.unwrap_or_else(random_prefix),
+                blocks: std::sync::atomic::AtomicU64::new(0),
+                serial: crate::decision::engine_serial(),
             }),
         }
     }
@@ -137,6 +172,8 @@ impl Engine {
     pub fn builder() -> EngineBuilder {
         EngineBuilder {
             sink: None,
+            pending: DEFAULT_PENDING_REWARDS,
+            prefix: None,
             source: None,
             deadline: DEFAULT_FETCH_DEADLINE,
         }
@@ -148,10 +185,17 @@ impl Engine {
     /// # Errors
     /// [`ConfigError::Invalid`] with all problems found.
     pub fn load_config(&self, config: &Config) -> Result<LoadOutcome, ConfigError> {
+        let _serial = self
+            .inner
+            .loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match compile(config) {
             Ok(c) => {
-                let version = c.snapshot.version.to_string();
-                self.inner.snapshot.store(Arc::new(c.snapshot));
+                let mut snapshot = c.snapshot;
+                let version = snapshot.version.to_string();
+                self.inner.learner.attach(&mut snapshot);
+                self.inner.snapshot.store(Arc::new(snapshot));
                 crate::config::prune_regexes();
                 crate::metrics::config_swapped();
                 Ok(LoadOutcome {
@@ -314,15 +358,19 @@ impl Engine {
         degraded: Option<RawCause>,
     ) -> Decision {
         let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
-        let outcome = snap.evaluate(idx, user, features, degraded, NoTrace);
+        let id = next_id(self.inner.prefix, self.inner.serial, &self.inner.blocks);
+        let outcome = snap.evaluate(idx, user, features, degraded, id.as_u128(), NoTrace);
         count(&snap, idx, outcome.reason);
         let decision = Decision {
             snap,
             slot: idx,
             outcome,
-            id: next_id(self.inner.prefix),
+            id,
             features: status,
         };
+        if let Some(b) = &decision.outcome.bandit {
+            self.remember(&decision, b.chosen, features);
+        }
         if let Some(sink) = &self.inner.sink {
             sink.record(&DecisionEvent {
                 decision: &decision,
@@ -332,6 +380,151 @@ impl Engine {
             });
         }
         decision
+    }
+
+    #[inline]
+    fn remember(&self, decision: &Decision, chosen: u8, features: &Features) {
+        let Some(spec) = decision.bandit_spec() else {
+            return;
+        };
+        let mut x = [0.0; MAX_CONTEXT];
+        let d = spec.context.len();
+        if d > 0 {
+            spec.context(features, &mut x);
+        }
+        self.inner
+            .learner
+            .remember(decision.id.as_u128(), spec, usize::from(chosen), &x[..d]);
+    }
+
+    /// Reports the reward of a bandit decision, joined by its id.
+    ///
+    /// Decisions are remembered for their rule's `reward.window_ms`; a reward for an unknown,
+    /// already rewarded or expired decision is counted and returns
+    /// [`RewardOutcome::Unknown`] — never an error the caller must handle. Non-finite values
+    /// return [`RewardOutcome::Invalid`]. The rule's model is republished after
+    /// `refresh.rewards` rewards (on this thread) or `refresh.ms` milliseconds (on the next
+    /// reward or [`Engine::refresh`]).
+    pub fn reward(&self, decision: DecisionId, value: f64) -> RewardOutcome {
+        let out = self.inner.learner.reward(decision.as_u128(), value);
+        crate::metrics::reward(match out {
+            RewardOutcome::Applied => "applied",
+            RewardOutcome::Unknown => "unknown",
+            _ => "rejected",
+        });
+        out
+    }
+
+    /// Reports a reward for a variant of a slot's bandit rule without a decision id (for
+    /// rewards whose decision was not kept). Context-free policies only: a contextual policy
+    /// needs the decision's features and returns [`RewardOutcome::NeedsContext`]. With several
+    /// bandit rules in the slot, the first with that arm gets it.
+    pub fn reward_variant(&self, slot: &str, variant: &str, value: f64) -> RewardOutcome {
+        let snap = self.inner.snapshot.load();
+        let spec = snap.slot(slot).and_then(|s| {
+            s.rules.iter().find_map(|r| match &r.action {
+                crate::snapshot::Action::Bandit(b) if b.arm_ids.iter().any(|a| **a == *variant) => {
+                    Some(b)
+                }
+                _ => None,
+            })
+        });
+        let out = match spec {
+            Some(spec) => self.inner.learner.reward_arm(spec, variant, value),
+            None => {
+                self.inner.learner.count_rejected();
+                RewardOutcome::NoSuchArm
+            }
+        };
+        crate::metrics::reward(if out == RewardOutcome::Applied {
+            "applied"
+        } else {
+            "rejected"
+        });
+        out
+    }
+
+    /// Expires remembered decisions whose reward window has passed (giving them the rule's
+    /// default reward, if it has one) and republishes every bandit model now. Call it from
+    /// tests or on your own schedule; [`Engine::spawn_learner`] does it periodically.
+    pub fn refresh(&self) {
+        self.inner.learner.refresh(true);
+    }
+
+    /// Starts a background thread that, every `period`, expires due decisions and
+    /// republishes the models whose `refresh.ms` has passed. The thread stops when the
+    /// returned handle is dropped or [`LearnerThread::stop`] is called.
+    ///
+    /// # Errors
+    /// The OS error if the thread cannot be spawned.
+    pub fn spawn_learner(&self, period: Duration) -> std::io::Result<LearnerThread> {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let (engine, flag) = (self.clone(), Arc::clone(&stop));
+        let handle = std::thread::Builder::new()
+            .name("elvon-learner".into())
+            .spawn(move || {
+                let (m, cv) = &*flag;
+                let mut stopped = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                while !*stopped {
+                    let (g, _) = cv
+                        .wait_timeout(stopped, period)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    stopped = g;
+                    if !*stopped {
+                        engine.inner.learner.refresh(false);
+                    }
+                }
+            })?;
+        Ok(LearnerThread {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Counts of rewards and remembered decisions.
+    #[must_use]
+    pub fn reward_stats(&self) -> RewardStats {
+        self.inner.learner.stats()
+    }
+
+    /// Everything the learner knows, to save (serde) and [`restore`](Self::restore_learner)
+    /// after a restart.
+    #[must_use]
+    pub fn learner_state(&self) -> LearnerState {
+        self.inner.learner.save()
+    }
+
+    /// Restores saved learner state: each bandit key in `state` replaces the engine's
+    /// statistics for that key and the serving models are republished. Statistics that do
+    /// not fit the rule now serving the key (another policy, another context dimension, arms
+    /// no longer in the config) are dropped, as on a config swap.
+    pub fn restore_learner(&self, state: LearnerState) {
+        let _serial = self
+            .inner
+            .loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snap = self.inner.snapshot.load();
+        self.inner.learner.restore(state, &snap);
+    }
+
+    /// Re-evaluates a decision as if it had been made with id `id`, against the current
+    /// snapshot and models: a bandit rule draws the same arm with the same probabilities as
+    /// the original decision did if the snapshot and model version are the same. Not sent to
+    /// the sink, not counted, not remembered for rewards. For audits, debugging and offline
+    /// evaluation of a candidate config over logged decisions.
+    #[must_use]
+    pub fn replay(&self, slot: &str, user: &str, features: &Features, id: DecisionId) -> Decision {
+        let snap = self.inner.snapshot.load();
+        let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
+        let outcome = snap.evaluate(idx, user, features, None, id.as_u128(), NoTrace);
+        Decision {
+            snap,
+            slot: idx,
+            outcome,
+            id,
+            features: FeatureStatus::Provided,
+        }
     }
 
     /// Decides like [`Engine::decide`] and returns every evaluation step. For debugging: the
@@ -347,12 +540,13 @@ impl Engine {
                 snap.version
             ));
         }
-        let outcome = snap.evaluate(idx, user, features, None, &mut steps);
+        let id = next_id(self.inner.prefix, self.inner.serial, &self.inner.blocks);
+        let outcome = snap.evaluate(idx, user, features, None, id.as_u128(), &mut steps);
         let decision = Decision {
             snap,
             slot: idx,
             outcome,
-            id: next_id(self.inner.prefix),
+            id,
             features: FeatureStatus::Provided,
         };
         steps.push(format!(
@@ -362,6 +556,35 @@ impl Engine {
             decision.propensity()
         ));
         Explanation { decision, steps }
+    }
+}
+
+/// The background learner thread of [`Engine::spawn_learner`]; stops when dropped.
+#[derive(Debug)]
+pub struct LearnerThread {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LearnerThread {
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let (m, cv) = &*self.stop;
+        *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        cv.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for LearnerThread {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

@@ -55,6 +55,7 @@ mod decision;
 mod engine;
 pub mod features;
 mod hash;
+mod learn;
 pub mod metrics;
 pub mod sink;
 mod snapshot;
@@ -64,9 +65,16 @@ pub use config::{Config, ConfigError, ConfigProblem};
 pub use decision::{
     Decision, DecisionId, FallbackCause, FeatureStatus, ParseDecisionIdError, Reason, RuleRef,
 };
-pub use engine::{Engine, EngineBuilder, Explanation, LoadOutcome, DEFAULT_FETCH_DEADLINE};
+pub use engine::{
+    Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, DEFAULT_FETCH_DEADLINE,
+    DEFAULT_PENDING_REWARDS,
+};
 pub use features::{FeatureSource, Features, MemoryStore, SourceError, Value};
 pub use hash::{bucket, bucket_with_seed, salt_seed, BUCKETS};
+pub use learn::ope;
+pub use learn::{
+    ArmState, BanditState, LearnerState, RewardOutcome, RewardStats, MAX_ARMS, MAX_CONTEXT,
+};
 pub use sink::{DecisionRecord, DecisionSink, JsonlSink, MemorySink, NoopSink, SinkStats};
 pub use snapshot::Snapshot;
 pub use watch::{ConfigWatcher, WatchEvent};

@@ -10,6 +10,8 @@
 //! |---|---|---|
 //! | `elvon_decisions_total` | counter | `slot`, `reason` (see [`Reason::kind`](crate::Reason::kind)) |
 //! | `elvon_fallbacks_total` | counter | `slot`, `cause` (`feature_missing`, `feature_type`, `source_timeout`, `source_error`) |
+//! | `elvon_rewards_total` | counter | `outcome` (`applied`, `unknown`, `rejected`, `defaulted`, `expired`; evictions are in `Engine::reward_stats`) |
+//! | `elvon_model_refreshes_total` | counter | |
 //! | `elvon_config_swaps_total` | counter | |
 //! | `elvon_config_rejections_total` | counter | |
 //! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`) |
@@ -19,7 +21,7 @@
 use metrics::{counter, Counter};
 
 /// Reason kinds, in the order of [`SlotMetrics::decisions`].
-pub(crate) const REASON_KINDS: [&str; 10] = [
+pub(crate) const REASON_KINDS: [&str; 11] = [
     "rule",
     "split",
     "rollout",
@@ -30,6 +32,7 @@ pub(crate) const REASON_KINDS: [&str; 10] = [
     "kill_switch",
     "unknown_slot",
     "fallback",
+    "bandit",
 ];
 
 /// Fallback causes, in the order of [`SlotMetrics::fallbacks`].
@@ -100,4 +103,12 @@ impl SinkMetrics {
             depth: metrics::gauge!("elvon_sink_queue_depth", "sink" => sink),
         }
     }
+}
+
+pub(crate) fn reward(outcome: &'static str) {
+    counter!("elvon_rewards_total", "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn model_refreshed() {
+    counter!("elvon_model_refreshes_total").increment(1);
 }

@@ -31,7 +31,7 @@ fn decide_allocates_nothing_for_any_rule_kind() {
     let mut per_slot = Vec::new();
     for slot in KIND_SLOTS {
         let before = allocs();
-        let mut kinds = [0u64; 10];
+        let mut kinds = [0u64; REASON_KINDS.len()];
         for (u, f) in &users {
             let d = engine.decide(slot, u, f);
             kinds[kind_index(d.reason().kind())] += 1;

@@ -7,6 +7,7 @@
 //! `slots[2].rules[0].when.any[1]: unknown operator "gtt"`. The format is documented in the
 //! README.
 
+mod bandit;
 mod compile;
 mod condition;
 mod slot;

@@ -186,12 +186,21 @@ fn rules(
     let mut ids = HashSet::new();
     let mut ok = true;
     let mut shadowed_by: Option<usize> = None;
+    let mut bandit_keys = HashSet::new();
     for (i, item) in items.iter().enumerate() {
         let rule = ctx.index(i, |c| rule(c, item, i, slot_id, index, env, &mut ids));
         let Some(rule) = rule else {
             ok = false;
             continue;
         };
+        if let Action::Bandit(b) = &rule.action {
+            if !bandit_keys.insert(b.key.clone()) {
+                ctx.index(i, |c| {
+                    c.error("a slot with several bandit rules must give each an \"id\" (learner state is keyed by slot and rule id)")
+                });
+                ok = false;
+            }
+        }
         if let Some(prev) = shadowed_by {
             ctx.index(i, |c| {
                 c.warn(format!(
@@ -211,12 +220,13 @@ fn rules(
 fn always_decides(a: &Action) -> bool {
     match a {
         Action::Serve(_) | Action::Score { .. } => true,
+        Action::Bandit(_) => true,
         Action::Split { unit, .. } => matches!(unit, Unit::User),
         Action::Rollout { unit, below, .. } => matches!(unit, Unit::User) && *below == BUCKETS,
     }
 }
 
-const ACTIONS: [&str; 4] = ["serve", "split", "rollout", "score"];
+const ACTIONS: [&str; 5] = ["serve", "split", "rollout", "score", "bandit"];
 
 fn rule<'v>(
     ctx: &mut Ctx,
@@ -238,6 +248,7 @@ fn rule<'v>(
             "split",
             "rollout",
             "score",
+            "bandit",
         ],
     );
     let id = ctx.str_field(obj, "id", false);
@@ -256,7 +267,7 @@ fn rule<'v>(
         .collect();
     if present.len() != 1 {
         ctx.error(format!(
-            "a rule needs exactly one action of serve, split, rollout, score; found {}",
+            "a rule needs exactly one action of serve, split, rollout, score, bandit; found {}",
             if present.is_empty() {
                 "none".to_owned()
             } else {
@@ -275,6 +286,13 @@ fn rule<'v>(
         "serve" => variant_ref(c, body, index).map(Action::Serve),
         "split" => split(c, body, &default_salt, index, env),
         "rollout" => rollout(c, body, &default_salt, index, env),
+        "bandit" => {
+            let key = match id {
+                Some(id) => format!("{slot_id}/{id}"),
+                None => slot_id.to_owned(),
+            };
+            crate::config::bandit::bandit(c, body, key, &default_salt, index, env)
+        }
         _ => score(c, body, index, env),
     })?;
     Some(Rule {

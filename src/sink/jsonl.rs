@@ -13,7 +13,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use super::record::{now_ms, status_name, RecordReason, RECORD_SCHEMA};
+use super::record::{now_ms, status_name, ArmProbability, RecordReason, RECORD_SCHEMA};
 use super::{Counters, DecisionEvent, DecisionSink, SinkStats};
 use crate::decision::{DecisionId, FeatureStatus};
 use crate::snapshot::{Outcome, Snapshot};
@@ -140,9 +140,13 @@ struct Line<'a> {
     variant: Option<&'a str>,
     reason: RecordReason,
     propensity: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probabilities: Option<Vec<ArmProbability>>,
     features: &'a RawValue,
     feature_status: &'a str,
     config_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_version: Option<u64>,
 }
 
 impl Pending {
@@ -167,14 +171,27 @@ impl Pending {
                 .resolve_reason(self.slot, self.outcome.reason)
                 .into(),
             propensity: self.outcome.propensity,
+            probabilities: self.outcome.bandit.as_ref().and_then(|b| {
+                let spec = self.snap.bandit_spec(self.slot, self.outcome.reason)?;
+                Some(
+                    spec.arm_ids
+                        .iter()
+                        .zip(b.probs())
+                        .map(|(v, &probability)| ArmProbability::new(v, probability))
+                        .collect(),
+                )
+            }),
             features,
             feature_status: status_name(self.status),
             config_version: self.snap.version(),
+            model_version: self.outcome.bandit.as_ref().map(|b| b.model_version),
         };
         serde_json::to_writer(out, &line)
     }
 }
 
+// Records are the common message; boxing them would cost the caller a second allocation.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(Pending),
     Flush(SyncSender<()>),

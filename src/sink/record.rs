@@ -44,9 +44,10 @@ pub struct DecisionRecord {
     pub feature_status: String,
     /// The config version that decided.
     pub config_version: String,
-    /// The model version, for learned policies (absent otherwise).
+    /// The model version, for bandit decisions (absent otherwise); see
+    /// [`Decision::model_version`](crate::Decision::model_version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model_version: Option<String>,
+    pub model_version: Option<u64>,
 }
 
 /// The probability a randomized policy gave one arm.
@@ -57,6 +58,15 @@ pub struct ArmProbability {
     pub variant: String,
     /// Its probability.
     pub probability: f64,
+}
+
+impl ArmProbability {
+    pub(crate) fn new(variant: &str, probability: f64) -> Self {
+        ArmProbability {
+            variant: variant.to_owned(),
+            probability,
+        }
+    }
 }
 
 /// A [`Reason`] in record form.
@@ -153,11 +163,17 @@ impl DecisionRecord {
             variant: d.variant().map(str::to_owned),
             reason: d.reason().into(),
             propensity: d.propensity(),
-            probabilities: None,
+            probabilities: d.probabilities().map(|p| {
+                p.map(|(v, probability)| ArmProbability {
+                    variant: v.to_owned(),
+                    probability,
+                })
+                .collect()
+            }),
             features,
             feature_status: status_name(d.feature_status()).to_owned(),
             config_version: d.config_version().to_owned(),
-            model_version: None,
+            model_version: d.model_version(),
         }
     }
 }

@@ -5,6 +5,8 @@ use super::trace::Trace;
 use super::{Action, FeatureKey, Holdout, Slot, Snapshot, Unit};
 use crate::features::{Features, Value};
 use crate::hash::{bucket_with_seed, int_bytes, BUCKETS};
+use crate::learn::math;
+use crate::learn::model::{BanditOutcome, MAX_ARMS};
 
 /// Marks "no variant" (unknown slot).
 pub(crate) const NO_VARIANT: u32 = u32::MAX;
@@ -65,6 +67,7 @@ impl RawReason {
                     Some(Action::Split { .. }) => 1,
                     Some(Action::Rollout { .. }) => 2,
                     Some(Action::Score { .. }) => 3,
+                    Some(Action::Bandit(_)) => 10,
                     None => 6,
                 }
             }
@@ -83,6 +86,8 @@ pub(crate) struct Outcome {
     pub(crate) variant: u32,
     pub(crate) reason: RawReason,
     pub(crate) propensity: f64,
+    /// Set when a bandit rule decided.
+    pub(crate) bandit: Option<BanditOutcome>,
 }
 
 impl Outcome {
@@ -91,6 +96,7 @@ impl Outcome {
             variant: slot.default,
             reason,
             propensity,
+            bandit: None,
         }
     }
 }
@@ -108,6 +114,7 @@ impl Snapshot {
         user: &str,
         features: &Features,
         degraded: Option<RawCause>,
+        decision: u128,
         mut trace: T,
     ) -> Outcome {
         let Some(slot) = self.slots.get(idx as usize) else {
@@ -115,6 +122,7 @@ impl Snapshot {
                 variant: NO_VARIANT,
                 reason: RawReason::UnknownSlot,
                 propensity: 1.0,
+                bandit: None,
             };
         };
         if slot.killed {
@@ -195,6 +203,7 @@ impl Snapshot {
                             bucket: NO_BUCKET,
                         },
                         propensity: path,
+                        bandit: None,
                     };
                 }
                 Action::Split { seed, unit, arms } => {
@@ -221,6 +230,7 @@ impl Snapshot {
                                 variant: v,
                                 reason: RawReason::Rule { rule: r, bucket: b },
                                 propensity: path * share,
+                                bandit: None,
                             };
                         }
                         lower = upper;
@@ -250,6 +260,7 @@ impl Snapshot {
                             variant: *variant,
                             reason: RawReason::Rule { rule: r, bucket: b },
                             propensity: path * share,
+                            bandit: None,
                         };
                     }
                     ev.trace.note(|| {
@@ -301,6 +312,37 @@ impl Snapshot {
                             bucket: NO_BUCKET,
                         },
                         propensity: path,
+                        bandit: None,
+                    };
+                }
+                Action::Bandit(spec) => {
+                    let mut probs = [0.0; MAX_ARMS];
+                    let version = spec.probabilities(features, &mut probs);
+                    let k = spec.arms.len();
+                    let u = math::uniform(decision, spec.seed, version);
+                    let chosen = math::pick(&probs[..k], u);
+                    ev.trace.note(|| {
+                        format!(
+                            "rules[{}] bandit ({}, model version {version}): probabilities {:?}, draw {u:.6} → {:?}",
+                            rule.index,
+                            spec.policy.name(),
+                            &probs[..k],
+                            slot.variants[spec.arms[chosen] as usize].id
+                        )
+                    });
+                    return Outcome {
+                        variant: spec.arms[chosen],
+                        reason: RawReason::Rule {
+                            rule: r,
+                            bucket: NO_BUCKET,
+                        },
+                        propensity: path * probs[chosen],
+                        bandit: Some(BanditOutcome {
+                            model_version: version,
+                            chosen: chosen as u8,
+                            len: k as u8,
+                            probs,
+                        }),
                     };
                 }
             }

@@ -177,6 +177,8 @@ pub(crate) enum Action {
         inputs: Vec<FeatureKey>,
         arms: Vec<ScoreArm>,
     },
+    /// A learned policy; its model is published by the engine's learner.
+    Bandit(Box<crate::learn::model::BanditSpec>),
 }
 
 #[derive(Debug)]

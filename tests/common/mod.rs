@@ -7,7 +7,7 @@ use elvon::Features;
 pub const KINDS_CONFIG: &str = include_str!("../data/kinds.json");
 
 /// The slots of [`KINDS_CONFIG`], plus one that does not exist.
-pub const KIND_SLOTS: [&str; 11] = [
+pub const KIND_SLOTS: [&str; 13] = [
     "serve",
     "split",
     "split_by_device",
@@ -18,11 +18,13 @@ pub const KIND_SLOTS: [&str; 11] = [
     "layered",
     "killed",
     "fallback",
+    "bandit",
+    "contextual",
     "no-such-slot",
 ];
 
 /// Every `Reason::kind()`.
-pub const REASON_KINDS: [&str; 10] = [
+pub const REASON_KINDS: [&str; 11] = [
     "rule",
     "split",
     "rollout",
@@ -33,6 +35,7 @@ pub const REASON_KINDS: [&str; 10] = [
     "kill_switch",
     "unknown_slot",
     "fallback",
+    "bandit",
 ];
 
 /// `n` users `user-0..` with the 14 features [`KINDS_CONFIG`] reads, varied so that every

@@ -1,0 +1,226 @@
+//! Compiling a `bandit` rule action.
+//!
+//! ```json
+//! {"bandit": {"policy": "thompson", "arms": ["a", "b", "c"],
+//!             "refresh": {"rewards": 100, "ms": 1000},
+//!             "reward": {"window_ms": 60000, "default": 0}}}
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+use super::condition::Env;
+use super::walk::{kind, Ctx, Obj};
+use crate::hash::salt_seed;
+use crate::learn::model::{layout, BanditSpec, Explore, Model, Policy, MAX_ARMS, MAX_CONTEXT};
+use crate::snapshot::Action;
+
+const POLICIES: &str = "epsilon_greedy, softmax, igw, thompson, ucb1, linear";
+
+/// A positive (or non-negative) number field with a default.
+fn param(ctx: &mut Ctx, obj: &Obj, key: &str, default: f64, min: f64, max: f64) -> f64 {
+    match ctx.num_field(obj, key, false) {
+        None => default,
+        Some(v) if v >= min && v <= max => v,
+        Some(v) => {
+            ctx.field(key, |c| {
+                c.error(format!("{v} is outside {min}..={max}"));
+            });
+            default
+        }
+    }
+}
+
+fn count(ctx: &mut Ctx, obj: &Obj, key: &str, default: u64) -> u64 {
+    match obj.get(key) {
+        None => default,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => n,
+            _ => {
+                ctx.field(key, |c| {
+                    c.error(format!("expected a positive integer, found {v}"));
+                });
+                default
+            }
+        },
+    }
+}
+
+pub(crate) fn bandit(
+    ctx: &mut Ctx,
+    v: &Value,
+    key: String,
+    default_salt: &str,
+    index: &HashMap<&str, u32>,
+    env: &mut Env<'_>,
+) -> Option<Action> {
+    let obj = ctx.object(v)?;
+    ctx.check_keys(
+        obj,
+        &[
+            "policy",
+            "arms",
+            "epsilon",
+            "temperature",
+            "gamma",
+            "floor",
+            "features",
+            "exploration",
+            "ridge",
+            "refresh",
+            "reward",
+            "salt",
+        ],
+    );
+    let mut ok = true;
+    let policy_name = ctx.str_field(obj, "policy", true);
+    let items = ctx.nonempty_array(obj, "arms", "a bandit needs at least one arm")?;
+    if items.len() > MAX_ARMS {
+        ctx.field("arms", |c| {
+            c.error(format!(
+                "a bandit may have at most {MAX_ARMS} arms, found {}",
+                items.len()
+            ))
+        });
+        return None;
+    }
+    let mut arms = Vec::with_capacity(items.len());
+    let mut arm_ids: Vec<Box<str>> = Vec::with_capacity(items.len());
+    let mut seen = HashSet::new();
+    ctx.field("arms", |c| {
+        for (i, item) in items.iter().enumerate() {
+            c.index(i, |c| match item {
+                Value::String(s) => match index.get(s.as_str()) {
+                    Some(&var) if seen.insert(var) => {
+                        arms.push(var);
+                        arm_ids.push(s.as_str().into());
+                    }
+                    Some(_) => {
+                        c.error(format!("arm {s:?} listed twice"));
+                        ok = false;
+                    }
+                    None => {
+                        c.error(format!("unknown variant {s:?}"));
+                        ok = false;
+                    }
+                },
+                other => {
+                    c.error(format!("expected a variant id, found {}", kind(other)));
+                    ok = false;
+                }
+            });
+        }
+    });
+    let k = items.len() as f64;
+    let floor = param(ctx, obj, "floor", 0.0, 0.0, 1.0 / k);
+    let mut context = Vec::new();
+    let policy = match policy_name? {
+        "epsilon_greedy" => Policy::EpsilonGreedy {
+            epsilon: param(ctx, obj, "epsilon", 0.1, 0.0, 1.0),
+        },
+        "softmax" => Policy::Softmax {
+            temperature: param(ctx, obj, "temperature", 0.1, 1e-6, 1e6),
+        },
+        "igw" => Policy::Igw {
+            gamma: param(ctx, obj, "gamma", 100.0, 0.0, 1e12),
+        },
+        "thompson" => Policy::Thompson,
+        "ucb1" => Policy::Ucb1,
+        "linear" => {
+            let feats = ctx.nonempty_array(
+                obj,
+                "features",
+                "a linear bandit needs at least one numeric feature",
+            )?;
+            if feats.len() > MAX_CONTEXT {
+                ctx.field("features", |c| {
+                    c.error(format!(
+                        "a linear bandit may read at most {MAX_CONTEXT} features, found {}",
+                        feats.len()
+                    ))
+                });
+                return None;
+            }
+            ctx.field("features", |c| {
+                for (i, f) in feats.iter().enumerate() {
+                    c.index(i, |c| match f {
+                        Value::String(s) if !s.is_empty() => context.push(env.feature(s)),
+                        other => {
+                            c.error(format!("expected a feature name, found {other}"));
+                            ok = false;
+                        }
+                    });
+                }
+            });
+            let explore = match ctx.str_field(obj, "exploration", false).unwrap_or("igw") {
+                "igw" => Explore::Igw(param(ctx, obj, "gamma", 100.0, 0.0, 1e12)),
+                "softmax" => Explore::Softmax(param(ctx, obj, "temperature", 0.1, 1e-6, 1e6)),
+                other => {
+                    ctx.field("exploration", |c| {
+                        c.error(format!(
+                            "unknown exploration {other:?}; expected igw or softmax"
+                        ))
+                    });
+                    return None;
+                }
+            };
+            Policy::Linear {
+                explore,
+                ridge: param(ctx, obj, "ridge", 1.0, 1e-9, 1e9),
+            }
+        }
+        other => {
+            ctx.field("policy", |c| {
+                c.error(format!(
+                    "unknown policy {other:?}; expected one of {POLICIES}"
+                ))
+            });
+            return None;
+        }
+    };
+    let (mut refresh_rewards, mut refresh_ms) = (100, 1_000);
+    if let Some(r) = obj.get("refresh") {
+        ctx.field("refresh", |c| {
+            if let Some(o) = c.object(r) {
+                c.check_keys(o, &["rewards", "ms"]);
+                refresh_rewards = count(c, o, "rewards", refresh_rewards);
+                refresh_ms = count(c, o, "ms", refresh_ms);
+            }
+        });
+    }
+    let (mut window_ms, mut default_reward) = (3_600_000, None);
+    if let Some(r) = obj.get("reward") {
+        ctx.field("reward", |c| {
+            if let Some(o) = c.object(r) {
+                c.check_keys(o, &["window_ms", "default"]);
+                window_ms = count(c, o, "window_ms", window_ms);
+                default_reward = c.num_field(o, "default", false);
+            }
+        });
+    }
+    let salt = ctx.str_field(obj, "salt", false).unwrap_or(default_salt);
+    if !ok {
+        return None;
+    }
+    let layout = layout(&arm_ids);
+    Some(Action::Bandit(Box::new(BanditSpec {
+        key: key.into(),
+        seed: salt_seed(salt),
+        arms,
+        arm_ids,
+        layout,
+        policy,
+        floor,
+        context,
+        refresh_rewards,
+        refresh_ms,
+        window_ms,
+        default_reward,
+        cell: Arc::new(ArcSwap::from_pointee(Model::default())),
+        learner_id: u32::MAX,
+        learner_arms: Vec::new(),
+    })))
+}

@@ -1,0 +1,728 @@
+//! The learning loop: bandit rules, rewards, model refresh, saved state and off-policy
+//! evaluation.
+//!
+//! A `bandit` rule compiles to a [`BanditSpec`](model::BanditSpec) in the config snapshot.
+//! Its learned state lives here, in the engine's [`Learner`], keyed by a stable key (the
+//! slot id, or `slot/rule-id`) and by arm (variant) id, so it survives config swaps: arms
+//! added start fresh, arms removed are dropped. Decide reads only a frozen
+//! [`Model`](model::Model) that the learner republishes (an `ArcSwap` per rule) every N
+//! rewards or T milliseconds, so it stays O(arms) and lock-free except for one uncontended
+//! per-thread lock that remembers the decision for joining its reward.
+
+pub(crate) mod math;
+pub(crate) mod model;
+pub mod ope;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::{Action, Snapshot};
+use model::{BanditSpec, Model, Policy};
+pub use model::{MAX_ARMS, MAX_CONTEXT};
+
+/// Milliseconds on a monotonic clock (since the first call in this process).
+pub(crate) fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these structures half-updated in a way
+    // that matters more than losing the learner; keep serving.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What happened to a reward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RewardOutcome {
+    /// Applied to the learner.
+    Applied,
+    /// No pending bandit decision has this id: never a bandit decision, already rewarded, or
+    /// expired (its window passed, or it was evicted because too many were pending).
+    Unknown,
+    /// The slot has no bandit rule with that variant as an arm.
+    NoSuchArm,
+    /// `reward_variant` on a contextual policy: without the decision's context the reward
+    /// cannot be used (send it by decision id instead).
+    NeedsContext,
+    /// The value is not a finite number.
+    Invalid,
+}
+
+/// Counters of rewards and pending decisions, since the engine was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RewardStats {
+    /// Rewards applied (by decision id or by variant).
+    pub applied: u64,
+    /// Rewards for unknown, already rewarded or expired decisions.
+    pub unknown: u64,
+    /// Rewards that could not be used (no such arm, needs context, not finite).
+    pub rejected: u64,
+    /// Decisions whose window passed without a reward and got the rule's default reward.
+    pub defaulted: u64,
+    /// Decisions whose window passed without a reward, for rules with no default reward.
+    pub expired: u64,
+    /// Decisions forgotten before their window passed because the pending store was full.
+    pub evicted: u64,
+    /// Model refreshes published.
+    pub refreshes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    applied: AtomicU64,
+    unknown: AtomicU64,
+    rejected: AtomicU64,
+    defaulted: AtomicU64,
+    expired: AtomicU64,
+    evicted: AtomicU64,
+    refreshes: AtomicU64,
+}
+
+/// One remembered bandit decision, waiting for its reward.
+#[derive(Clone, Copy)]
+struct Pending {
+    id: u128,
+    learner: u32,
+    arm: u32,
+    expires_ms: u64,
+    dim: u8,
+    x: [f64; MAX_CONTEXT],
+}
+
+/// A FIFO ring of pending decisions with an id index. Allocated on first use, then never
+/// again: the map has twice the ring's capacity reserved, so it never grows.
+struct Shard {
+    ring: Vec<Option<Pending>>,
+    head: usize,
+    len: usize,
+    index: HashMap<u128, usize, ahash::RandomState>,
+}
+
+impl Shard {
+    fn new(cap: usize) -> Self {
+        let mut index = HashMap::with_hasher(ahash::RandomState::new());
+        index.reserve(cap * 2);
+        Shard {
+            ring: vec![None; cap],
+            head: 0,
+            len: 0,
+            index,
+        }
+    }
+
+    /// Drops the oldest slot of the ring; returns the entry if it was still pending.
+    fn pop_front(&mut self) -> Option<Pending> {
+        let cap = self.ring.len();
+        let e = self.ring[self.head].take();
+        self.head = (self.head + 1) % cap;
+        self.len -= 1;
+        if let Some(p) = &e {
+            self.index.remove(&p.id);
+        }
+        e
+    }
+
+    /// Inserts; returns `true` if a still-pending entry had to be evicted.
+    fn push(&mut self, p: Pending) -> bool {
+        let cap = self.ring.len();
+        let mut evicted = false;
+        if self.len == cap {
+            evicted = self.pop_front().is_some();
+        }
+        let pos = (self.head + self.len) % cap;
+        self.ring[pos] = Some(p);
+        self.len += 1;
+        self.index.insert(p.id, pos);
+        evicted
+    }
+
+    fn take(&mut self, id: u128) -> Option<Pending> {
+        let pos = self.index.remove(&id)?;
+        self.ring[pos].take()
+    }
+}
+
+/// Learner state of one arm. Serialized as part of [`LearnerState`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ArmState {
+    /// The variant id.
+    pub id: String,
+    /// Rewards received.
+    pub n: f64,
+    /// Sum of rewards.
+    pub sum: f64,
+    /// Contextual policies: `Σ x xᵀ`, row-major `dim × dim` (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xx: Vec<f64>,
+    /// Contextual policies: `Σ r x` (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xr: Vec<f64>,
+    /// `false` once the arm left the config; its statistics are cleared.
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Learner state of one bandit rule. Serialized as part of [`LearnerState`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BanditState {
+    /// The rule's key: the slot id, or `slot/rule-id`.
+    pub key: String,
+    /// The policy the statistics were gathered for (`thompson`, `linear`, …).
+    pub policy: String,
+    /// Context dimension (0 for context-free policies).
+    pub dim: usize,
+    /// Per-arm statistics.
+    pub arms: Vec<ArmState>,
+}
+
+/// Everything the learner knows, for saving and restoring across restarts (serde).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LearnerState {
+    /// Format version (1).
+    pub format: u32,
+    /// One entry per bandit rule ever loaded.
+    pub bandits: Vec<BanditState>,
+}
+
+/// Parameters of the rule currently serving a key.
+#[derive(Clone)]
+struct Active {
+    policy: Policy,
+    floor: f64,
+    layout: u64,
+    /// Learner arm index per spec arm, in spec order.
+    order: Vec<u32>,
+    refresh_rewards: u64,
+    refresh_ms: u64,
+    default_reward: Option<f64>,
+}
+
+struct Bandit {
+    state: BanditState,
+    cell: Arc<ArcSwap<Model>>,
+    active: Option<Active>,
+    version: u64,
+    since_refresh: u64,
+    refreshed_ms: u64,
+}
+
+/// The engine's learner: per-rule statistics, pending decisions and model publishing.
+pub(crate) struct Learner {
+    bandits: Mutex<(HashMap<String, u32>, Vec<Bandit>)>,
+    shards: Box<[OnceLock<Mutex<Shard>>]>,
+    shard_cap: usize,
+    counters: Counters,
+}
+
+/// Number of pending-decision shards (each thread uses one).
+fn shard_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get() * 2)
+        .clamp(2, 64)
+}
+
+thread_local! {
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
+}
+
+impl Learner {
+    /// `pending` is the total number of decisions remembered for joining rewards.
+    pub(crate) fn new(pending: usize) -> Self {
+        let n = shard_count();
+        Learner {
+            bandits: Mutex::new((HashMap::new(), Vec::new())),
+            shards: (0..n).map(|_| OnceLock::new()).collect(),
+            shard_cap: (pending / n).max(16),
+            counters: Counters::default(),
+        }
+    }
+
+    fn shard(&self, i: usize) -> &Mutex<Shard> {
+        self.shards[i % self.shards.len()].get_or_init(|| Mutex::new(Shard::new(self.shard_cap)))
+    }
+
+    /// Connects the bandit rules of a freshly compiled snapshot to their learner state and
+    /// publishes a model matching each rule's arms. Called before the snapshot is swapped in.
+    pub(crate) fn attach(&self, snap: &mut Snapshot) {
+        let mut guard = lock(&self.bandits);
+        let (keys, bandits) = &mut *guard;
+        for b in bandits.iter_mut() {
+            b.active = None;
+        }
+        for slot in &mut snap.slots {
+            for rule in &mut slot.rules {
+                let Action::Bandit(spec) = &mut rule.action else {
+                    continue;
+                };
+                let id = *keys.entry(spec.key.to_string()).or_insert_with(|| {
+                    bandits.push(Bandit {
+                        state: BanditState {
+                            key: spec.key.to_string(),
+                            ..BanditState::default()
+                        },
+                        cell: Arc::new(ArcSwap::from_pointee(Model::default())),
+                        active: None,
+                        version: 0,
+                        since_refresh: 0,
+                        refreshed_ms: mono_ms(),
+                    });
+                    (bandits.len() - 1) as u32
+                });
+                let b = &mut bandits[id as usize];
+                reconcile(&mut b.state, spec);
+                let order = spec
+                    .arm_ids
+                    .iter()
+                    .map(|a| b.state.arms.iter().position(|s| s.id == **a).unwrap_or(0) as u32)
+                    .collect::<Vec<_>>();
+                b.active = Some(Active {
+                    policy: spec.policy,
+                    floor: spec.floor,
+                    layout: spec.layout,
+                    order: order.clone(),
+                    refresh_rewards: spec.refresh_rewards,
+                    refresh_ms: spec.refresh_ms,
+                    default_reward: spec.default_reward,
+                });
+                spec.cell = Arc::clone(&b.cell);
+                spec.learner_id = id;
+                spec.learner_arms = order;
+                publish(b, &self.counters);
+            }
+        }
+    }
+
+    /// Remembers a bandit decision for joining its reward (decide path: no allocation after
+    /// the thread's shard exists, one uncontended lock).
+    #[inline]
+    pub(crate) fn remember(&self, id: u128, spec: &BanditSpec, chosen: usize, x: &[f64]) {
+        let Some(&arm) = spec.learner_arms.get(chosen) else {
+            return;
+        };
+        if spec.learner_id == u32::MAX {
+            return;
+        }
+        let mut p = Pending {
+            id,
+            learner: spec.learner_id,
+            arm,
+            expires_ms: mono_ms().saturating_add(spec.window_ms),
+            dim: x.len().min(MAX_CONTEXT) as u8,
+            x: [0.0; MAX_CONTEXT],
+        };
+        p.x[..usize::from(p.dim)].copy_from_slice(&x[..usize::from(p.dim)]);
+        let shard = SHARD.with(|s| *s);
+        if lock(self.shard(shard)).push(p) {
+            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Applies a reward to a remembered decision.
+    pub(crate) fn reward(&self, id: u128, value: f64) -> RewardOutcome {
+        if !value.is_finite() {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return RewardOutcome::Invalid;
+        }
+        let own = SHARD.with(|s| *s) % self.shards.len();
+        let found = std::iter::once(own)
+            .chain((0..self.shards.len()).filter(|&i| i != own))
+            .find_map(|i| self.shards[i].get().and_then(|s| lock(s).take(id)));
+        let Some(p) = found else {
+            self.counters.unknown.fetch_add(1, Ordering::Relaxed);
+            return RewardOutcome::Unknown;
+        };
+        let mut guard = lock(&self.bandits);
+        let b = &mut guard.1[p.learner as usize];
+        apply(b, p.arm, value, &p.x[..usize::from(p.dim)]);
+        self.counters.applied.fetch_add(1, Ordering::Relaxed);
+        maybe_refresh(b, &self.counters);
+        RewardOutcome::Applied
+    }
+
+    /// Applies a reward to an arm directly (no decision id).
+    pub(crate) fn reward_arm(&self, spec: &BanditSpec, variant: &str, value: f64) -> RewardOutcome {
+        let out = if !value.is_finite() {
+            RewardOutcome::Invalid
+        } else if matches!(spec.policy, Policy::Linear { .. }) {
+            RewardOutcome::NeedsContext
+        } else if let Some(i) = spec.arm_ids.iter().position(|a| **a == *variant) {
+            let mut guard = lock(&self.bandits);
+            if let Some(b) = guard.1.get_mut(spec.learner_id as usize) {
+                apply(b, spec.learner_arms[i], value, &[]);
+                self.counters.applied.fetch_add(1, Ordering::Relaxed);
+                maybe_refresh(b, &self.counters);
+                return RewardOutcome::Applied;
+            }
+            RewardOutcome::NoSuchArm
+        } else {
+            RewardOutcome::NoSuchArm
+        };
+        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        out
+    }
+
+    /// Expires pending decisions whose window has passed (applying default rewards), then
+    /// republishes models that are due (`force`: all of them).
+    pub(crate) fn refresh(&self, force: bool) {
+        let now = mono_ms();
+        let mut due: Vec<Pending> = Vec::new();
+        for s in self.shards.iter().filter_map(OnceLock::get) {
+            let mut s = lock(s);
+            while s.len > 0 {
+                let head = s.head;
+                match &s.ring[head] {
+                    Some(p) if p.expires_ms > now => break,
+                    _ => {
+                        if let Some(p) = s.pop_front() {
+                            due.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        let mut guard = lock(&self.bandits);
+        for p in due {
+            let Some(b) = guard.1.get_mut(p.learner as usize) else {
+                continue;
+            };
+            match b.active.as_ref().and_then(|a| a.default_reward) {
+                Some(r) => {
+                    apply(b, p.arm, r, &p.x[..usize::from(p.dim)]);
+                    self.counters.defaulted.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::reward("defaulted");
+                }
+                None => {
+                    self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::reward("expired");
+                }
+            }
+        }
+        for b in guard.1.iter_mut() {
+            let Some(a) = &b.active else { continue };
+            let stale = now.saturating_sub(b.refreshed_ms) >= a.refresh_ms && b.since_refresh > 0;
+            if force || stale || b.since_refresh >= a.refresh_rewards {
+                publish(b, &self.counters);
+            }
+        }
+    }
+
+    pub(crate) fn count_rejected(&self) {
+        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> RewardStats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RewardStats {
+            applied: l(&c.applied),
+            unknown: l(&c.unknown),
+            rejected: l(&c.rejected),
+            defaulted: l(&c.defaulted),
+            expired: l(&c.expired),
+            evicted: l(&c.evicted),
+            refreshes: l(&c.refreshes),
+        }
+    }
+
+    pub(crate) fn save(&self) -> LearnerState {
+        let guard = lock(&self.bandits);
+        LearnerState {
+            format: 1,
+            bandits: guard.1.iter().map(|b| b.state.clone()).collect(),
+        }
+    }
+
+    /// Replaces the state of every key in `state` (others are kept), then republishes the
+    /// models of active rules. Statistics that do not fit the rule now serving the key
+    /// (another policy kind, another context dimension) are dropped, as on a config swap.
+    pub(crate) fn restore(&self, state: LearnerState, snap: &Snapshot) {
+        {
+            let mut guard = lock(&self.bandits);
+            let (keys, bandits) = &mut *guard;
+            for s in state.bandits {
+                match keys.get(&s.key) {
+                    Some(&i) => bandits[i as usize].state = s,
+                    None => {
+                        keys.insert(s.key.clone(), bandits.len() as u32);
+                        bandits.push(Bandit {
+                            state: s,
+                            cell: Arc::new(ArcSwap::from_pointee(Model::default())),
+                            active: None,
+                            version: 0,
+                            since_refresh: 0,
+                            refreshed_ms: mono_ms(),
+                        });
+                    }
+                }
+            }
+        }
+        // Fit the restored statistics to the serving rules: each arm goes to the learner
+        // index the serving snapshot already uses for it.
+        let mut guard = lock(&self.bandits);
+        let (keys, bandits) = &mut *guard;
+        for slot in &snap.slots {
+            for rule in &slot.rules {
+                let Action::Bandit(spec) = &rule.action else {
+                    continue;
+                };
+                let Some(&id) = keys.get(&*spec.key) else {
+                    continue;
+                };
+                let b = &mut bandits[id as usize];
+                let restored = std::mem::take(&mut b.state);
+                let dim = spec.context.len();
+                let fits = restored.policy == spec.policy.name() && restored.dim == dim;
+                let width = spec
+                    .learner_arms
+                    .iter()
+                    .map(|&i| i as usize + 1)
+                    .max()
+                    .unwrap_or(0);
+                let mut arms: Vec<ArmState> = (0..width)
+                    .map(|i| ArmState {
+                        id: format!("<retired-{i}>"),
+                        active: false,
+                        ..ArmState::default()
+                    })
+                    .collect();
+                for (a, &i) in spec.arm_ids.iter().zip(&spec.learner_arms) {
+                    arms[i as usize] = restored
+                        .arms
+                        .iter()
+                        .find(|s| fits && s.active && s.id == **a)
+                        .cloned()
+                        .unwrap_or_else(|| fresh_arm(a, dim));
+                }
+                b.state = BanditState {
+                    key: restored.key,
+                    policy: spec.policy.name().to_owned(),
+                    dim,
+                    arms,
+                };
+                publish(b, &self.counters);
+            }
+        }
+    }
+}
+
+/// Makes `state` fit `spec`: a new policy kind or context dimension starts fresh, arms
+/// missing from the spec are cleared, new arms are added.
+fn reconcile(state: &mut BanditState, spec: &BanditSpec) {
+    let dim = spec.context.len();
+    if state.policy != spec.policy.name() || state.dim != dim {
+        state.policy = spec.policy.name().to_owned();
+        state.dim = dim;
+        state.arms.clear();
+    }
+    for arm in &mut state.arms {
+        if arm.active && !spec.arm_ids.iter().any(|a| **a == *arm.id) {
+            let id = std::mem::take(&mut arm.id);
+            *arm = ArmState {
+                id,
+                active: false,
+                ..ArmState::default()
+            };
+        }
+    }
+    for a in &spec.arm_ids {
+        match state.arms.iter_mut().find(|s| s.id == **a) {
+            Some(s) if s.active => {}
+            Some(s) => {
+                *s = fresh_arm(a, dim);
+            }
+            None => state.arms.push(fresh_arm(a, dim)),
+        }
+    }
+}
+
+fn fresh_arm(id: &str, dim: usize) -> ArmState {
+    ArmState {
+        id: id.to_owned(),
+        n: 0.0,
+        sum: 0.0,
+        xx: vec![0.0; dim * dim],
+        xr: vec![0.0; dim],
+        active: true,
+    }
+}
+
+fn apply(b: &mut Bandit, arm: u32, value: f64, x: &[f64]) {
+    let Some(s) = b.state.arms.get_mut(arm as usize) else {
+        return;
+    };
+    if !s.active {
+        return;
+    }
+    s.n += 1.0;
+    s.sum += value;
+    let d = b.state.dim;
+    if d > 0 && x.len() == d && s.xx.len() == d * d && s.xr.len() == d {
+        for i in 0..d {
+            s.xr[i] += value * x[i];
+            for j in 0..d {
+                s.xx[i * d + j] += x[i] * x[j];
+            }
+        }
+    }
+    b.since_refresh += 1;
+}
+
+fn maybe_refresh(b: &mut Bandit, counters: &Counters) {
+    if let Some(a) = &b.active {
+        let now = mono_ms();
+        if b.since_refresh >= a.refresh_rewards
+            || now.saturating_sub(b.refreshed_ms) >= a.refresh_ms
+        {
+            publish(b, counters);
+        }
+    }
+}
+
+/// Computes and publishes the model of an active rule.
+fn publish(b: &mut Bandit, counters: &Counters) {
+    let Some(a) = &b.active else {
+        return;
+    };
+    b.version += 1;
+    let model = build_model(&b.state, a, b.version);
+    b.cell.store(Arc::new(model));
+    b.since_refresh = 0;
+    b.refreshed_ms = mono_ms();
+    counters.refreshes.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::model_refreshed();
+}
+
+fn build_model(state: &BanditState, a: &Active, version: u64) -> Model {
+    let arms: Vec<&ArmState> = a.order.iter().map(|&i| &state.arms[i as usize]).collect();
+    let k = arms.len();
+    let mut probs = vec![0.0; k];
+    let mean = |s: &ArmState| if s.n > 0.0 { s.sum / s.n } else { f64::NAN };
+    match a.policy {
+        Policy::Linear { ridge, .. } => {
+            let d = state.dim;
+            let mut theta = vec![0.0; k * d];
+            for (i, s) in arms.iter().enumerate() {
+                let mut m = s.xx.clone();
+                if m.len() != d * d || s.xr.len() != d {
+                    continue;
+                }
+                for j in 0..d {
+                    m[j * d + j] += ridge;
+                }
+                if let Some(t) = math::solve_spd(&m, &s.xr, d) {
+                    theta[i * d..(i + 1) * d].copy_from_slice(&t);
+                }
+            }
+            return Model {
+                version,
+                layout: a.layout,
+                probs: Vec::new(),
+                theta,
+                dim: d,
+            };
+        }
+        Policy::EpsilonGreedy { epsilon } => {
+            let best = argmax_untried_first(&arms, mean);
+            for p in probs.iter_mut() {
+                *p = epsilon / k as f64;
+            }
+            probs[best] += 1.0 - epsilon;
+        }
+        Policy::Softmax { temperature } => {
+            let scores = optimistic_means(&arms, mean);
+            math::softmax(&scores, temperature, &mut probs);
+        }
+        Policy::Igw { gamma } => {
+            let scores = optimistic_means(&arms, mean);
+            math::igw(&scores, gamma, &mut probs);
+        }
+        Policy::Thompson => {
+            // Beta(1 + successes, 1 + failures), rewards clamped to [0, 1].
+            let alpha: Vec<f64> = arms.iter().map(|s| 1.0 + s.sum.clamp(0.0, s.n)).collect();
+            let beta: Vec<f64> = arms
+                .iter()
+                .zip(&alpha)
+                .map(|(s, al)| 1.0 + s.n - (al - 1.0))
+                .collect();
+            math::beta_prob_best(&alpha, &beta, &mut probs);
+        }
+        Policy::Ucb1 => {
+            let t: f64 = arms.iter().map(|s| s.n).sum();
+            let mut best = 0;
+            let mut top = f64::NEG_INFINITY;
+            for (i, s) in arms.iter().enumerate() {
+                let u = if s.n == 0.0 {
+                    f64::INFINITY
+                } else {
+                    s.sum / s.n + (2.0 * t.max(1.0).ln() / s.n).sqrt()
+                };
+                if u > top {
+                    top = u;
+                    best = i;
+                }
+            }
+            probs[best] = 1.0;
+        }
+    }
+    math::normalize(&mut probs);
+    math::apply_floor(&mut probs, a.floor);
+    Model {
+        version,
+        layout: a.layout,
+        probs,
+        theta: Vec::new(),
+        dim: 0,
+    }
+}
+
+/// Arm with the best mean; untried arms first (lowest index).
+fn argmax_untried_first(arms: &[&ArmState], mean: impl Fn(&ArmState) -> f64) -> usize {
+    if let Some(i) = arms.iter().position(|s| s.n == 0.0) {
+        return i;
+    }
+    let mut best = 0;
+    for (i, s) in arms.iter().enumerate() {
+        if mean(s) > mean(arms[best]) {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Means, with untried arms given the best tried mean (or 0 when nothing is tried).
+fn optimistic_means(arms: &[&ArmState], mean: impl Fn(&ArmState) -> f64) -> Vec<f64> {
+    let top = arms
+        .iter()
+        .map(|s| mean(s))
+        .filter(|m| m.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let top = if top.is_finite() { top } else { 0.0 };
+    arms.iter()
+        .map(|s| {
+            let m = mean(s);
+            if m.is_finite() {
+                m
+            } else {
+                top
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,166 @@
+//! What a bandit rule compiles to, and the frozen model it reads on the decide path.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::math;
+use crate::features::Features;
+use crate::snapshot::FeatureKey;
+
+/// Bandit rules may have at most this many arms (probabilities are kept inline, so decide
+/// does not allocate).
+pub const MAX_ARMS: usize = 16;
+/// Contextual policies may read at most this many features.
+pub const MAX_CONTEXT: usize = 16;
+
+/// How a contextual policy turns predicted rewards into probabilities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Explore {
+    /// Inverse-gap weighting with this γ.
+    Igw(f64),
+    /// Softmax with this temperature.
+    Softmax(f64),
+}
+
+/// A bandit policy with its parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Policy {
+    EpsilonGreedy { epsilon: f64 },
+    Softmax { temperature: f64 },
+    Igw { gamma: f64 },
+    Thompson,
+    Ucb1,
+    Linear { explore: Explore, ridge: f64 },
+}
+
+impl Policy {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Policy::EpsilonGreedy { .. } => "epsilon_greedy",
+            Policy::Softmax { .. } => "softmax",
+            Policy::Igw { .. } => "igw",
+            Policy::Thompson => "thompson",
+            Policy::Ucb1 => "ucb1",
+            Policy::Linear { .. } => "linear",
+        }
+    }
+}
+
+/// A compiled `bandit` action.
+#[derive(Debug)]
+pub(crate) struct BanditSpec {
+    /// Learner state key: the slot id, or `slot/rule-id` for a rule with an id.
+    pub(crate) key: Box<str>,
+    pub(crate) seed: u64,
+    /// Variant indices of the arms, in config order.
+    pub(crate) arms: Vec<u32>,
+    pub(crate) arm_ids: Vec<Box<str>>,
+    /// Hash of the arm ids in order: a model is only used by specs with the same layout.
+    pub(crate) layout: u64,
+    pub(crate) policy: Policy,
+    pub(crate) floor: f64,
+    pub(crate) context: Vec<FeatureKey>,
+    pub(crate) refresh_rewards: u64,
+    pub(crate) refresh_ms: u64,
+    pub(crate) window_ms: u64,
+    pub(crate) default_reward: Option<f64>,
+    /// Where the learner publishes this rule's model (replaced when an engine loads it).
+    pub(crate) cell: Arc<ArcSwap<Model>>,
+    /// The learner's id for `key`, `u32::MAX` until attached to an engine.
+    pub(crate) learner_id: u32,
+    /// Learner arm index of each arm.
+    pub(crate) learner_arms: Vec<u32>,
+}
+
+/// A frozen model, republished by the learner on refresh.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Model {
+    /// 0 for the prior (nothing learned yet), then 1, 2, … per refresh.
+    pub(crate) version: u64,
+    pub(crate) layout: u64,
+    /// Context-free policies: the probability of each arm, in arm order.
+    pub(crate) probs: Vec<f64>,
+    /// Linear policy: `arms × dim` coefficients, row per arm.
+    pub(crate) theta: Vec<f64>,
+    pub(crate) dim: usize,
+}
+
+/// The bandit part of an outcome: everything needed to log and to join a reward.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BanditOutcome {
+    pub(crate) model_version: u64,
+    pub(crate) chosen: u8,
+    pub(crate) len: u8,
+    pub(crate) probs: [f64; MAX_ARMS],
+}
+
+impl BanditOutcome {
+    pub(crate) fn probs(&self) -> &[f64] {
+        &self.probs[..usize::from(self.len)]
+    }
+}
+
+impl BanditSpec {
+    /// The context vector: each feature as a number; missing or non-numeric counts as 0.
+    /// Returns how many of the features were usable.
+    #[inline]
+    pub(crate) fn context(&self, features: &Features, x: &mut [f64; MAX_CONTEXT]) -> usize {
+        let mut ok = 0;
+        for (xi, k) in x.iter_mut().zip(&self.context) {
+            *xi = k.get(features).and_then(|v| v.as_f64()).unwrap_or(0.0);
+            if k.get(features).is_some_and(|v| v.as_f64().is_some()) {
+                ok += 1;
+            }
+        }
+        ok
+    }
+
+    /// Probabilities for this decision, written to `out[..arms]`; returns the model version
+    /// used (0 when the published model does not match this spec's arms yet).
+    #[inline]
+    pub(crate) fn probabilities(&self, features: &Features, out: &mut [f64; MAX_ARMS]) -> u64 {
+        let k = self.arms.len();
+        let model = self.cell.load();
+        let fits = model.layout == self.layout;
+        match self.policy {
+            Policy::Linear { explore, .. } => {
+                let mut x = [0.0; MAX_CONTEXT];
+                self.context(features, &mut x);
+                let d = self.context.len();
+                let mut pred = [0.0; MAX_ARMS];
+                if fits && model.dim == d && model.theta.len() == k * d {
+                    for (a, p) in pred[..k].iter_mut().enumerate() {
+                        let row = &model.theta[a * d..(a + 1) * d];
+                        *p = row.iter().zip(&x[..d]).map(|(t, x)| t * x).sum();
+                    }
+                }
+                match explore {
+                    Explore::Igw(g) => math::igw(&pred[..k], g, &mut out[..k]),
+                    Explore::Softmax(t) => math::softmax(&pred[..k], t, &mut out[..k]),
+                }
+                math::apply_floor(&mut out[..k], self.floor);
+            }
+            _ if fits && model.probs.len() == k => out[..k].copy_from_slice(&model.probs),
+            _ => {
+                let u = 1.0 / k as f64;
+                out[..k].iter_mut().for_each(|p| *p = u);
+                return 0;
+            }
+        }
+        if fits {
+            model.version
+        } else {
+            0
+        }
+    }
+}
+
+/// Layout hash of an arm list.
+pub(crate) fn layout(arm_ids: &[Box<str>]) -> u64 {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+    for id in arm_ids {
+        h = xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), h);
+    }
+    h
+}
