@@ -36,7 +36,7 @@ fn decide(c: &mut Criterion) {
     g.finish();
 }
 
-/// The reference workloads W1–W3 (see `benches/workloads/mod.rs`), cycling all 100,000 users.
+/// The reference workloads W1–W5 (see `benches/workloads/mod.rs`), cycling all 100,000 users.
 fn reference_workloads(c: &mut Criterion) {
     let mut g = c.benchmark_group("workload");
     g.throughput(Throughput::Elements(1));

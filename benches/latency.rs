@@ -144,7 +144,7 @@ fn main() {
         }
     }
     let mut scaling = BTreeMap::new();
-    for w in ["W1", "W2", "W3"] {
+    for w in ["W1", "W2", "W3", "W4", "W5"] {
         let ops = |threads| {
             rows.iter()
                 .find(|r| {
@@ -449,7 +449,7 @@ impl Budget {
                         }
             })
         };
-        for w in ["W1", "W2", "W3"] {
+        for w in ["W1", "W2", "W3", "W4", "W5"] {
             let sec = format!("workload.{w}");
             if let Some(b) = base(w, 1, false) {
                 ceiling(

@@ -359,15 +359,15 @@ impl Engine {
     ) -> Decision {
         let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
         let id = next_id(self.inner.prefix, self.inner.serial, &self.inner.blocks);
-        let outcome = snap.evaluate(idx, user, features, degraded, id.as_u128(), NoTrace);
-        count(&snap, idx, outcome.reason);
+        // Evaluated straight into the decision (no copy of the outcome).
         let decision = Decision {
+            outcome: snap.evaluate(idx, user, features, degraded, id.as_u128(), NoTrace),
             snap,
             slot: idx,
-            outcome,
             id,
             features: status,
         };
+        count(&decision.snap, idx, decision.outcome.reason);
         if let Some(b) = &decision.outcome.bandit {
             self.remember(&decision, b.chosen, features);
         }

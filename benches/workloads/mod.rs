@@ -7,6 +7,8 @@
 //! - **W2, realistic targeting**: 10 rules mixing in-list, numeric range, regex, semver and
 //!   segment conditions, inside a layer with a holdout, ending in a 3-way split.
 //! - **W3, scoring**: 5 variants scored over 8 numeric features.
+//! - **W4, bandit**: a 10-arm Thompson-sampling bandit.
+//! - **W5, contextual bandit**: a 10-arm linear policy over the 8 features of W3.
 #![allow(dead_code)]
 
 use elvon::Features;
@@ -175,6 +177,47 @@ pub fn w3() -> Workload {
     }
 }
 
+/// Arms of the bandit workloads.
+pub const BANDIT_ARMS: usize = 10;
+
+fn bandit_config(slot: &str, bandit: serde_json::Value) -> serde_json::Value {
+    let ids: Vec<String> = (0..BANDIT_ARMS).map(|a| format!("arm{a}")).collect();
+    let mut bandit = bandit;
+    bandit["arms"] = json!(ids);
+    json!({"version": "", "slots": [{
+        "id": slot,
+        "variants": ids.iter().map(|i| json!({"id": i})).collect::<Vec<_>>(),
+        "default": ids[0],
+        "rules": [{"id": "learn", "bandit": bandit}]
+    }]})
+}
+
+/// W4: a 10-arm Thompson-sampling bandit (no features read).
+pub fn w4() -> Workload {
+    let users = (0..USERS)
+        .map(|i| (format!("user-{i}"), Features::new()))
+        .collect();
+    Workload {
+        name: "W4",
+        slot: "offer",
+        configs: versions(bandit_config("offer", json!({"policy": "thompson"}))),
+        users,
+    }
+}
+
+/// W5: a contextual linear bandit over the 8 numeric features of W3, 10 arms, inverse-gap
+/// weighting.
+pub fn w5() -> Workload {
+    let mut w = w3();
+    w.name = "W5";
+    w.slot = "offer";
+    w.configs = versions(bandit_config(
+        "offer",
+        json!({"policy": "linear", "features": W3_FEATURES, "exploration": "igw", "gamma": 100}),
+    ));
+    w
+}
+
 pub fn all() -> Vec<Workload> {
-    vec![w1(), w2(), w3()]
+    vec![w1(), w2(), w3(), w4(), w5()]
 }

@@ -82,7 +82,6 @@ struct Counters {
     rejected: AtomicU64,
     defaulted: AtomicU64,
     expired: AtomicU64,
-    evicted: AtomicU64,
     refreshes: AtomicU64,
 }
 
@@ -104,6 +103,9 @@ struct Shard {
     head: usize,
     len: usize,
     index: HashMap<u128, usize, ahash::RandomState>,
+    /// Still-pending entries dropped because the ring was full (kept here, not in a shared
+    /// counter, so deciding threads write no shared cache line).
+    evicted: u64,
 }
 
 impl Shard {
@@ -115,6 +117,7 @@ impl Shard {
             head: 0,
             len: 0,
             index,
+            evicted: 0,
         }
     }
 
@@ -136,6 +139,7 @@ impl Shard {
         let mut evicted = false;
         if self.len == cap {
             evicted = self.pop_front().is_some();
+            self.evicted += u64::from(evicted);
         }
         let pos = (self.head + self.len) % cap;
         self.ring[pos] = Some(p);
@@ -330,9 +334,7 @@ impl Learner {
         };
         p.x[..usize::from(p.dim)].copy_from_slice(&x[..usize::from(p.dim)]);
         let shard = SHARD.with(|s| *s);
-        if lock(self.shard(shard)).push(p) {
-            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-        }
+        lock(self.shard(shard)).push(p);
     }
 
     /// Applies a reward to a remembered decision.
@@ -437,7 +439,12 @@ impl Learner {
             rejected: l(&c.rejected),
             defaulted: l(&c.defaulted),
             expired: l(&c.expired),
-            evicted: l(&c.evicted),
+            evicted: self
+                .shards
+                .iter()
+                .filter_map(OnceLock::get)
+                .map(|s| lock(s).evicted)
+                .sum(),
             refreshes: l(&c.refreshes),
         }
     }

@@ -1,5 +1,6 @@
 //! What a bandit rule compiles to, and the frozen model it reads on the decide path.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -86,18 +87,73 @@ pub(crate) struct Model {
     pub(crate) dim: usize,
 }
 
+/// Buffers kept per thread for reuse by [`Probs`].
+const POOL_MAX: usize = 64;
+
+thread_local! {
+    // The buffers move in and out of `Probs` whole, so they stay boxed in the pool.
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<Vec<Box<[f64; MAX_ARMS]>>> = RefCell::new(Vec::with_capacity(POOL_MAX));
+}
+
+/// A bandit decision's probability vector, in a fixed-size buffer taken from a per-thread
+/// pool and returned to the pool of the thread that drops it (at most [`POOL_MAX`] kept per
+/// thread). Decisions stay small (a pointer instead of 16 floats, so non-bandit decisions
+/// pay nothing), and a thread that decides and drops its decisions allocates only while
+/// warming up its pool.
+#[derive(Debug)]
+pub(crate) struct Probs {
+    buf: Option<Box<[f64; MAX_ARMS]>>,
+    len: u8,
+}
+
+impl Probs {
+    pub(crate) fn new(src: &[f64]) -> Self {
+        let n = src.len().min(MAX_ARMS);
+        let mut buf = POOL
+            .try_with(|p| p.try_borrow_mut().ok().and_then(|mut v| v.pop()))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Box::new([0.0; MAX_ARMS]));
+        buf[..n].copy_from_slice(&src[..n]);
+        Probs {
+            buf: Some(buf),
+            len: n as u8,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[f64] {
+        self.buf
+            .as_deref()
+            .map_or(&[][..], |b| &b[..usize::from(self.len)])
+    }
+}
+
+impl Drop for Probs {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            let _ = POOL.try_with(|p| {
+                if let Ok(mut v) = p.try_borrow_mut() {
+                    if v.len() < POOL_MAX {
+                        v.push(b);
+                    }
+                }
+            });
+        }
+    }
+}
+
 /// The bandit part of an outcome: everything needed to log and to join a reward.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct BanditOutcome {
     pub(crate) model_version: u64,
     pub(crate) chosen: u8,
-    pub(crate) len: u8,
-    pub(crate) probs: [f64; MAX_ARMS],
+    pub(crate) probs: Probs,
 }
 
 impl BanditOutcome {
     pub(crate) fn probs(&self) -> &[f64] {
-        &self.probs[..usize::from(self.len)]
+        self.probs.as_slice()
     }
 }
 

@@ -263,3 +263,91 @@ impl Estimator {
         }
     }
 }
+
+/// Evaluates a candidate engine (its config and models) on logged decisions.
+///
+/// For each `(record, reward)`, the candidate re-decides the record's slot, user and features
+/// with the record's decision id ([`Engine::replay`](crate::Engine::replay)), which gives its
+/// probability for every variant (the bandit vector, or 1 for a deterministic outcome). The
+/// logging probabilities come from the record (`probabilities`, or `propensity` for the
+/// logged variant). DR uses the mean logged reward per (slot, variant) as its reward model.
+/// Records without a variant are skipped.
+pub fn evaluate_records<'a, I>(records: I, candidate: &crate::Engine) -> Report
+where
+    I: IntoIterator<Item = (&'a crate::DecisionRecord, f64)>,
+    I::IntoIter: Clone,
+{
+    use std::collections::HashMap;
+    let records = records.into_iter();
+    // Reward model: mean reward per (slot, variant).
+    let mut sums: HashMap<(&str, &str), (f64, f64)> = HashMap::new();
+    for (r, reward) in records.clone() {
+        if let Some(v) = &r.variant {
+            let e = sums.entry((&r.slot, v)).or_default();
+            e.0 += reward;
+            e.1 += 1.0;
+        }
+    }
+    let q = |slot: &str, v: &str| sums.get(&(slot, v)).map_or(0.0, |(s, n)| s / n);
+    let mut est = Estimator::new();
+    let (mut arms, mut logging, mut target, mut predicted) =
+        (Vec::<String>::new(), Vec::new(), Vec::new(), Vec::new());
+    for (r, reward) in records {
+        let Some(logged) = &r.variant else {
+            est.skipped += 1;
+            continue;
+        };
+        arms.clear();
+        logging.clear();
+        match &r.probabilities {
+            Some(ps) => {
+                for p in ps {
+                    arms.push(p.variant.clone());
+                    logging.push(p.probability);
+                }
+            }
+            None => {
+                arms.push(logged.clone());
+                logging.push(r.propensity);
+            }
+        }
+        let d = candidate.replay(&r.slot, &r.user, &r.features, r.id);
+        let cand: Vec<(String, f64)> = match d.probabilities() {
+            Some(ps) => ps.map(|(v, p)| (v.to_owned(), p)).collect(),
+            None => d
+                .variant()
+                .map(|v| vec![(v.to_owned(), 1.0)])
+                .unwrap_or_default(),
+        };
+        for (v, _) in &cand {
+            if !arms.contains(v) {
+                arms.push(v.clone());
+                logging.push(0.0);
+            }
+        }
+        target.clear();
+        target.extend(
+            arms.iter()
+                .map(|a| cand.iter().find(|(v, _)| v == a).map_or(0.0, |(_, p)| *p)),
+        );
+        predicted.clear();
+        predicted.extend(arms.iter().map(|a| q(&r.slot, a)));
+        let Some(logged_arm) = arms.iter().position(|a| a == logged) else {
+            est.skipped += 1;
+            continue;
+        };
+        let propensity = r
+            .probabilities
+            .as_ref()
+            .map_or(r.propensity, |_| logging[logged_arm]);
+        est.add(&Sample {
+            logged_arm,
+            propensity,
+            reward,
+            logging: Some(&logging),
+            target: &target,
+            predicted: Some(&predicted),
+        });
+    }
+    est.report()
+}

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use super::record::{now_ms, status_name, ArmProbability, RecordReason, RECORD_SCHEMA};
 use super::{Counters, DecisionEvent, DecisionSink, SinkStats};
 use crate::decision::{DecisionId, FeatureStatus};
-use crate::snapshot::{Outcome, Snapshot};
+use crate::snapshot::{RawReason, Snapshot};
 
 /// Options of a [`JsonlSink`].
 #[derive(Debug, Clone)]
@@ -65,14 +65,19 @@ pub enum FlushError {
 struct Pending {
     snap: Arc<Snapshot>,
     slot: u32,
-    outcome: Outcome,
+    variant: u32,
+    reason: RawReason,
+    propensity: f64,
+    model_version: Option<u64>,
     id: DecisionId,
     status: FeatureStatus,
     timestamp_ms: u64,
-    /// `user ++ slot ++ features_json`.
-    text: Box<str>,
+    /// `user ++ slot ++ features_json ++ probabilities` (the bandit probability vector as
+    /// little-endian `f64`s, `probs_len` of them).
+    text: Box<[u8]>,
     user_len: u32,
     slot_len: u32,
+    probs_len: u8,
 }
 
 /// Scratch capacity kept between records; larger buffers are shrunk back after use.
@@ -105,8 +110,12 @@ impl Pending {
             buf.extend_from_slice(event.user.as_bytes());
             buf.extend_from_slice(event.slot.as_bytes());
             serde_json::to_writer(&mut *buf, &UsedFeatures(event)).ok()?;
-            // User, slot and serde_json output are all UTF-8.
-            let text = std::str::from_utf8(&buf).ok().map(Box::<str>::from);
+            if let Some(b) = &d.outcome.bandit {
+                for p in b.probs() {
+                    buf.extend_from_slice(&p.to_le_bytes());
+                }
+            }
+            let text = Some(Box::<[u8]>::from(&buf[..]));
             // One huge record must not pin its buffer on this thread for good.
             if buf.capacity() > SCRATCH_KEEP {
                 buf.clear();
@@ -114,16 +123,21 @@ impl Pending {
             }
             text
         })?;
+        let o = &d.outcome;
         Some(Pending {
             snap: Arc::clone(&d.snap),
             slot: d.slot,
-            outcome: d.outcome,
+            variant: o.variant,
+            reason: o.reason,
+            propensity: o.propensity,
+            model_version: o.bandit.as_ref().map(|b| b.model_version),
             id: d.id,
             status: d.features,
             timestamp_ms: now_ms(),
             text,
             user_len: u32::try_from(event.user.len()).ok()?,
             slot_len: u32::try_from(event.slot.len()).ok()?,
+            probs_len: o.bandit.as_ref().map_or(0, |b| b.probs().len() as u8),
         })
     }
 }
@@ -151,40 +165,43 @@ struct Line<'a> {
 
 impl Pending {
     fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        use serde::de::Error as _;
         let (u, sl) = (self.user_len as usize, self.slot_len as usize);
         let text = &*self.text;
-        let (user, rest) = text.split_at(u.min(text.len()));
+        let probs_bytes = 8 * usize::from(self.probs_len);
+        let (head, probs) = text.split_at(text.len().saturating_sub(probs_bytes));
+        let head = std::str::from_utf8(head).map_err(serde_json::Error::custom)?;
+        let (user, rest) = head.split_at(u.min(head.len()));
         let (slot, features) = rest.split_at(sl.min(rest.len()));
         let features: &RawValue = serde_json::from_str(features)?;
+        let probabilities = (self.probs_len > 0)
+            .then(|| self.snap.bandit_spec(self.slot, self.reason))
+            .flatten()
+            .map(|spec| {
+                spec.arm_ids
+                    .iter()
+                    .zip(probs.chunks_exact(8))
+                    .map(|(v, b)| {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(b);
+                        ArmProbability::new(v, f64::from_le_bytes(a))
+                    })
+                    .collect()
+            });
         let line = Line {
             schema: RECORD_SCHEMA,
             id: self.id,
             timestamp_ms: self.timestamp_ms,
             slot,
             user,
-            variant: self
-                .snap
-                .variant(self.slot, self.outcome.variant)
-                .map(|v| &*v.id),
-            reason: self
-                .snap
-                .resolve_reason(self.slot, self.outcome.reason)
-                .into(),
-            propensity: self.outcome.propensity,
-            probabilities: self.outcome.bandit.as_ref().and_then(|b| {
-                let spec = self.snap.bandit_spec(self.slot, self.outcome.reason)?;
-                Some(
-                    spec.arm_ids
-                        .iter()
-                        .zip(b.probs())
-                        .map(|(v, &probability)| ArmProbability::new(v, probability))
-                        .collect(),
-                )
-            }),
+            variant: self.snap.variant(self.slot, self.variant).map(|v| &*v.id),
+            reason: self.snap.resolve_reason(self.slot, self.reason).into(),
+            propensity: self.propensity,
+            probabilities,
             features,
             feature_status: status_name(self.status),
             config_version: self.snap.version(),
-            model_version: self.outcome.bandit.as_ref().map(|b| b.model_version),
+            model_version: self.model_version,
         };
         serde_json::to_writer(out, &line)
     }

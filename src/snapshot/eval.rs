@@ -6,7 +6,7 @@ use super::{Action, FeatureKey, Holdout, Slot, Snapshot, Unit};
 use crate::features::{Features, Value};
 use crate::hash::{bucket_with_seed, int_bytes, BUCKETS};
 use crate::learn::math;
-use crate::learn::model::{BanditOutcome, MAX_ARMS};
+use crate::learn::model::{BanditOutcome, Probs, MAX_ARMS};
 
 /// Marks "no variant" (unknown slot).
 pub(crate) const NO_VARIANT: u32 = u32::MAX;
@@ -81,7 +81,7 @@ impl RawReason {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) variant: u32,
     pub(crate) reason: RawReason,
@@ -108,6 +108,7 @@ fn held_out(h: &Holdout, user: &str) -> bool {
 
 impl Snapshot {
     /// Evaluates slot `idx` for one user. `degraded` says the feature fetch failed.
+    #[inline(always)]
     pub(crate) fn evaluate<T: Trace>(
         &self,
         idx: u32,
@@ -340,8 +341,7 @@ impl Snapshot {
                         bandit: Some(BanditOutcome {
                             model_version: version,
                             chosen: chosen as u8,
-                            len: k as u8,
-                            probs,
+                            probs: Probs::new(&probs[..k]),
                         }),
                     };
                 }
