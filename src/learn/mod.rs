@@ -85,7 +85,8 @@ struct Counters {
     refreshes: AtomicU64,
 }
 
-/// One remembered bandit decision, waiting for its reward.
+/// One remembered bandit decision, waiting for its reward. Its context (contextual rules
+/// only) is in the shard's `contexts`, at the same ring position.
 #[derive(Clone, Copy)]
 struct Pending {
     id: u128,
@@ -93,13 +94,26 @@ struct Pending {
     arm: u32,
     expires_ms: u64,
     dim: u8,
+}
+
+/// A taken pending decision with its context.
+struct Taken {
+    p: Pending,
     x: [f64; MAX_CONTEXT],
+}
+
+impl Taken {
+    fn x(&self) -> &[f64] {
+        &self.x[..usize::from(self.p.dim)]
+    }
 }
 
 /// A FIFO ring of pending decisions with an id index. Allocated on first use, then never
 /// again: the map has twice the ring's capacity reserved, so it never grows.
 struct Shard {
     ring: Vec<Option<Pending>>,
+    /// Contexts by ring position; allocated on the first contextual decision.
+    contexts: Vec<[f64; MAX_CONTEXT]>,
     head: usize,
     len: usize,
     index: HashMap<u128, usize, ahash::RandomState>,
@@ -114,6 +128,7 @@ impl Shard {
         index.reserve(cap * 2);
         Shard {
             ring: vec![None; cap],
+            contexts: Vec::new(),
             head: 0,
             len: 0,
             index,
@@ -121,36 +136,51 @@ impl Shard {
         }
     }
 
-    /// Drops the oldest slot of the ring; returns the entry if it was still pending.
-    fn pop_front(&mut self) -> Option<Pending> {
-        let cap = self.ring.len();
-        let e = self.ring[self.head].take();
-        self.head = (self.head + 1) % cap;
-        self.len -= 1;
-        if let Some(p) = &e {
-            self.index.remove(&p.id);
+    fn taken(&self, pos: usize, p: Pending) -> Taken {
+        let mut x = [0.0; MAX_CONTEXT];
+        if p.dim > 0 {
+            if let Some(c) = self.contexts.get(pos) {
+                x = *c;
+            }
         }
-        e
+        Taken { p, x }
     }
 
-    /// Inserts; returns `true` if a still-pending entry had to be evicted.
-    fn push(&mut self, p: Pending) -> bool {
+    /// Drops the oldest slot of the ring; returns the entry if it was still pending.
+    fn pop_front(&mut self) -> Option<Taken> {
         let cap = self.ring.len();
-        let mut evicted = false;
+        let pos = self.head;
+        let e = self.ring[pos].take();
+        self.head = (self.head + 1) % cap;
+        self.len -= 1;
+        let p = e?;
+        self.index.remove(&p.id);
+        Some(self.taken(pos, p))
+    }
+
+    /// Inserts; counts a still-pending entry evicted to make room.
+    fn push(&mut self, p: Pending, x: &[f64]) {
+        let cap = self.ring.len();
         if self.len == cap {
-            evicted = self.pop_front().is_some();
+            let evicted = self.pop_front().is_some();
             self.evicted += u64::from(evicted);
         }
         let pos = (self.head + self.len) % cap;
+        if !x.is_empty() {
+            if self.contexts.len() != cap {
+                self.contexts = vec![[0.0; MAX_CONTEXT]; cap];
+            }
+            self.contexts[pos][..x.len()].copy_from_slice(x);
+        }
         self.ring[pos] = Some(p);
         self.len += 1;
         self.index.insert(p.id, pos);
-        evicted
     }
 
-    fn take(&mut self, id: u128) -> Option<Pending> {
+    fn take(&mut self, id: u128) -> Option<Taken> {
         let pos = self.index.remove(&id)?;
-        self.ring[pos].take()
+        let p = self.ring[pos].take()?;
+        Some(self.taken(pos, p))
     }
 }
 
@@ -324,17 +354,16 @@ impl Learner {
         if spec.learner_id == u32::MAX {
             return;
         }
-        let mut p = Pending {
+        let x = &x[..x.len().min(MAX_CONTEXT)];
+        let p = Pending {
             id,
             learner: spec.learner_id,
             arm,
             expires_ms: mono_ms().saturating_add(spec.window_ms),
-            dim: x.len().min(MAX_CONTEXT) as u8,
-            x: [0.0; MAX_CONTEXT],
+            dim: x.len() as u8,
         };
-        p.x[..usize::from(p.dim)].copy_from_slice(&x[..usize::from(p.dim)]);
         let shard = SHARD.with(|s| *s);
-        lock(self.shard(shard)).push(p);
+        lock(self.shard(shard)).push(p, x);
     }
 
     /// Applies a reward to a remembered decision.
@@ -347,13 +376,15 @@ impl Learner {
         let found = std::iter::once(own)
             .chain((0..self.shards.len()).filter(|&i| i != own))
             .find_map(|i| self.shards[i].get().and_then(|s| lock(s).take(id)));
-        let Some(p) = found else {
+        let Some(t) = found else {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return RewardOutcome::Unknown;
         };
         let mut guard = lock(&self.bandits);
-        let b = &mut guard.1[p.learner as usize];
-        apply(b, p.arm, value, &p.x[..usize::from(p.dim)]);
+        let Some(b) = guard.1.get_mut(t.p.learner as usize) else {
+            return RewardOutcome::Unknown;
+        };
+        apply(b, t.p.arm, value, t.x());
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
         maybe_refresh(b, &self.counters);
         RewardOutcome::Applied
@@ -385,7 +416,7 @@ impl Learner {
     /// republishes models that are due (`force`: all of them).
     pub(crate) fn refresh(&self, force: bool) {
         let now = mono_ms();
-        let mut due: Vec<Pending> = Vec::new();
+        let mut due: Vec<Taken> = Vec::new();
         for s in self.shards.iter().filter_map(OnceLock::get) {
             let mut s = lock(s);
             while s.len > 0 {
@@ -401,13 +432,13 @@ impl Learner {
             }
         }
         let mut guard = lock(&self.bandits);
-        for p in due {
-            let Some(b) = guard.1.get_mut(p.learner as usize) else {
+        for t in due {
+            let Some(b) = guard.1.get_mut(t.p.learner as usize) else {
                 continue;
             };
             match b.active.as_ref().and_then(|a| a.default_reward) {
                 Some(r) => {
-                    apply(b, p.arm, r, &p.x[..usize::from(p.dim)]);
+                    apply(b, t.p.arm, r, t.x());
                     self.counters.defaulted.fetch_add(1, Ordering::Relaxed);
                     crate::metrics::reward("defaulted");
                 }

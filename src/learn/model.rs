@@ -108,14 +108,16 @@ pub(crate) struct Probs {
 }
 
 impl Probs {
-    pub(crate) fn new(src: &[f64]) -> Self {
-        let n = src.len().min(MAX_ARMS);
+    /// The first `n` of `src`.
+    pub(crate) fn new(src: &[f64; MAX_ARMS], n: usize) -> Self {
+        let n = n.min(MAX_ARMS);
         let mut buf = POOL
             .try_with(|p| p.try_borrow_mut().ok().and_then(|mut v| v.pop()))
             .ok()
             .flatten()
             .unwrap_or_else(|| Box::new([0.0; MAX_ARMS]));
-        buf[..n].copy_from_slice(&src[..n]);
+        // A fixed-size copy compiles to a few vector moves (no `memcpy` call).
+        *buf = *src;
         Probs {
             buf: Some(buf),
             len: n as u8,

@@ -341,7 +341,7 @@ impl Snapshot {
                         bandit: Some(BanditOutcome {
                             model_version: version,
                             chosen: chosen as u8,
-                            probs: Probs::new(&probs[..k]),
+                            probs: Probs::new(&probs, k),
                         }),
                     };
                 }
