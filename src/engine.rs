@@ -18,8 +18,8 @@ use crate::snapshot::{RawCause, RawReason, Snapshot, NO_VARIANT};
 /// Default deadline for feature fetches in [`Engine::decide_for`].
 pub const DEFAULT_FETCH_DEADLINE: Duration = Duration::from_millis(5);
 
-/// Default number of bandit decisions remembered for joining rewards by id.
-pub const DEFAULT_PENDING_REWARDS: usize = 65_536;
+/// Default number of bandit decisions remembered per thread (shard) for joining rewards by id.
+pub const DEFAULT_PENDING_REWARDS: usize = 16_384;
 
 /// The decision engine: a cheap-to-clone handle on a lock-free, hot-swappable config snapshot,
 /// a feature source and a decision sink.
@@ -104,11 +104,12 @@ impl EngineBuilder {
         self
     }
 
-    /// How many bandit decisions are remembered, for joining rewards by decision id
-    /// (default [`DEFAULT_PENDING_REWARDS`]). Spread over per-thread shards; when a shard is
-    /// full its oldest decision is forgotten (counted in [`RewardStats::evicted`]). Size it
-    /// above bandit decisions per second × the longest reward window. Memory is about
-    /// 200 bytes per entry, allocated per shard on its first bandit decision.
+    /// How many bandit decisions each deciding thread remembers for joining rewards by
+    /// decision id (default [`DEFAULT_PENDING_REWARDS`]). Threads are spread over shards (four
+    /// per core, assigned round-robin); each shard holds `n` and, when full, forgets its oldest
+    /// decision (counted in [`RewardStats::evicted`]). Size it above one thread's bandit
+    /// decisions per second × the longest reward window. A shard takes about 100 bytes per
+    /// entry, allocated on its first bandit decision.
     pub fn pending_rewards(mut self, n: usize) -> Self {
         self.pending = n;
         self

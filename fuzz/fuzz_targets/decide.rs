@@ -66,14 +66,24 @@ fuzz_target!(|data: &[u8]| {
     }
     for slot in snap.slots().chain(["", "no-such-slot"]) {
         let d = engine.decide(slot, &user, &f);
-        let again = engine.decide(slot, &user, &f);
+        // Bandit rules randomize per decision id; the same id gives the same decision.
+        let again = match d.model_version() {
+            Some(_) => engine.replay(slot, &user, &f, d.id()),
+            None => engine.decide(slot, &user, &f),
+        };
         assert_eq!(d.variant(), again.variant());
         assert_eq!(d.reason(), again.reason());
         assert_eq!(d.propensity().to_bits(), again.propensity().to_bits());
         assert!((0.0..=1.0).contains(&d.propensity()), "{}", d.propensity());
         assert_eq!(d.variant().is_none(), snap.features_for(slot).is_none());
+        if let Some(p) = d.probability_vector() {
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{p:?}");
+            assert!(p.iter().all(|x| x.is_finite() && *x >= 0.0), "{p:?}");
+        }
         let x = engine.explain(slot, &user, &f);
-        assert_eq!(x.decision.variant(), d.variant());
+        if d.model_version().is_none() {
+            assert_eq!(x.decision.variant(), d.variant());
+        }
         assert!(!x.steps.is_empty());
     }
 });

@@ -278,13 +278,13 @@ thread_local! {
 }
 
 impl Learner {
-    /// `pending` is the total number of decisions remembered for joining rewards.
+    /// `pending` is the number of decisions each shard remembers for joining rewards.
     pub(crate) fn new(pending: usize) -> Self {
         let n = shard_count();
         Learner {
             bandits: Mutex::new((HashMap::new(), Vec::new())),
             shards: (0..n).map(|_| OnceLock::new()).collect(),
-            shard_cap: (pending / n).max(16),
+            shard_cap: pending.max(16),
             counters: Counters::default(),
         }
     }

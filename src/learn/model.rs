@@ -160,18 +160,17 @@ impl BanditOutcome {
 }
 
 impl BanditSpec {
-    /// The context vector: each feature as a number; missing or non-numeric counts as 0.
-    /// Returns how many of the features were usable.
+    /// The context vector: each feature as a number; missing, non-numeric or non-finite
+    /// values count as 0 (so one bad value cannot poison the regression).
     #[inline]
-    pub(crate) fn context(&self, features: &Features, x: &mut [f64; MAX_CONTEXT]) -> usize {
-        let mut ok = 0;
+    pub(crate) fn context(&self, features: &Features, x: &mut [f64; MAX_CONTEXT]) {
         for (xi, k) in x.iter_mut().zip(&self.context) {
-            *xi = k.get(features).and_then(|v| v.as_f64()).unwrap_or(0.0);
-            if k.get(features).is_some_and(|v| v.as_f64().is_some()) {
-                ok += 1;
-            }
+            *xi = k
+                .get(features)
+                .and_then(|v| v.as_f64())
+                .filter(|v| v.is_finite())
+                .unwrap_or(0.0);
         }
-        ok
     }
 
     /// Probabilities for this decision, written to `out[..arms]`; returns the model version
