@@ -380,3 +380,32 @@ fn long_regret_runs() {
     println!("10^6 rounds: Thompson {ts:.0}, epsilon-greedy {eg:.0}");
     assert!(ts < eg);
 }
+
+#[test]
+fn background_learner_republishes_on_its_period() {
+    let config = json!({"version": "1", "slots": [{
+        "id": "s", "variants": [{"id": "a"}, {"id": "b"}], "default": "a",
+        "rules": [{"bandit": {"policy": "epsilon_greedy", "epsilon": 0.0, "arms": ["a", "b"],
+                              "refresh": {"rewards": 1_000_000, "ms": 20}}}]
+    }]});
+    let engine = Engine::default();
+    engine.load_config_json(&config.to_string()).expect("valid");
+    let v0 = engine.decide("s", "u", &Features::new()).model_version();
+    // Below the reward threshold: only the timer can republish.
+    assert_eq!(engine.reward_variant("s", "b", 1.0), RewardOutcome::Applied);
+    assert_eq!(engine.reward_variant("s", "a", 0.0), RewardOutcome::Applied);
+    let learner = engine
+        .spawn_learner(std::time::Duration::from_millis(5))
+        .expect("thread");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut d = engine.decide("s", "u", &Features::new());
+    while d.model_version() == v0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        d = engine.decide("s", "u", &Features::new());
+    }
+    learner.stop();
+    assert!(d.model_version() > v0, "model never republished");
+    // The republished model exploits b (mean 1 against 0).
+    assert_eq!(d.variant(), Some("b"));
+    assert_eq!(d.propensity(), 1.0);
+}

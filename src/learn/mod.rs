@@ -255,10 +255,15 @@ struct Bandit {
     refreshed_ms: u64,
 }
 
+/// Keeps each shard (its lock and ring indices) on cache lines of its own, so threads
+/// deciding on different shards never write to the same line.
+#[repr(align(128))]
+struct Padded<T>(T);
+
 /// The engine's learner: per-rule statistics, pending decisions and model publishing.
 pub(crate) struct Learner {
     bandits: Mutex<(HashMap<String, u32>, Vec<Bandit>)>,
-    shards: Box<[OnceLock<Mutex<Shard>>]>,
+    shards: Box<[Padded<OnceLock<Mutex<Shard>>>]>,
     shard_cap: usize,
     counters: Counters,
 }
@@ -283,14 +288,16 @@ impl Learner {
         let n = shard_count();
         Learner {
             bandits: Mutex::new((HashMap::new(), Vec::new())),
-            shards: (0..n).map(|_| OnceLock::new()).collect(),
+            shards: (0..n).map(|_| Padded(OnceLock::new())).collect(),
             shard_cap: pending.max(16),
             counters: Counters::default(),
         }
     }
 
     fn shard(&self, i: usize) -> &Mutex<Shard> {
-        self.shards[i % self.shards.len()].get_or_init(|| Mutex::new(Shard::new(self.shard_cap)))
+        self.shards[i % self.shards.len()]
+            .0
+            .get_or_init(|| Mutex::new(Shard::new(self.shard_cap)))
     }
 
     /// Connects the bandit rules of a freshly compiled snapshot to their learner state and
@@ -375,7 +382,7 @@ impl Learner {
         let own = SHARD.with(|s| *s) % self.shards.len();
         let found = std::iter::once(own)
             .chain((0..self.shards.len()).filter(|&i| i != own))
-            .find_map(|i| self.shards[i].get().and_then(|s| lock(s).take(id)));
+            .find_map(|i| self.shards[i].0.get().and_then(|s| lock(s).take(id)));
         let Some(t) = found else {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return RewardOutcome::Unknown;
@@ -417,7 +424,7 @@ impl Learner {
     pub(crate) fn refresh(&self, force: bool) {
         let now = mono_ms();
         let mut due: Vec<Taken> = Vec::new();
-        for s in self.shards.iter().filter_map(OnceLock::get) {
+        for s in self.shards.iter().filter_map(|s| s.0.get()) {
             let mut s = lock(s);
             while s.len > 0 {
                 let head = s.head;
@@ -473,7 +480,7 @@ impl Learner {
             evicted: self
                 .shards
                 .iter()
-                .filter_map(OnceLock::get)
+                .filter_map(|s| s.0.get())
                 .map(|s| lock(s).evicted)
                 .sum(),
             refreshes: l(&c.refreshes),
