@@ -153,3 +153,43 @@ fn fetch_latency_is_recorded_only_for_real_fetches() {
         assert_eq!(rec.samples("elvon_feature_fetch_seconds{outcome=ok}"), 1);
     });
 }
+
+#[test]
+fn rewards_and_model_refreshes_are_counted() {
+    let rec = Rec::default();
+    let (bandit_decisions, refreshes) = metrics::with_local_recorder(&rec, || {
+        let engine = Engine::default();
+        engine
+            .load_config_json(include_str!("data/kinds.json"))
+            .unwrap();
+        let mut n = 0;
+        for i in 0..50 {
+            let d = engine.decide("bandit", &format!("u{i}"), &Features::new());
+            if d.model_version().is_some() {
+                n += 1;
+                engine.reward(d.id(), 1.0);
+                engine.reward(d.id(), 1.0); // a second time: unknown
+            }
+        }
+        engine.reward_variant("bandit", "nope", 1.0);
+        engine.reward_variant("bandit", "a", f64::INFINITY);
+        (n, engine.reward_stats().refreshes)
+    });
+    // The 1% global holdout may take a few users away from the bandit.
+    assert!(bandit_decisions > 40, "{bandit_decisions}");
+    assert_eq!(
+        rec.get("elvon_rewards_total{outcome=applied}"),
+        bandit_decisions
+    );
+    assert_eq!(
+        rec.get("elvon_rewards_total{outcome=unknown}"),
+        bandit_decisions
+    );
+    assert_eq!(rec.get("elvon_rewards_total{outcome=rejected}"), 2);
+    assert_eq!(rec.get("elvon_model_refreshes_total{}"), refreshes);
+    assert!(refreshes >= 1);
+    assert_eq!(
+        rec.get("elvon_decisions_total{reason=bandit,slot=bandit}"),
+        bandit_decisions
+    );
+}
