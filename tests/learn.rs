@@ -6,25 +6,8 @@
 use elvon::{Engine, Features, LearnerState, RewardOutcome};
 use serde_json::json;
 
-/// SplitMix64: a small, seedable generator for the simulated environment.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.f64().max(1e-300), self.f64());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
+mod common;
+use common::Rng;
 
 const ARMS: usize = 10;
 const BEST: usize = 3;
@@ -408,4 +391,76 @@ fn background_learner_republishes_on_its_period() {
     // The republished model exploits b (mean 1 against 0).
     assert_eq!(d.variant(), Some("b"));
     assert_eq!(d.propensity(), 1.0);
+}
+
+#[test]
+fn bad_bandit_rules_are_rejected_with_paths() {
+    let slot = |rules: serde_json::Value| {
+        json!({"version": "1", "slots": [{
+            "id": "s", "variants": [{"id": "a"}, {"id": "b"}], "default": "a", "rules": rules
+        }]})
+        .to_string()
+    };
+    let cases = [
+        (
+            json!([{"bandit": {"policy": "greedy", "arms": ["a"]}}]),
+            "slots[0].rules[0].bandit.policy",
+            "unknown policy",
+        ),
+        (
+            json!([{"bandit": {"policy": "ucb1", "arms": ["a", "z"]}}]),
+            "slots[0].rules[0].bandit.arms[1]",
+            "unknown variant",
+        ),
+        (
+            json!([{"bandit": {"policy": "ucb1", "arms": ["a", "a"]}}]),
+            "slots[0].rules[0].bandit.arms[1]",
+            "listed twice",
+        ),
+        (
+            json!([{"bandit": {"policy": "ucb1", "arms": ["a", "b"], "floor": 0.6}}]),
+            "slots[0].rules[0].bandit.floor",
+            "outside",
+        ),
+        (
+            json!([{"bandit": {"policy": "linear", "arms": ["a", "b"]}}]),
+            "slots[0].rules[0].bandit",
+            "features",
+        ),
+        (
+            json!([{"bandit": {"policy": "softmax", "arms": ["a"], "refresh": {"rewards": 0}}}]),
+            "slots[0].rules[0].bandit.refresh.rewards",
+            "positive integer",
+        ),
+        (
+            json!([{"when": {"feature": "x", "op": "exists"}, "bandit": {"policy": "ucb1", "arms": ["a"]}},
+                {"bandit": {"policy": "ucb1", "arms": ["b"]}}]),
+            "slots[0].rules[1]",
+            "id",
+        ),
+    ];
+    for (rules, path, words) in cases {
+        let engine = Engine::default();
+        let err = engine
+            .load_config_json(&slot(rules.clone()))
+            .expect_err("invalid");
+        let elvon::ConfigError::Invalid(problems) = err else {
+            panic!("expected validation problems for {rules}");
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path() == path && p.message().contains(words)),
+            "{rules}: expected {path:?} mentioning {words:?}, got {problems:?}"
+        );
+    }
+    let too_many: Vec<String> = (0..17).map(|i| format!("v{i}")).collect();
+    let config = json!({"version": "1", "slots": [{
+        "id": "s", "variants": too_many.iter().map(|v| json!({"id": v})).collect::<Vec<_>>(),
+        "default": "v0", "rules": [{"bandit": {"policy": "thompson", "arms": too_many}}]
+    }]});
+    let err = Engine::default()
+        .load_config_json(&config.to_string())
+        .expect_err("17 arms");
+    assert!(err.to_string().contains("at most 16 arms"), "{err}");
 }

@@ -4,29 +4,14 @@
 
 use elvon::ope::{Estimator, Report, Sample};
 
+mod common;
+use common::Rng;
+
 const ARMS: usize = 5;
 const CONTEXTS: usize = 10;
 const DECISIONS: usize = 20_000;
 const REPS: usize = 200;
 const EPSILON: f64 = 0.2;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.f64() * n as f64) as usize % n
-    }
-}
 
 fn mean(c: usize, a: usize) -> f64 {
     0.1 + 0.8 * (((c * 7 + a * 3) % 10) as f64 / 9.0)

@@ -13,7 +13,8 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 
 use super::condition::Env;
-use super::walk::{kind, Ctx, Obj};
+use super::slot::variant_ref;
+use super::walk::{Ctx, Obj};
 use crate::hash::salt_seed;
 use crate::learn::model::{layout, BanditSpec, Explore, Model, Policy, MAX_ARMS, MAX_CONTEXT};
 use crate::snapshot::Action;
@@ -92,25 +93,16 @@ pub(crate) fn bandit(
     let mut seen = HashSet::new();
     ctx.field("arms", |c| {
         for (i, item) in items.iter().enumerate() {
-            c.index(i, |c| match item {
-                Value::String(s) => match index.get(s.as_str()) {
-                    Some(&var) if seen.insert(var) => {
-                        arms.push(var);
-                        arm_ids.push(s.as_str().into());
-                    }
-                    Some(_) => {
-                        c.error(format!("arm {s:?} listed twice"));
-                        ok = false;
-                    }
-                    None => {
-                        c.error(format!("unknown variant {s:?}"));
-                        ok = false;
-                    }
-                },
-                other => {
-                    c.error(format!("expected a variant id, found {}", kind(other)));
+            c.index(i, |c| match variant_ref(c, item, index) {
+                Some(var) if seen.insert(var) => {
+                    arms.push(var);
+                    arm_ids.push(item.as_str().unwrap_or_default().into());
+                }
+                Some(_) => {
+                    c.error(format!("arm {item} listed twice"));
                     ok = false;
                 }
+                None => ok = false,
             });
         }
     });

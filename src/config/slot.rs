@@ -303,7 +303,7 @@ fn rule<'v>(
     })
 }
 
-fn variant_ref(ctx: &mut Ctx, v: &Value, index: &HashMap<&str, u32>) -> Option<u32> {
+pub(crate) fn variant_ref(ctx: &mut Ctx, v: &Value, index: &HashMap<&str, u32>) -> Option<u32> {
     let Value::String(s) = v else {
         ctx.error(format!("expected a variant id, found {}", kind(v)));
         return None;
