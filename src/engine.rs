@@ -10,7 +10,7 @@ use arc_swap::{ArcSwap, Guard};
 use crate::config::{compile, Config, ConfigError, ConfigProblem};
 use crate::decision::{next_id, random_prefix, Decision, DecisionId, FeatureStatus, Reason};
 use crate::features::{block_on, FeatureSource, Features, FetchRequest, SourceError};
-use crate::learn::{Learner, LearnerState, RewardOutcome, RewardStats, MAX_CONTEXT};
+use crate::learn::{Learner, LearnerState, RewardOutcome, RewardStats};
 use crate::sink::{DecisionEvent, DecisionSink};
 use crate::snapshot::trace::NoTrace;
 use crate::snapshot::{RawCause, RawReason, Snapshot, NO_VARIANT};
@@ -370,7 +370,14 @@ impl Engine {
         };
         count(&decision.snap, idx, decision.outcome.reason);
         if let Some(b) = &decision.outcome.bandit {
-            self.remember(&decision, b.chosen, features);
+            if let Some(spec) = decision.bandit_spec() {
+                self.inner.learner.remember(
+                    decision.id.as_u128(),
+                    spec,
+                    usize::from(b.chosen),
+                    b.probs.context(),
+                );
+            }
         }
         if let Some(sink) = &self.inner.sink {
             sink.record(&DecisionEvent {
@@ -383,21 +390,6 @@ impl Engine {
         decision
     }
 
-    #[inline]
-    fn remember(&self, decision: &Decision, chosen: u8, features: &Features) {
-        let Some(spec) = decision.bandit_spec() else {
-            return;
-        };
-        let mut x = [0.0; MAX_CONTEXT];
-        let d = spec.context.len();
-        if d > 0 {
-            spec.context(features, &mut x);
-        }
-        self.inner
-            .learner
-            .remember(decision.id.as_u128(), spec, usize::from(chosen), &x[..d]);
-    }
-
     /// Reports the reward of a bandit decision, joined by its id.
     ///
     /// Decisions are remembered for their rule's `reward.window_ms`; a reward for an unknown,
@@ -408,11 +400,7 @@ impl Engine {
     /// reward or [`Engine::refresh`]).
     pub fn reward(&self, decision: DecisionId, value: f64) -> RewardOutcome {
         let out = self.inner.learner.reward(decision.as_u128(), value);
-        crate::metrics::reward(match out {
-            RewardOutcome::Applied => "applied",
-            RewardOutcome::Unknown => "unknown",
-            _ => "rejected",
-        });
+        crate::metrics::reward(out.metric_name());
         out
     }
 
@@ -437,11 +425,7 @@ impl Engine {
                 RewardOutcome::NoSuchArm
             }
         };
-        crate::metrics::reward(if out == RewardOutcome::Applied {
-            "applied"
-        } else {
-            "rejected"
-        });
+        crate::metrics::reward(out.metric_name());
         out
     }
 

@@ -50,6 +50,25 @@ fn count(ctx: &mut Ctx, obj: &Obj, key: &str, default: u64) -> u64 {
     }
 }
 
+/// A non-empty array field with at most `max` items; `verb` starts the error message
+/// ("a bandit may have at most 16 arms, found 17").
+fn bounded<'v>(
+    ctx: &mut Ctx,
+    obj: &'v Obj,
+    key: &str,
+    empty: &str,
+    (verb, max): (&str, usize),
+) -> Option<&'v [Value]> {
+    let items = ctx.nonempty_array(obj, key, empty)?;
+    if items.len() > max {
+        ctx.field(key, |c| {
+            c.error(format!("{verb} at most {max} {key}, found {}", items.len()))
+        });
+        return None;
+    }
+    Some(items)
+}
+
 pub(crate) fn bandit(
     ctx: &mut Ctx,
     v: &Value,
@@ -78,16 +97,13 @@ pub(crate) fn bandit(
     );
     let mut ok = true;
     let policy_name = ctx.str_field(obj, "policy", true);
-    let items = ctx.nonempty_array(obj, "arms", "a bandit needs at least one arm")?;
-    if items.len() > MAX_ARMS {
-        ctx.field("arms", |c| {
-            c.error(format!(
-                "a bandit may have at most {MAX_ARMS} arms, found {}",
-                items.len()
-            ))
-        });
-        return None;
-    }
+    let items = bounded(
+        ctx,
+        obj,
+        "arms",
+        "a bandit needs at least one arm",
+        ("a bandit may have", MAX_ARMS),
+    )?;
     let mut arms = Vec::with_capacity(items.len());
     let mut arm_ids: Vec<Box<str>> = Vec::with_capacity(items.len());
     let mut seen = HashSet::new();
@@ -122,20 +138,13 @@ pub(crate) fn bandit(
         "thompson" => Policy::Thompson,
         "ucb1" => Policy::Ucb1,
         "linear" => {
-            let feats = ctx.nonempty_array(
+            let feats = bounded(
+                ctx,
                 obj,
                 "features",
                 "a linear bandit needs at least one numeric feature",
+                ("a linear bandit may read", MAX_CONTEXT),
             )?;
-            if feats.len() > MAX_CONTEXT {
-                ctx.field("features", |c| {
-                    c.error(format!(
-                        "a linear bandit may read at most {MAX_CONTEXT} features, found {}",
-                        feats.len()
-                    ))
-                });
-                return None;
-            }
             ctx.field("features", |c| {
                 for (i, f) in feats.iter().enumerate() {
                     c.index(i, |c| match f {

@@ -56,6 +56,19 @@ pub enum RewardOutcome {
     Invalid,
 }
 
+impl RewardOutcome {
+    /// The `outcome` label of `elvon_rewards_total`.
+    pub(crate) fn metric_name(self) -> &'static str {
+        match self {
+            RewardOutcome::Applied => "applied",
+            RewardOutcome::Unknown => "unknown",
+            RewardOutcome::NoSuchArm | RewardOutcome::NeedsContext | RewardOutcome::Invalid => {
+                "rejected"
+            }
+        }
+    }
+}
+
 /// Counters of rewards and pending decisions, since the engine was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -277,6 +290,20 @@ struct Bandit {
     refreshed_ms: u64,
 }
 
+impl Bandit {
+    /// A key not served by any rule yet, with the prior model.
+    fn new(state: BanditState) -> Self {
+        Bandit {
+            state,
+            cell: Arc::new(ArcSwap::from_pointee(Model::default())),
+            active: None,
+            version: 0,
+            since_refresh: 0,
+            refreshed_ms: mono_ms(),
+        }
+    }
+}
+
 /// Keeps each shard (its lock and ring indices) on cache lines of its own, so threads
 /// deciding on different shards never write to the same line.
 #[repr(align(128))]
@@ -336,17 +363,10 @@ impl Learner {
                     continue;
                 };
                 let id = *keys.entry(spec.key.to_string()).or_insert_with(|| {
-                    bandits.push(Bandit {
-                        state: BanditState {
-                            key: spec.key.to_string(),
-                            ..BanditState::default()
-                        },
-                        cell: Arc::new(ArcSwap::from_pointee(Model::default())),
-                        active: None,
-                        version: 0,
-                        since_refresh: 0,
-                        refreshed_ms: mono_ms(),
-                    });
+                    bandits.push(Bandit::new(BanditState {
+                        key: spec.key.to_string(),
+                        ..BanditState::default()
+                    }));
                     (bandits.len() - 1) as u32
                 });
                 let b = &mut bandits[id as usize];
@@ -529,14 +549,7 @@ impl Learner {
                     Some(&i) => bandits[i as usize].state = s,
                     None => {
                         keys.insert(s.key.clone(), bandits.len() as u32);
-                        bandits.push(Bandit {
-                            state: s,
-                            cell: Arc::new(ArcSwap::from_pointee(Model::default())),
-                            active: None,
-                            version: 0,
-                            since_refresh: 0,
-                            refreshed_ms: mono_ms(),
-                        });
+                        bandits.push(Bandit::new(s));
                     }
                 }
             }

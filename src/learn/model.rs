@@ -90,37 +90,45 @@ pub(crate) struct Model {
 /// Buffers kept per thread for reuse by [`Probs`].
 const POOL_MAX: usize = 64;
 
+/// Probabilities (first [`MAX_ARMS`]) then the context (next [`MAX_CONTEXT`]).
+type Buf = [f64; MAX_ARMS + MAX_CONTEXT];
+
 thread_local! {
     // The buffers move in and out of `Probs` whole, so they stay boxed in the pool.
     #[allow(clippy::vec_box)]
-    static POOL: RefCell<Vec<Box<[f64; MAX_ARMS]>>> = RefCell::new(Vec::with_capacity(POOL_MAX));
+    static POOL: RefCell<Vec<Box<Buf>>> = RefCell::new(Vec::with_capacity(POOL_MAX));
 }
 
-/// A bandit decision's probability vector, in a fixed-size buffer taken from a per-thread
-/// pool and returned to the pool of the thread that drops it (at most [`POOL_MAX`] kept per
-/// thread). Decisions stay small (a pointer instead of 16 floats, so non-bandit decisions
-/// pay nothing), and a thread that decides and drops its decisions allocates only while
-/// warming up its pool.
+/// A bandit decision's probability vector and, for contextual rules, the context it was
+/// computed from (so joining the reward does not read the features again), in a fixed-size
+/// buffer taken from a per-thread pool and returned to the pool of the thread that drops it
+/// (at most [`POOL_MAX`] kept per thread). Decisions stay small (a pointer instead of 32
+/// floats, so non-bandit decisions pay nothing), and a thread that decides and drops its
+/// decisions allocates only while warming up its pool.
 #[derive(Debug)]
 pub(crate) struct Probs {
-    buf: Option<Box<[f64; MAX_ARMS]>>,
+    buf: Option<Box<Buf>>,
     len: u8,
+    dim: u8,
 }
 
 impl Probs {
-    /// The first `n` of `src`.
-    pub(crate) fn new(src: &[f64; MAX_ARMS], n: usize) -> Self {
-        let n = n.min(MAX_ARMS);
+    /// The first `n` of `probs` and the first `d` of `x`.
+    pub(crate) fn new(probs: &[f64; MAX_ARMS], n: usize, x: &[f64; MAX_CONTEXT], d: usize) -> Self {
         let mut buf = POOL
             .try_with(|p| p.try_borrow_mut().ok().and_then(|mut v| v.pop()))
             .ok()
             .flatten()
-            .unwrap_or_else(|| Box::new([0.0; MAX_ARMS]));
-        // A fixed-size copy compiles to a few vector moves (no `memcpy` call).
-        *buf = *src;
+            .unwrap_or_else(|| Box::new([0.0; MAX_ARMS + MAX_CONTEXT]));
+        // Fixed-size copies compile to a few vector moves (no `memcpy` call).
+        buf[..MAX_ARMS].copy_from_slice(probs);
+        if d > 0 {
+            buf[MAX_ARMS..].copy_from_slice(x);
+        }
         Probs {
             buf: Some(buf),
-            len: n as u8,
+            len: n.min(MAX_ARMS) as u8,
+            dim: d.min(MAX_CONTEXT) as u8,
         }
     }
 
@@ -128,6 +136,13 @@ impl Probs {
         self.buf
             .as_deref()
             .map_or(&[][..], |b| &b[..usize::from(self.len)])
+    }
+
+    /// The context of a contextual decision (empty otherwise).
+    pub(crate) fn context(&self) -> &[f64] {
+        self.buf
+            .as_deref()
+            .map_or(&[][..], |b| &b[MAX_ARMS..MAX_ARMS + usize::from(self.dim)])
     }
 }
 
@@ -173,17 +188,22 @@ impl BanditSpec {
         }
     }
 
-    /// Probabilities for this decision, written to `out[..arms]`; returns the model version
-    /// used (0 when the published model does not match this spec's arms yet).
+    /// Probabilities for this decision, written to `out[..arms]` (and, for contextual
+    /// rules, the context to `x[..features]`); returns the model version used (0 when the
+    /// published model does not match this spec's arms yet).
     #[inline]
-    pub(crate) fn probabilities(&self, features: &Features, out: &mut [f64; MAX_ARMS]) -> u64 {
+    pub(crate) fn probabilities(
+        &self,
+        features: &Features,
+        out: &mut [f64; MAX_ARMS],
+        x: &mut [f64; MAX_CONTEXT],
+    ) -> u64 {
         let k = self.arms.len();
         let model = self.cell.load();
         let fits = model.layout == self.layout;
         match self.policy {
             Policy::Linear { explore, .. } => {
-                let mut x = [0.0; MAX_CONTEXT];
-                self.context(features, &mut x);
+                self.context(features, x);
                 let d = self.context.len();
                 let mut pred = [0.0; MAX_ARMS];
                 if fits && model.dim == d && model.theta.len() == k * d {

@@ -6,7 +6,7 @@ use super::{Action, FeatureKey, Holdout, Slot, Snapshot, Unit};
 use crate::features::{Features, Value};
 use crate::hash::{bucket_with_seed, int_bytes, BUCKETS};
 use crate::learn::math;
-use crate::learn::model::{BanditOutcome, Probs, MAX_ARMS};
+use crate::learn::model::{BanditOutcome, Probs, MAX_ARMS, MAX_CONTEXT};
 
 /// Marks "no variant" (unknown slot).
 pub(crate) const NO_VARIANT: u32 = u32::MAX;
@@ -317,8 +317,8 @@ impl Snapshot {
                     };
                 }
                 Action::Bandit(spec) => {
-                    let mut probs = [0.0; MAX_ARMS];
-                    let version = spec.probabilities(features, &mut probs);
+                    let (mut probs, mut x) = ([0.0; MAX_ARMS], [0.0; MAX_CONTEXT]);
+                    let version = spec.probabilities(features, &mut probs, &mut x);
                     let k = spec.arms.len();
                     let u = math::uniform(decision, spec.seed, version);
                     let chosen = math::pick(&probs[..k], u);
@@ -341,7 +341,7 @@ impl Snapshot {
                         bandit: Some(BanditOutcome {
                             model_version: version,
                             chosen: chosen as u8,
-                            probs: Probs::new(&probs, k),
+                            probs: Probs::new(&probs, k, &x, spec.context.len()),
                         }),
                     };
                 }
