@@ -317,11 +317,13 @@ pub(crate) struct Learner {
     counters: Counters,
 }
 
-/// Number of pending-decision shards (each thread uses one).
+/// Number of pending-decision shards: four per core, as `EngineBuilder::pending_rewards`
+/// documents. Threads are assigned shards round-robin, so with up to this many deciding
+/// threads none shares a shard (and its lock) with another.
 fn shard_count() -> usize {
     std::thread::available_parallelism()
-        .map_or(4, |n| n.get() * 2)
-        .clamp(2, 64)
+        .map_or(16, |n| n.get() * 4)
+        .clamp(8, 256)
 }
 
 thread_local! {
