@@ -108,8 +108,9 @@ impl EngineBuilder {
     /// decision id (default [`DEFAULT_PENDING_REWARDS`]). Threads are spread over shards (four
     /// per core, assigned round-robin); each shard holds `n` and, when full, forgets its oldest
     /// decision (counted in [`RewardStats::evicted`]). Size it above one thread's bandit
-    /// decisions per second × the longest reward window. A shard takes about 100 bytes per
-    /// entry, allocated on its first bandit decision.
+    /// decisions per second × the longest reward window. `n` is clamped to 16..=2^24. A shard
+    /// takes about 64 bytes per entry (192 once a contextual rule uses it), allocated on its
+    /// first bandit decision.
     pub fn pending_rewards(mut self, n: usize) -> Self {
         self.pending = n;
         self
