@@ -133,6 +133,9 @@ pub enum FeatureStatus {
     TimedOut,
     /// The source failed; the decision was made without features.
     Failed,
+    /// The source refused to try (its circuit breaker is open after repeated failures); the
+    /// decision was made without features and without waiting.
+    Unavailable,
 }
 
 /// A rule of a slot, as reasons name it.
@@ -163,6 +166,9 @@ pub enum FallbackCause<'a> {
     SourceTimeout,
     /// The feature source failed.
     SourceError,
+    /// The feature source refused to try: its circuit breaker is open after repeated
+    /// failures, so the decision did not wait for it.
+    SourceUnavailable,
 }
 
 /// Which part of the config decided. Outcomes, not errors: every one comes with a variant
@@ -248,6 +254,7 @@ impl FallbackCause<'_> {
             FallbackCause::FeatureType { .. } => 1,
             FallbackCause::SourceTimeout => 2,
             FallbackCause::SourceError => 3,
+            FallbackCause::SourceUnavailable => 4,
         }
     }
 }
@@ -291,6 +298,7 @@ impl Snapshot {
                 },
                 RawCause::SourceTimeout => FallbackCause::SourceTimeout,
                 RawCause::SourceError => FallbackCause::SourceError,
+                RawCause::SourceUnavailable => FallbackCause::SourceUnavailable,
             }),
         }
     }

@@ -330,6 +330,14 @@ impl Engine {
                     Some(RawCause::SourceTimeout),
                 )
             }
+            Some(Err(SourceError::Unavailable(_))) => {
+                crate::metrics::feature_fetch(secs, "unavailable");
+                (
+                    Features::new(),
+                    FeatureStatus::Unavailable,
+                    Some(RawCause::SourceUnavailable),
+                )
+            }
             Some(Err(_)) => {
                 crate::metrics::feature_fetch(secs, "error");
                 (

@@ -9,12 +9,12 @@
 //! | name | type | labels |
 //! |---|---|---|
 //! | `elvon_decisions_total` | counter | `slot`, `reason` (see [`Reason::kind`](crate::Reason::kind)) |
-//! | `elvon_fallbacks_total` | counter | `slot`, `cause` (`feature_missing`, `feature_type`, `source_timeout`, `source_error`) |
+//! | `elvon_fallbacks_total` | counter | `slot`, `cause` (`feature_missing`, `feature_type`, `source_timeout`, `source_error`, `source_unavailable`) |
 //! | `elvon_rewards_total` | counter | `outcome` (`applied`, `unknown`, `rejected`, `defaulted`, `expired`; evictions are in `Engine::reward_stats`) |
 //! | `elvon_model_refreshes_total` | counter | |
 //! | `elvon_config_swaps_total` | counter | |
 //! | `elvon_config_rejections_total` | counter | |
-//! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`) |
+//! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`, `unavailable`) |
 //! | `elvon_sink_records_total` | counter | `sink`, `outcome` (`offered`, `written`, `dropped`, `failed`) |
 //! | `elvon_sink_queue_depth` | gauge | `sink` (records the writer took in its last batch, a lower bound of the queue depth; the memory sink's record count) |
 
@@ -36,11 +36,12 @@ pub(crate) const REASON_KINDS: [&str; 11] = [
 ];
 
 /// Fallback causes, in the order of [`SlotMetrics::fallbacks`].
-pub(crate) const FALLBACK_CAUSES: [&str; 4] = [
+pub(crate) const FALLBACK_CAUSES: [&str; 5] = [
     "feature_missing",
     "feature_type",
     "source_timeout",
     "source_error",
+    "source_unavailable",
 ];
 
 /// Counter handles of one slot.

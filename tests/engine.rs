@@ -560,6 +560,34 @@ fn slow_source_times_out_at_the_deadline_and_failures_fall_back() {
 }
 
 #[test]
+fn a_source_that_refuses_gives_an_unavailable_fallback() {
+    struct Refuses;
+    impl elvon::FeatureSource for Refuses {
+        fn fetch<'a>(&'a self, _: FetchRequest<'a>) -> FetchFuture<'a> {
+            Box::pin(async { Err(elvon::SourceError::Unavailable("breaker open".into())) })
+        }
+    }
+    let e = Engine::builder().source(Refuses).build();
+    e.load_config_json(
+        &one_slot(
+            json!([{"when": {"feature": "country", "op": "eq", "value": "KR"}, "serve": "on"}]),
+        )
+        .to_string(),
+    )
+    .unwrap();
+    let d = e.decide_for("s", "u1");
+    assert_eq!(d.feature_status(), FeatureStatus::Unavailable);
+    assert_eq!(
+        (d.variant(), d.reason()),
+        (
+            Some("off"),
+            Reason::Fallback(FallbackCause::SourceUnavailable)
+        )
+    );
+    assert_eq!(d.reason().kind(), "fallback");
+}
+
+#[test]
 fn explain_traces_every_step_without_logging() {
     let sink = elvon::MemorySink::new(100);
     let e = Engine::builder().sink(sink.clone()).build();

@@ -40,7 +40,7 @@ pub struct DecisionRecord {
     pub probabilities: Option<Vec<ArmProbability>>,
     /// The features the slot reads, as they were at decision time.
     pub features: Features,
-    /// `provided`, `fetched`, `timed_out` or `failed`.
+    /// `provided`, `fetched`, `timed_out`, `failed` or `unavailable`.
     pub feature_status: String,
     /// The config version that decided.
     pub config_version: String,
@@ -134,6 +134,7 @@ pub(crate) fn status_name(s: FeatureStatus) -> &'static str {
         FeatureStatus::Fetched => "fetched",
         FeatureStatus::TimedOut => "timed_out",
         FeatureStatus::Failed => "failed",
+        FeatureStatus::Unavailable => "unavailable",
     }
 }
 

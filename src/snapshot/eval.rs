@@ -20,6 +20,7 @@ pub(crate) enum RawCause {
     WrongType(u32),
     SourceTimeout,
     SourceError,
+    SourceUnavailable,
 }
 
 /// Index-based reason, resolved to names by [`crate::Decision::reason`].
@@ -51,6 +52,7 @@ impl RawCause {
             RawCause::WrongType(_) => 1,
             RawCause::SourceTimeout => 2,
             RawCause::SourceError => 3,
+            RawCause::SourceUnavailable => 4,
         }
     }
 }
