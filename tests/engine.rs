@@ -436,8 +436,9 @@ impl FeatureSource for Recording {
             .unwrap()
             .push(request.names.iter().map(|n| n.to_string()).collect());
         if self.fail {
-            return Box::pin(std::future::ready(Err(SourceError::Unavailable(
-                "test".into(),
+            return Box::pin(std::future::ready(Err(SourceError::backend(
+                "test",
+                std::io::Error::other("down"),
             ))));
         }
         if self.delay.is_zero() {
