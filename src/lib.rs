@@ -69,6 +69,7 @@ pub use engine::{
     Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, DEFAULT_FETCH_DEADLINE,
     DEFAULT_PENDING_REWARDS,
 };
+pub use features::aggregate;
 pub use features::{FeatureSource, Features, MemoryStore, SourceError, Value};
 pub use hash::{bucket, bucket_with_seed, salt_seed, BUCKETS};
 pub use learn::ope;

@@ -1,6 +1,7 @@
 //! User features: the [`Features`] value type, the [`FeatureSource`] trait and the in-memory
 //! [`MemoryStore`].
 
+pub mod aggregate;
 mod memory;
 mod source;
 mod value;
