@@ -26,6 +26,8 @@ need_pkg() { # need_pkg <command> <debian package>
 need_pkg cc gcc
 need_pkg c++ g++   # libfuzzer-sys compiles libFuzzer's C++ sources
 need_pkg make make
+need_pkg redis-server redis-server   # tests/redis.rs starts real servers (and a cluster)
+need_pkg redis-cli redis-tools
 command -v cargo >/dev/null || { echo "error: cargo is missing; install Rust (rustup)" >&2; exit 1; }
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

@@ -70,6 +70,9 @@ pub use engine::{
     DEFAULT_PENDING_REWARDS,
 };
 pub use features::aggregate;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub use features::{FeatureSource, Features, MemoryStore, SourceError, Value};
 pub use hash::{bucket, bucket_with_seed, salt_seed, BUCKETS};
 pub use learn::ope;

@@ -1,0 +1,550 @@
+//! Redis feature store against real `redis-server` processes on free loopback ports.
+//! `scripts/test.sh` installs `redis-server` (Debian package `redis-server`) when absent; a
+//! missing binary fails these tests with that hint, it does not skip them.
+#![cfg(feature = "redis")]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use elvon::aggregate::{Aggregate, Aggregates, Event};
+use elvon::redis::{BreakerState, RedisFeatureSource};
+use elvon::{Engine, FallbackCause, FeatureStatus, Reason};
+use serde_json::json;
+
+/// The tests of this file run one at a time: two of them time calls against a deadline, and
+/// the others' servers and cluster setup would compete for the 2 cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A `redis-server` child process, killed on drop.
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn redis_bin(name: &str) -> PathBuf {
+    let found = Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "`{name}` not found: install it (Debian/Ubuntu: `apt-get install redis-server`; \
+         scripts/test.sh does this) to run the Redis tests"
+    );
+    PathBuf::from(name)
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let mut s = Server {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(redis_bin("redis-server"))
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let t = Instant::now();
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "redis-server on port {} did not answer PING",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig} {}", self.pid());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(redis_bin("redis-cli"))
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // A stopped server must be continued to die promptly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.pid().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+const DAY: u64 = 86_400_000;
+
+fn aggregates() -> Aggregates {
+    Aggregates::new(vec![
+        Aggregate::count("page_view_7d", "page_view").window(Duration::from_millis(DAY), 7),
+        Aggregate::sum("spend", "purchase", "amount"),
+        Aggregate::last("last_category", "page_view", "category"),
+    ])
+    .expect("valid aggregates")
+}
+
+fn config() -> String {
+    json!({"version": "r1", "slots": [{
+        "id": "banner",
+        "variants": [{"id": "default"}, {"id": "engaged"}, {"id": "spender"}],
+        "default": "default",
+        "rules": [
+            {"when": {"feature": "spend", "op": "ge", "value": 100}, "serve": "spender"},
+            {"when": {"feature": "page_view_7d", "op": "ge", "value": 3}, "serve": "engaged"}
+        ]
+    }]})
+    .to_string()
+}
+
+fn engine(source: RedisFeatureSource, deadline: Duration) -> Engine {
+    let e = Engine::builder()
+        .source(source)
+        .fetch_deadline(deadline)
+        .build();
+    e.load_config_json(&config()).expect("valid config");
+    e
+}
+
+fn views(user: &str, n: usize, at: u64, tag: &str) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            Event::new(format!("{tag}-{user}-{i}"), user, "page_view", at).with("category", "shoes")
+        })
+        .collect()
+}
+
+fn clock(at: &Arc<AtomicU64>) -> impl Fn() -> u64 + Send + Sync + 'static {
+    let at = Arc::clone(at);
+    move || at.load(Ordering::SeqCst)
+}
+
+#[test]
+fn events_written_by_the_writer_change_decisions() {
+    let _serial = serial();
+    let server = Server::start(&[]);
+    let now = Arc::new(AtomicU64::new(100 * DAY));
+    let source = RedisFeatureSource::builder(server.url())
+        .aggregates(aggregates())
+        .clock(clock(&now))
+        .build()
+        .expect("source");
+    let writer = source.writer();
+    let t = 100 * DAY - 1_000;
+    let mut events = views("u1", 3, t, "a");
+    events.extend(views("u2", 1, t, "a"));
+    events.push(Event::new("p1", "u3", "purchase", t).with("amount", 150.5));
+    let report = writer.apply(&events).expect("applied");
+    assert_eq!((report.applied, report.duplicates), (5, 0));
+
+    let e = engine(source.clone(), Duration::from_millis(200));
+    let d = e.decide_for("banner", "u1");
+    assert_eq!(d.feature_status(), FeatureStatus::Fetched);
+    assert_eq!(d.variant(), Some("engaged"));
+    assert_eq!(e.decide_for("banner", "u2").variant(), Some("default"));
+    assert_eq!(e.decide_for("banner", "u3").variant(), Some("spender"));
+    assert_eq!(e.decide_for("banner", "nobody").variant(), Some("default"));
+
+    let f = source
+        .fetch_many(
+            &["u1", "u3", "nobody"],
+            &["page_view_7d", "spend", "last_category"],
+        )
+        .expect("batch fetch");
+    assert_eq!(f[0].get("page_view_7d"), Some(&elvon::Value::Int(3)));
+    assert_eq!(
+        f[0].get("last_category").and_then(|v| v.as_str()),
+        Some("shoes")
+    );
+    assert_eq!(f[1].get("spend"), Some(&elvon::Value::Float(150.5)));
+    assert_eq!(f[2].get("page_view_7d"), Some(&elvon::Value::Int(0)));
+    assert_eq!(f[2].get("last_category"), None);
+
+    // Plain features written by the source are typed on the way back.
+    source
+        .set_features(
+            "u9",
+            &elvon::Features::new()
+                .with("country", "KR")
+                .with("age", 31)
+                .with("vip", true),
+        )
+        .expect("set");
+    server.cli(&["HSET", &source.key("u9"), "raw", "not json"]);
+    let f = source
+        .fetch_many(&["u9"], &["country", "age", "vip", "raw"])
+        .expect("fetch");
+    assert_eq!(f[0].get("country").and_then(|v| v.as_str()), Some("KR"));
+    assert_eq!(f[0].get("age"), Some(&elvon::Value::Int(31)));
+    assert_eq!(f[0].get("vip"), Some(&elvon::Value::Bool(true)));
+    assert_eq!(f[0].get("raw").and_then(|v| v.as_str()), Some("not json"));
+}
+
+#[test]
+fn redelivered_events_count_once() {
+    let _serial = serial();
+    let server = Server::start(&[]);
+    let source = RedisFeatureSource::builder(server.url())
+        .aggregates(aggregates())
+        .build()
+        .expect("source");
+    let writer = source.writer();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let users: Vec<String> = (0..100).map(|u| format!("user-{u}")).collect();
+    let events: Vec<Event> = (0..10_000)
+        .map(|i| {
+            let u = &users[i % 100];
+            if (i / 100) % 4 == 0 {
+                Event::new(format!("ev-{i}"), u, "purchase", now).with("amount", 2.5)
+            } else {
+                Event::new(format!("ev-{i}"), u, "page_view", now).with("category", "c")
+            }
+        })
+        .collect();
+    let first = writer.apply(&events).expect("first delivery");
+    assert_eq!((first.applied, first.duplicates), (10_000, 0));
+    let names = ["page_view_7d", "spend"];
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let once = source.fetch_many(&refs, &names).expect("fetch");
+    let second = writer.apply(&events).expect("second delivery");
+    assert_eq!((second.applied, second.duplicates), (0, 10_000));
+    let twice = source.fetch_many(&refs, &names).expect("fetch");
+    assert_eq!(once, twice);
+    // Each user got 100 events: 25 purchases of 2.5 and 75 page views.
+    for f in &twice {
+        assert_eq!(f.get("page_view_7d"), Some(&elvon::Value::Int(75)));
+        assert_eq!(f.get("spend"), Some(&elvon::Value::Float(62.5)));
+    }
+}
+
+#[test]
+fn events_stop_counting_when_their_bucket_leaves_the_window() {
+    let _serial = serial();
+    let server = Server::start(&[]);
+    let aggs = Aggregates::new(vec![
+        Aggregate::count("clicks_3s", "click").window(Duration::from_secs(1), 3)
+    ])
+    .expect("valid");
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let source = RedisFeatureSource::builder(server.url())
+        .aggregates(aggs)
+        .clock(clock(&now))
+        .build()
+        .expect("source");
+    let writer = source.writer();
+    let click = |id: &str, at: u64| Event::new(id, "u", "click", at);
+    writer
+        .apply(&[click("a", 1_000_000), click("b", 1_000_500)])
+        .expect("write");
+    now.store(1_001_200, Ordering::SeqCst);
+    writer.apply(&[click("c", 1_001_100)]).expect("write");
+    let read = || {
+        source.fetch_many(&["u"], &["clicks_3s"]).expect("fetch")[0]
+            .get("clicks_3s")
+            .cloned()
+    };
+    assert_eq!(read(), Some(elvon::Value::Int(3)));
+    // Bucket 1000 (two clicks) leaves the window at 1,003,000; bucket 1001 at 1,004,000.
+    now.store(1_003_000, Ordering::SeqCst);
+    assert_eq!(read(), Some(elvon::Value::Int(1)));
+    now.store(1_004_000, Ordering::SeqCst);
+    assert_eq!(read(), Some(elvon::Value::Int(0)));
+    // An event older than the window is not written at all.
+    let r = writer.apply(&[click("old", 1_000_100)]).expect("write");
+    assert_eq!((r.stale, r.ignored), (1, 1));
+    // The next write prunes the expired buckets' fields from the hash.
+    writer.apply(&[click("d", 1_004_000)]).expect("write");
+    let mut fields: Vec<String> = server
+        .cli(&["HKEYS", &source.key("u")])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    fields.sort();
+    assert_eq!(fields, vec!["clicks_3s|1004", "clicks_3s|lo"]);
+    assert_eq!(read(), Some(elvon::Value::Int(1)));
+}
+
+fn is_source_fallback(d: &elvon::Decision) -> bool {
+    matches!(
+        d.reason(),
+        Reason::Fallback(FallbackCause::SourceTimeout | FallbackCause::SourceUnavailable)
+    )
+}
+
+#[test]
+fn a_paused_server_costs_at_most_the_deadline_and_is_used_again_after() {
+    let _serial = serial();
+    let server = Server::start(&[]);
+    let source = RedisFeatureSource::builder(server.url())
+        .aggregates(aggregates())
+        .breaker_cool_down(Duration::from_millis(100))
+        .build()
+        .expect("source");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    source
+        .writer()
+        .apply(&views("u1", 3, now, "p"))
+        .expect("write");
+    let deadline = Duration::from_millis(5);
+    let e = engine(source.clone(), deadline);
+    assert_eq!(e.decide_for("banner", "u1").variant(), Some("engaged"));
+
+    server.signal("-STOP");
+    let mut slowest = Duration::ZERO;
+    let mut timeouts = 0;
+    for _ in 0..1_000 {
+        let t = Instant::now();
+        let d = e.decide_for("banner", "u1");
+        let took = t.elapsed();
+        slowest = slowest.max(took);
+        assert!(
+            took <= deadline + Duration::from_millis(1),
+            "decide_for took {took:?} with the server paused"
+        );
+        assert!(is_source_fallback(&d), "{:?}", d.reason());
+        assert_eq!(d.variant(), Some("default"));
+        timeouts += usize::from(d.feature_status() == FeatureStatus::TimedOut);
+    }
+    assert!(timeouts >= 5, "the breaker opened after the timeouts");
+    eprintln!("paused: slowest decide_for {slowest:?}, {timeouts} timeouts of 1,000");
+
+    server.signal("-CONT");
+    let t = Instant::now();
+    loop {
+        let d = e.decide_for("banner", "u1");
+        if d.feature_status() == FeatureStatus::Fetched {
+            assert_eq!(d.variant(), Some("engaged"));
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "never recovered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(source.breaker_state(), BreakerState::Closed);
+}
+
+#[test]
+fn a_dead_server_opens_the_breaker_and_a_restarted_one_is_used_again() {
+    let _serial = serial();
+    let mut server = Server::start(&[]);
+    let source = RedisFeatureSource::builder(server.url())
+        .aggregates(aggregates())
+        .breaker_failures(3)
+        .breaker_cool_down(Duration::from_millis(200))
+        .build()
+        .expect("source");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let e = engine(source.clone(), Duration::from_millis(50));
+    source
+        .writer()
+        .apply(&views("u1", 3, now, "d"))
+        .expect("write");
+    assert_eq!(e.decide_for("banner", "u1").variant(), Some("engaged"));
+
+    server.kill();
+    for _ in 0..3 {
+        let d = e.decide_for("banner", "u1");
+        assert!(matches!(
+            d.feature_status(),
+            FeatureStatus::Failed | FeatureStatus::TimedOut
+        ));
+    }
+    assert_eq!(source.breaker_state(), BreakerState::Open);
+    // Fallbacks with the breaker open: timed one by one, the whole run inside one cool-down.
+    let mut times: Vec<Duration> = (0..1_000)
+        .map(|_| {
+            let t = Instant::now();
+            let d = e.decide_for("banner", "u1");
+            let took = t.elapsed();
+            assert_eq!(d.feature_status(), FeatureStatus::Unavailable);
+            assert_eq!(
+                d.reason(),
+                Reason::Fallback(FallbackCause::SourceUnavailable)
+            );
+            took
+        })
+        .collect();
+    times.sort();
+    eprintln!(
+        "breaker open: decide_for p50 {:?}, p99 {:?}, max {:?}",
+        times[500], times[990], times[999]
+    );
+    assert!(
+        times[999] < Duration::from_micros(10),
+        "slowest fallback took {:?} (p99 {:?})",
+        times[999],
+        times[990]
+    );
+
+    server.spawn();
+    let t = Instant::now();
+    loop {
+        let d = e.decide_for("banner", "u1");
+        if d.feature_status() == FeatureStatus::Fetched {
+            // The restarted server is empty (no persistence): nothing counted yet.
+            assert_eq!(d.variant(), Some("default"));
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "never recovered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("recovered {:?} after the restart", t.elapsed());
+    assert_eq!(source.breaker_state(), BreakerState::Closed);
+    source
+        .writer()
+        .apply(&views("u1", 3, now, "d2"))
+        .expect("write after restart");
+    assert_eq!(e.decide_for("banner", "u1").variant(), Some("engaged"));
+}
+
+#[test]
+fn a_three_master_cluster_serves_fetches_and_aggregates_across_slots() {
+    let _serial = serial();
+    let nodes: Vec<Server> = (0..3)
+        .map(|_| {
+            Server::start(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ])
+        })
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new(redis_bin("redis-cli"))
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create runs");
+    assert!(
+        out.status.success(),
+        "cluster create failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let t = Instant::now();
+    while !nodes
+        .iter()
+        .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "cluster never got ok"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let urls: Vec<String> = nodes.iter().map(Server::url).collect();
+    let source = RedisFeatureSource::cluster_builder(urls)
+        .aggregates(aggregates())
+        .build()
+        .expect("cluster source");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let users: Vec<String> = (0..300).map(|u| format!("cu-{u}")).collect();
+    let mut events = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        events.extend(views(u, i % 5, now, "c"));
+    }
+    let r = source.writer().apply(&events).expect("write");
+    assert_eq!(r.applied as usize, events.len());
+    // Keys landed on every master.
+    for n in &nodes {
+        let keys: usize = n.cli(&["DBSIZE"]).trim().parse().expect("count");
+        assert!(keys > 0, "node {} holds no keys", n.port);
+    }
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let f = source.fetch_many(&refs, &["page_view_7d"]).expect("fetch");
+    for (i, f) in f.iter().enumerate() {
+        assert_eq!(
+            f.get("page_view_7d"),
+            Some(&elvon::Value::Int((i % 5) as i64)),
+            "user {i}"
+        );
+    }
+    let e = engine(source, Duration::from_millis(200));
+    assert_eq!(e.decide_for("banner", "cu-3").variant(), Some("engaged"));
+    assert_eq!(e.decide_for("banner", "cu-2").variant(), Some("default"));
+    assert_eq!(
+        e.decide_for("banner", "cu-4").feature_status(),
+        FeatureStatus::Fetched
+    );
+}
