@@ -25,6 +25,9 @@ mod workloads;
 
 use workloads::Workload;
 
+#[cfg(feature = "redis")]
+mod redis_part;
+
 #[path = "../tests/common/counting.rs"]
 mod counting;
 
@@ -75,6 +78,9 @@ struct Report {
     scaling: BTreeMap<&'static str, f64>,
     memory_growth_mib: f64,
     memory_users: u64,
+    /// `decide_for` with Redis features (only with `--features redis`).
+    #[cfg(feature = "redis")]
+    redis: redis_part::RedisFigures,
 }
 
 fn main() {
@@ -166,6 +172,23 @@ fn main() {
     );
     let (memory_users, memory_growth_mib) = memory_growth(budget.memory_users);
     println!("memory: deciding for {memory_users} distinct users grew resident memory by {memory_growth_mib:.2} MiB");
+    #[cfg(feature = "redis")]
+    let redis = {
+        let seconds = std::env::var("ELVON_REDIS_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10);
+        let r = redis_part::run(seconds);
+        println!(
+            "redis: decide_for at {}/s, cache off, {} calls ({} fetched): p50 {:.0}ns p99 {:.0}ns p99.9 {:.0}ns max {:.0}ns",
+            r.rate_per_s, r.calls, r.fetched, r.p50_ns, r.p99_ns, r.p999_ns, r.max_ns
+        );
+        println!(
+            "redis: decide_for, every answer a cache hit, {} calls: p50 {:.0}ns p99 {:.0}ns p99.9 {:.0}ns",
+            r.cached_calls, r.cached_p50_ns, r.cached_p99_ns, r.cached_p999_ns
+        );
+        r
+    };
     let report = Report {
         machine: machine(),
         runs,
@@ -174,6 +197,8 @@ fn main() {
         scaling,
         memory_growth_mib,
         memory_users,
+        #[cfg(feature = "redis")]
+        redis,
     };
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/elvon-latency.json");
     match serde_json::to_vec_pretty(&report) {
@@ -484,6 +509,30 @@ impl Budget {
                         "{w} scaling 2 threads / 1 thread is {got:.2}, budget at least {min}"
                     ));
                 }
+            }
+        }
+        #[cfg(feature = "redis")]
+        {
+            ceiling(
+                &mut out,
+                format!(
+                    "redis decide_for p99 at {}/s, cache off (ns)",
+                    r.redis.rate_per_s
+                ),
+                r.redis.p99_ns,
+                self.get("redis", "p99_ns"),
+            );
+            ceiling(
+                &mut out,
+                "redis decide_for p99, cache hits (ns)".to_owned(),
+                r.redis.cached_p99_ns,
+                self.get("redis", "cached_p99_ns"),
+            );
+            if r.redis.fetched < r.redis.calls * 99 / 100 {
+                out.push(format!(
+                    "redis: only {} of {} decisions had their features fetched",
+                    r.redis.fetched, r.redis.calls
+                ));
             }
         }
         for row in &r.rows {

@@ -33,7 +33,6 @@
 //! are kept per (user, requested names) for the TTL; counters
 //! `elvon_feature_cache_total{result="hit"|"miss"}`.
 
-use std::fmt::Write as _;
 use std::future::ready;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -259,7 +258,7 @@ struct Shared {
     conn: Conn,
     prefix: String,
     breaker: Breaker,
-    cache: Option<moka::sync::Cache<String, Features>>,
+    cache: Option<Cache>,
     aggregates: Aggregates,
     clock: Clock,
     command_timeout: Duration,
@@ -571,11 +570,9 @@ impl RedisFeatureSourceBuilder {
                 ConnectionManager::new_lazy_with_config(client, config).map_err(connect_err)?,
             )
         };
-        let cache = self.cache.map(|(ttl, n)| {
-            moka::sync::Cache::builder()
-                .max_capacity(n)
-                .time_to_live(ttl)
-                .build()
+        let cache = self.cache.map(|(ttl, n)| Cache {
+            map: quick_cache::sync::Cache::new(usize::try_from(n).unwrap_or(usize::MAX).max(1)),
+            ttl,
         });
         Ok(RedisFeatureSource {
             shared: Arc::new(Shared {
@@ -664,35 +661,69 @@ fn encode(v: &Value) -> Result<String, String> {
     serde_json::to_string(v).map_err(|e| e.to_string())
 }
 
-fn cache_key(user: &str, names: &[Box<str>]) -> String {
-    let mut k = String::with_capacity(user.len() + 8 * names.len());
-    for n in names {
-        let _ = write!(k, "{}\u{1f}", n.len());
-        k.push_str(n);
+/// The local cache: answers by (requested names, user), each valid for `ttl` after it was
+/// fetched. `quick_cache` bounds the entries (CLOCK-Pro eviction) and looks keys up by a
+/// borrowed form, so a hit allocates only the copy of the answer.
+struct Cache {
+    map: quick_cache::sync::Cache<CacheKey, (Instant, Features)>,
+    ttl: Duration,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct CacheKey {
+    names: u64,
+    user: Box<str>,
+}
+
+/// The borrowed form of [`CacheKey`]; hashes the same fields in the same order.
+#[derive(Hash)]
+struct CacheKeyRef<'a> {
+    names: u64,
+    user: &'a str,
+}
+
+impl quick_cache::Equivalent<CacheKey> for CacheKeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self.names == key.names && self.user == &*key.user
     }
-    k.push('\u{1e}');
-    k.push_str(user);
-    k
+}
+
+impl Cache {
+    fn names_id(names: &[Box<str>]) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for n in names {
+            h.update(&(n.len() as u64).to_le_bytes());
+            h.update(n.as_bytes());
+        }
+        h.digest()
+    }
+
+    fn get(&self, names: u64, user: &str) -> Option<Features> {
+        let (at, f) = self.map.get(&CacheKeyRef { names, user })?;
+        (at.elapsed() < self.ttl).then_some(f)
+    }
+
+    fn insert(&self, names: u64, user: &str, f: Features, fetched: Instant) {
+        let key = CacheKey {
+            names,
+            user: user.into(),
+        };
+        self.map.insert(key, (fetched, f));
+    }
 }
 
 impl FeatureSource for RedisFeatureSource {
     fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> FetchFuture<'a> {
         let sh = &self.shared;
-        let ck = sh.cache.as_ref().map(|c| {
-            let k = cache_key(request.user, request.names);
-            (c.get(&k), k)
-        });
-        let ck = match ck {
-            Some((Some(hit), _)) => {
+        let mut names_id = 0;
+        if let Some(c) = &sh.cache {
+            names_id = Cache::names_id(request.names);
+            if let Some(hit) = c.get(names_id, request.user) {
                 metrics::counter!("elvon_feature_cache_total", "result" => "hit").increment(1);
                 return Box::pin(ready(Ok(hit)));
             }
-            Some((None, k)) => {
-                metrics::counter!("elvon_feature_cache_total", "result" => "miss").increment(1);
-                Some(k)
-            }
-            None => None,
-        };
+            metrics::counter!("elvon_feature_cache_total", "result" => "miss").increment(1);
+        }
         if let Err(e) = sh.breaker.admit() {
             return Box::pin(ready(Err(e)));
         }
@@ -700,6 +731,8 @@ impl FeatureSource for RedisFeatureSource {
         let (fields, plan) = sh.plan(&names, (sh.clock)());
         let cmd = hmget(&sh.key(request.user), &fields);
         let shared = Arc::clone(sh);
+        let user = sh.cache.as_ref().map(|_| request.user.to_owned());
+        let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(request.deadline);
         let task = sh.rt.handle().spawn(async move {
             let mut conn = shared.conn.clone();
@@ -720,8 +753,8 @@ impl FeatureSource for RedisFeatureSource {
                 Ok(Ok(vals)) => {
                     shared.breaker.success();
                     let f = decode(&names, &plan, vals);
-                    if let (Some(c), Some(k)) = (&shared.cache, ck) {
-                        c.insert(k, f.clone());
+                    if let (Some(c), Some(user)) = (&shared.cache, user) {
+                        c.insert(names_id, &user, f.clone(), sent);
                     }
                     Ok(f)
                 }

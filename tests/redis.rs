@@ -548,3 +548,42 @@ fn a_three_master_cluster_serves_fetches_and_aggregates_across_slots() {
         FeatureStatus::Fetched
     );
 }
+
+#[test]
+fn the_cache_answers_hot_users_without_redis() {
+    let _serial = serial();
+    let mut server = Server::start(&[]);
+    let source = RedisFeatureSource::builder(server.url())
+        .aggregates(aggregates())
+        .cache(Duration::from_secs(60), 1_000)
+        .breaker_failures(1)
+        .build()
+        .expect("source");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    source
+        .writer()
+        .apply(&views("hot", 3, now, "h"))
+        .expect("write");
+    let e = engine(source.clone(), Duration::from_millis(200));
+    assert_eq!(e.decide_for("banner", "hot").variant(), Some("engaged"));
+    // A write after caching is not seen until the entry expires: the documented trade-off.
+    source
+        .writer()
+        .apply(&[Event::new("buy", "hot", "purchase", now).with("amount", 500)])
+        .expect("write");
+    server.kill();
+    for _ in 0..100 {
+        let d = e.decide_for("banner", "hot");
+        assert_eq!(
+            (d.feature_status(), d.variant()),
+            (FeatureStatus::Fetched, Some("engaged")),
+            "served from the cache with the server gone"
+        );
+    }
+    // A user not in the cache needs Redis, which is gone.
+    let d = e.decide_for("banner", "cold");
+    assert_ne!(d.feature_status(), FeatureStatus::Fetched);
+}
