@@ -52,7 +52,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         source.set_features(&user, &Features::new().with("country", country))?;
     }
     let t = Instant::now();
-    let writer = source.writer().key_ttl(Some(Duration::from_secs(31 * 86_400)));
+    let writer = source
+        .writer()
+        .key_ttl(Some(Duration::from_secs(31 * 86_400)));
     let report = writer.apply(&events)?;
     let again = writer.apply(&events)?; // a redelivery: every event is a duplicate
     println!(
@@ -87,7 +89,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let d = engine.decide_for("banner", &user);
         times.push(t.elapsed());
-        *counts.entry(d.variant().unwrap_or("-").to_owned()).or_default() += 1;
+        *counts
+            .entry(d.variant().unwrap_or("-").to_owned())
+            .or_default() += 1;
         let status = match d.feature_status() {
             FeatureStatus::Fetched => "fetched",
             FeatureStatus::TimedOut => "timed out",
@@ -99,7 +103,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     times.sort();
     println!("\nvariants over {USERS} users:");
     for (v, n) in &counts {
-        println!("  {v:<12} {n:>5}  {:>5.1}%", 100.0 * *n as f64 / USERS as f64);
+        println!(
+            "  {v:<12} {n:>5}  {:>5.1}%",
+            100.0 * *n as f64 / USERS as f64
+        );
     }
     println!("feature fetches: {statuses:?}");
     let pct = |q: f64| times[((times.len() - 1) as f64 * q) as usize];

@@ -130,16 +130,15 @@ impl ConnectionLike for Conn {
     }
 }
 
-enum Runtime {
-    Owned(tokio::runtime::Runtime),
-    Handle(tokio::runtime::Handle),
-}
+/// The source's private runtime, owned by the source and its writers (never by the tasks
+/// running on it, so it is not dropped on its own worker), and shut down without blocking,
+/// so dropping the source inside async code is fine.
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
 
-impl Runtime {
-    fn handle(&self) -> &tokio::runtime::Handle {
-        match self {
-            Runtime::Owned(r) => r.handle(),
-            Runtime::Handle(h) => h,
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -262,7 +261,8 @@ struct Shared {
     aggregates: Aggregates,
     clock: Clock,
     command_timeout: Duration,
-    rt: Runtime,
+    /// Where tasks run (the private runtime's handle, or the application's).
+    rt: tokio::runtime::Handle,
 }
 
 /// Reads user features from Redis (see the [module docs](self) for the layout), under the
@@ -272,6 +272,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct RedisFeatureSource {
     shared: Arc<Shared>,
+    _runtime: Option<Arc<OwnedRuntime>>,
 }
 
 impl std::fmt::Debug for RedisFeatureSource {
@@ -349,13 +350,15 @@ impl RedisFeatureSource {
     pub fn writer(&self) -> AggregatesWriter {
         AggregatesWriter {
             shared: Arc::clone(&self.shared),
+            _runtime: self._runtime.clone(),
             dedup_ttl: Duration::from_secs(86_400),
             key_ttl: None,
         }
     }
 
     /// Writes plain features of `user` (JSON-encoded `HSET`; non-finite floats are
-    /// rejected). Waits at most the command timeout.
+    /// rejected). Blocks the calling thread for at most the command timeout (from async code,
+    /// call it through `spawn_blocking`).
     pub fn set_features(&self, user: &str, features: &Features) -> Result<(), RedisError> {
         let mut cmd = redis::cmd("HSET");
         cmd.arg(self.key(user));
@@ -376,7 +379,8 @@ impl RedisFeatureSource {
 
     /// Fetches `names` of many users in one pipeline (single node) or in concurrent requests
     /// (cluster, one per node's share); the answer is in the order of `users`. Bypasses the
-    /// cache and the breaker; waits at most the command timeout.
+    /// cache and the breaker; blocks the calling thread for at most the command timeout (from
+    /// async code, call it through `spawn_blocking`).
     pub fn fetch_many(&self, users: &[&str], names: &[&str]) -> Result<Vec<Features>, RedisError> {
         let now = (self.shared.clock)();
         let names: Vec<Box<str>> = names.iter().map(|&n| n.into()).collect();
@@ -424,7 +428,6 @@ fn run_on<T: Send + 'static>(
     let timeout = sh.command_timeout;
     let task = sh
         .rt
-        .handle()
         .spawn(async move { tokio::time::timeout(timeout, fut).await });
     let deadline = Instant::now() + timeout + Duration::from_millis(100);
     match crate::features::block_on(task, deadline) {
@@ -524,10 +527,10 @@ impl RedisFeatureSourceBuilder {
         if self.urls.is_empty() || self.urls.iter().any(String::is_empty) {
             return Err(RedisError::Config("no Redis URL given".into()));
         }
-        let rt = match self.runtime {
-            Some(h) => Runtime::Handle(h),
-            None => Runtime::Owned(
-                tokio::runtime::Builder::new_multi_thread()
+        let (rt, owned) = match self.runtime {
+            Some(h) => (h, None),
+            None => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .thread_name("elvon-redis")
                     .enable_all()
@@ -535,8 +538,9 @@ impl RedisFeatureSourceBuilder {
                     .map_err(|e| RedisError::Connect {
                         target: "tokio runtime".into(),
                         source: Box::new(e),
-                    })?,
-            ),
+                    })?;
+                (rt.handle().clone(), Some(Arc::new(OwnedRuntime(Some(rt)))))
+            }
         };
         let target = self.urls.join(",");
         let connect_err = |e: redis::RedisError| RedisError::Connect {
@@ -549,9 +553,7 @@ impl RedisFeatureSourceBuilder {
                 .retries(2)
                 .build()
                 .map_err(connect_err)?;
-            let task = rt
-                .handle()
-                .spawn(async move { client.get_async_connection().await });
+            let task = rt.spawn(async move { client.get_async_connection().await });
             let deadline = Instant::now() + self.connect_timeout + Duration::from_secs(1);
             match crate::features::block_on(task, deadline) {
                 Some(Ok(Ok(c))) => Conn::Cluster(c),
@@ -565,7 +567,7 @@ impl RedisFeatureSourceBuilder {
                 .set_number_of_retries(1)
                 .set_min_delay(Duration::from_millis(10))
                 .set_max_delay(Duration::from_millis(100));
-            let _guard = rt.handle().enter();
+            let _guard = rt.enter();
             Conn::Single(
                 ConnectionManager::new_lazy_with_config(client, config).map_err(connect_err)?,
             )
@@ -585,6 +587,7 @@ impl RedisFeatureSourceBuilder {
                 command_timeout: self.command_timeout,
                 rt,
             }),
+            _runtime: owned,
         })
     }
 }
@@ -734,7 +737,7 @@ impl FeatureSource for RedisFeatureSource {
         let user = sh.cache.as_ref().map(|_| request.user.to_owned());
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(request.deadline);
-        let task = sh.rt.handle().spawn(async move {
+        let task = sh.rt.spawn(async move {
             let mut conn = shared.conn.clone();
             let answer = tokio::time::timeout_at(
                 deadline,
@@ -829,6 +832,7 @@ pub struct WriteReport {
 #[derive(Clone)]
 pub struct AggregatesWriter {
     shared: Arc<Shared>,
+    _runtime: Option<Arc<OwnedRuntime>>,
     dedup_ttl: Duration,
     key_ttl: Option<Duration>,
 }
@@ -863,8 +867,9 @@ impl AggregatesWriter {
     }
 
     /// Applies `events` at the clock's now. An invalid event rejects the whole batch before
-    /// anything is written (the error names the event and value). Waits at most the command
-    /// timeout per chunk of 1,000 events; on a Redis error, events of the failed chunk may
+    /// anything is written (the error names the event and value). Blocks the calling thread
+    /// (from async code, call it through `spawn_blocking`) for at most the command timeout
+    /// per chunk of 1,000 events; on a Redis error, events of the failed chunk may
     /// or may not have been applied; applying them again is safe for events with ids.
     pub fn apply(&self, events: &[Event]) -> Result<WriteReport, RedisError> {
         let sh = &self.shared;
