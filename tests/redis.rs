@@ -138,6 +138,14 @@ impl Drop for Server {
 
 const DAY: u64 = 86_400_000;
 
+/// Now, unix milliseconds (what the source's default clock reads).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
 fn aggregates() -> Aggregates {
     Aggregates::new(vec![
         Aggregate::count("page_view_7d", "page_view").window(Duration::from_millis(DAY), 7),
@@ -252,10 +260,7 @@ fn redelivered_events_count_once() {
         .build()
         .expect("source");
     let writer = source.writer();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+    let now = wall_ms();
     let users: Vec<String> = (0..100).map(|u| format!("user-{u}")).collect();
     let events: Vec<Event> = (0..10_000)
         .map(|i| {
@@ -346,10 +351,7 @@ fn a_paused_server_costs_at_most_the_deadline_and_is_used_again_after() {
         .breaker_cool_down(Duration::from_millis(100))
         .build()
         .expect("source");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+    let now = wall_ms();
     source
         .writer()
         .apply(&views("u1", 3, now, "p"))
@@ -401,10 +403,7 @@ fn a_dead_server_opens_the_breaker_and_a_restarted_one_is_used_again() {
         .breaker_cool_down(Duration::from_millis(200))
         .build()
         .expect("source");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+    let now = wall_ms();
     let e = engine(source.clone(), Duration::from_millis(50));
     source
         .writer()
@@ -515,10 +514,7 @@ fn a_three_master_cluster_serves_fetches_and_aggregates_across_slots() {
         .aggregates(aggregates())
         .build()
         .expect("cluster source");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+    let now = wall_ms();
     let users: Vec<String> = (0..300).map(|u| format!("cu-{u}")).collect();
     let mut events = Vec::new();
     for (i, u) in users.iter().enumerate() {
@@ -559,10 +555,7 @@ fn the_cache_answers_hot_users_without_redis() {
         .breaker_failures(1)
         .build()
         .expect("source");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+    let now = wall_ms();
     source
         .writer()
         .apply(&views("hot", 3, now, "h"))
@@ -586,4 +579,66 @@ fn the_cache_answers_hot_users_without_redis() {
     // A user not in the cache needs Redis, which is gone.
     let d = e.decide_for("banner", "cold");
     assert_ne!(d.feature_status(), FeatureStatus::Fetched);
+}
+
+#[test]
+fn memory_and_redis_apply_the_same_events_to_the_same_features() {
+    let _serial = serial();
+    let server = Server::start(&[]);
+    let aggs = || {
+        Aggregates::new(vec![
+            Aggregate::count("views_3h", "view").window(Duration::from_secs(3_600), 3),
+            Aggregate::count("views", "view"),
+            Aggregate::sum("spend_2h", "buy", "amount").window(Duration::from_secs(3_600), 2),
+            Aggregate::last("last_cat", "view", "cat"),
+        ])
+        .expect("valid")
+    };
+    let now = Arc::new(AtomicU64::new(500 * 3_600_000));
+    let source = RedisFeatureSource::builder(server.url())
+        .aggregates(aggs())
+        .clock(clock(&now))
+        .build()
+        .expect("source");
+    let memory = elvon::MemoryStore::new();
+    let defs = aggs();
+    let mut rng = 7u64;
+    let mut next = |n: u64| {
+        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (rng >> 33) % n
+    };
+    let users: Vec<String> = (0..50).map(|u| format!("m-{u}")).collect();
+    // Events over 6 hours, written in time order with the clock following them, each
+    // delivered once or twice.
+    for step in 0..2_000u64 {
+        let at = 494 * 3_600_000 + step * 10_800;
+        now.store(at, Ordering::SeqCst);
+        let user = &users[next(50) as usize];
+        let e = if next(3) == 0 {
+            Event::new(format!("b{step}"), user, "buy", at).with("amount", next(100) as f64 / 4.0)
+        } else {
+            Event::new(format!("v{step}"), user, "view", at)
+                .with("cat", ["a", "b", "c"][next(3) as usize])
+        };
+        for _ in 0..=next(2) {
+            source
+                .writer()
+                .apply(std::slice::from_ref(&e))
+                .expect("redis write");
+            memory.apply(&defs, &e, at).expect("memory write");
+        }
+    }
+    let at = now.load(Ordering::SeqCst);
+    let names = ["views_3h", "views", "spend_2h", "last_cat"];
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let from_redis = source.fetch_many(&refs, &names).expect("fetch");
+    for (u, r) in users.iter().zip(&from_redis) {
+        let m = memory.read(&defs, u, at);
+        for n in names {
+            assert_eq!(r.get(n), m.get(n), "user {u}, feature {n}");
+        }
+    }
+    assert!(from_redis
+        .iter()
+        .any(|f| f.get("spend_2h").and_then(|v| v.as_f64()) > Some(0.0)));
 }

@@ -1,10 +1,22 @@
 //! The in-memory feature store.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 
+use super::aggregate::{AggregateError, AggregateKind, Aggregates, Event, Op};
 use super::{FeatureSource, Features, FetchFuture, FetchRequest, Text, Value};
+
+/// Default time an applied event id is remembered for deduplication (24 h).
+pub const DEFAULT_DEDUP_TTL_MS: u64 = 86_400_000;
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// An in-memory feature store: a concurrent map from user id to [`Features`].
 ///
@@ -21,6 +33,28 @@ use super::{FeatureSource, Features, FetchFuture, FetchRequest, Text, Value};
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     map: Arc<DashMap<Box<str>, Features, ahash::RandomState>>,
+    /// Aggregates read by `fetch` (windowed ones are summed from their buckets).
+    aggregates: Option<Arc<Aggregates>>,
+    /// Applied event ids (`user \x1f id`) → when they may be forgotten (unix ms).
+    seen: Arc<DashMap<Box<str>, u64, ahash::RandomState>>,
+    applied: Arc<AtomicU64>,
+}
+
+/// What [`MemoryStore::apply`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApplyOutcome {
+    /// The event's updates were applied (`stale` windowed ones left out: older than their
+    /// window).
+    Applied {
+        /// Windowed updates left out.
+        stale: usize,
+    },
+    /// An event with this id was already applied (within the dedup TTL): nothing changed.
+    Duplicate,
+    /// Nothing to write: no aggregate counts this event kind, or its windowed updates are
+    /// all older than their window.
+    Ignored,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -36,6 +70,142 @@ impl MemoryStore {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose [`FeatureSource::fetch`] reads these aggregates as
+    /// [`MemoryStore::read`] does (at the system clock's now).
+    #[must_use]
+    pub fn with_aggregates(aggregates: Aggregates) -> Self {
+        MemoryStore {
+            aggregates: Some(Arc::new(aggregates)),
+            ..Self::default()
+        }
+    }
+
+    /// Applies a behaviour event at `now_ms` with the same definitions and the same layout
+    /// as the Redis writer: counters and sums in `<name>|<bucket>` entries for windowed
+    /// aggregates (buckets that left their window are pruned), in `<name>` otherwise; `last`
+    /// values in `<name>`. Idempotent by event id for `DEFAULT_DEDUP_TTL_MS` (an empty id is
+    /// never deduplicated). An invalid event changes nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use elvon::aggregate::{Aggregate, Aggregates, Event};
+    /// use elvon::features::ApplyOutcome;
+    /// use elvon::MemoryStore;
+    ///
+    /// let aggs = Aggregates::new(vec![
+    ///     Aggregate::count("page_view_7d", "page_view").window(Duration::from_secs(86_400), 7),
+    ///     Aggregate::last("last_category", "page_view", "category"),
+    /// ])
+    /// .unwrap();
+    /// let store = MemoryStore::new();
+    /// let now = 1_700_000_000_000;
+    /// let e = Event::new("e-1", "u1", "page_view", now).with("category", "shoes");
+    /// assert_eq!(store.apply(&aggs, &e, now), Ok(ApplyOutcome::Applied { stale: 0 }));
+    /// assert_eq!(store.apply(&aggs, &e, now), Ok(ApplyOutcome::Duplicate));
+    /// let f = store.read(&aggs, "u1", now + 6 * 86_400_000);
+    /// assert_eq!(f.get("page_view_7d").and_then(|v| v.as_f64()), Some(1.0));
+    /// assert_eq!(f.get("last_category").and_then(|v| v.as_str()), Some("shoes"));
+    /// let f = store.read(&aggs, "u1", now + 7 * 86_400_000);
+    /// assert_eq!(f.get("page_view_7d").and_then(|v| v.as_f64()), Some(0.0));
+    /// ```
+    pub fn apply(
+        &self,
+        aggregates: &Aggregates,
+        event: &Event,
+        now_ms: u64,
+    ) -> Result<ApplyOutcome, AggregateError> {
+        let (updates, stale) = aggregates.updates(event, now_ms)?;
+        if updates.is_empty() {
+            return Ok(ApplyOutcome::Ignored);
+        }
+        if !event.id.is_empty() {
+            let key: Box<str> = format!("{}\u{1f}{}", event.user, event.id).into();
+            let until = now_ms.saturating_add(DEFAULT_DEDUP_TTL_MS);
+            let mut fresh = false;
+            self.seen
+                .entry(key)
+                .and_modify(|t| {
+                    if *t <= now_ms {
+                        *t = until;
+                        fresh = true;
+                    }
+                })
+                .or_insert_with(|| {
+                    fresh = true;
+                    until
+                });
+            if !fresh {
+                return Ok(ApplyOutcome::Duplicate);
+            }
+            // Forget expired ids now and then, so the dedup memory stays bounded by the
+            // events of one TTL.
+            if self.applied.fetch_add(1, Ordering::Relaxed) % 4_096 == 4_095 {
+                self.seen.retain(|_, t| *t > now_ms);
+            }
+        }
+        self.update(&event.user, |f| {
+            for u in &updates {
+                let name = &u.def.feature;
+                let field = match u.bucket {
+                    Some(b) => format!("{name}|{b}"),
+                    None => name.clone(),
+                };
+                let old = f.get(&field).and_then(Value::as_f64).unwrap_or(0.0);
+                let new = match &u.op {
+                    Op::Incr(n) => Value::Int(old as i64 + n),
+                    Op::Add(x) => Value::Float(old + x),
+                    Op::Set(v) => v.clone(),
+                };
+                f.insert(field, new);
+                if let (Some(w), Some(_)) = (u.def.window, u.bucket) {
+                    let first = w.first_live(now_ms);
+                    let prefix = format!("{name}|");
+                    let dead: Vec<String> = f
+                        .iter()
+                        .filter_map(|(k, _)| {
+                            let b: u64 = k.strip_prefix(&prefix)?.parse().ok()?;
+                            (b < first).then(|| k.to_owned())
+                        })
+                        .collect();
+                    for k in dead {
+                        f.remove(&k);
+                    }
+                }
+            }
+        });
+        Ok(ApplyOutcome::Applied { stale })
+    }
+
+    /// The stored features of `user` with aggregates read at `now_ms`: a windowed counter or
+    /// sum is the total of its live buckets (0 when none), an all-time one is 0 when absent;
+    /// bucket entries themselves are left out.
+    #[must_use]
+    pub fn read(&self, aggregates: &Aggregates, user: &str, now_ms: u64) -> Features {
+        let stored = self.get(user).unwrap_or_default();
+        let mut out = Features::with_capacity(stored.len());
+        for (k, v) in stored.iter() {
+            if !k.contains('|') {
+                out.insert(k.to_owned(), v.clone());
+            }
+        }
+        for d in aggregates.defs() {
+            if matches!(d.kind, AggregateKind::Last { .. }) {
+                continue;
+            }
+            let total = match d.window {
+                Some(w) => (w.first_live(now_ms)..=w.bucket(now_ms))
+                    .filter_map(|b| stored.get(&format!("{}|{b}", d.feature))?.as_f64())
+                    .sum(),
+                None => stored
+                    .get(&d.feature)
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0),
+            };
+            out.insert(d.feature.clone(), d.kind.total_value(total));
+        }
+        out
     }
 
     /// Replaces all features of `user`.
@@ -83,6 +253,11 @@ impl MemoryStore {
 
 impl FeatureSource for MemoryStore {
     fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> FetchFuture<'a> {
+        if let Some(aggs) = &self.aggregates {
+            let all = self.read(aggs, request.user, wall_ms());
+            let out = all.select(request.names.iter().map(|n| &**n));
+            return Box::pin(std::future::ready(Ok(out)));
+        }
         let out = match self.map.get(request.user) {
             Some(r) => r.value().select(request.names.iter().map(|n| &**n)),
             None => Features::new(),

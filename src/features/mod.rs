@@ -12,7 +12,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use memory::MemoryStore;
+pub use memory::{ApplyOutcome, MemoryStore, DEFAULT_DEDUP_TTL_MS};
 pub(crate) use source::block_on;
 pub use source::{FeatureSource, FetchFuture, FetchRequest, SourceError};
 pub use value::{Text, Value};
