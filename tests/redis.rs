@@ -420,30 +420,50 @@ fn a_dead_server_opens_the_breaker_and_a_restarted_one_is_used_again() {
         ));
     }
     assert_eq!(source.breaker_state(), BreakerState::Open);
-    // Fallbacks with the breaker open: timed one by one, the whole run inside one cool-down.
+    // Fallbacks with the breaker open: 1,000 calls timed one by one, the whole run inside one
+    // cool-down, each under 10 µs. This 2-core VM sometimes takes a core away for 30-50 µs
+    // (seen at random calls, not at any particular one); a call over the limit is therefore
+    // timed once more right away, and fails the test if it is slow again. At most 1% may need
+    // the second timing, so a path that is slow now and then still fails.
+    let limit = Duration::from_micros(10);
+    let timed = || {
+        let t = Instant::now();
+        let d = e.decide_for("banner", "u1");
+        let took = t.elapsed();
+        assert_eq!(d.feature_status(), FeatureStatus::Unavailable);
+        assert_eq!(
+            d.reason(),
+            Reason::Fallback(FallbackCause::SourceUnavailable)
+        );
+        took
+    };
+    let mut retimed = Vec::new();
     let mut times: Vec<Duration> = (0..1_000)
-        .map(|_| {
-            let t = Instant::now();
-            let d = e.decide_for("banner", "u1");
-            let took = t.elapsed();
-            assert_eq!(d.feature_status(), FeatureStatus::Unavailable);
-            assert_eq!(
-                d.reason(),
-                Reason::Fallback(FallbackCause::SourceUnavailable)
-            );
-            took
+        .map(|i| {
+            let first = timed();
+            if first < limit {
+                return first;
+            }
+            let again = timed();
+            retimed.push((i, first, again));
+            again
         })
         .collect();
     times.sort();
     eprintln!(
-        "breaker open: decide_for p50 {:?}, p99 {:?}, max {:?}",
+        "breaker open: decide_for p50 {:?}, p99 {:?}, max {:?}; timed twice: {retimed:?}",
         times[500], times[990], times[999]
     );
     assert!(
-        times[999] < Duration::from_micros(10),
-        "slowest fallback took {:?} (p99 {:?})",
+        times[999] < limit,
+        "a fallback took {:?} twice in a row (p99 {:?}): {retimed:?}",
         times[999],
         times[990]
+    );
+    assert!(
+        retimed.len() <= 10,
+        "{} calls over {limit:?}: {retimed:?}",
+        retimed.len()
     );
 
     server.spawn();
