@@ -1,84 +1,12 @@
 //! Metrics reach an installed recorder: decisions by slot and reason, fallbacks, swaps,
 //! rejections, sink counts.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
 use elvon::{Engine, Features, MemorySink};
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
-#[derive(Default)]
-struct Rec {
-    counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
-    histograms: Mutex<HashMap<String, Arc<Samples>>>,
-}
+#[path = "common/recorder.rs"]
+mod recorder;
 
-/// Counts histogram samples.
-#[derive(Default)]
-struct Samples(AtomicU64);
-
-impl metrics::HistogramFn for Samples {
-    fn record(&self, _: f64) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn render(key: &Key) -> String {
-    let mut labels: Vec<String> = key
-        .labels()
-        .map(|l| format!("{}={}", l.key(), l.value()))
-        .collect();
-    labels.sort();
-    format!("{}{{{}}}", key.name(), labels.join(","))
-}
-
-impl Recorder for Rec {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let c = Arc::clone(
-            self.counters
-                .lock()
-                .unwrap()
-                .entry(render(key))
-                .or_default(),
-        );
-        Counter::from_arc(c)
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let h = Arc::clone(
-            self.histograms
-                .lock()
-                .unwrap()
-                .entry(render(key))
-                .or_default(),
-        );
-        Histogram::from_arc(h)
-    }
-}
-
-impl Rec {
-    fn get(&self, k: &str) -> u64 {
-        self.counters
-            .lock()
-            .unwrap()
-            .get(k)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-
-    fn samples(&self, k: &str) -> u64 {
-        self.histograms
-            .lock()
-            .unwrap()
-            .get(k)
-            .map_or(0, |h| h.0.load(Ordering::Relaxed))
-    }
-}
+use recorder::Rec;
 
 #[test]
 fn counters_by_slot_reason_and_config_events() {

@@ -15,6 +15,20 @@ use elvon::redis::{BreakerState, RedisFeatureSource};
 use elvon::{Engine, FallbackCause, FeatureStatus, Reason};
 use serde_json::json;
 
+#[path = "common/recorder.rs"]
+mod recorder;
+
+/// The process-wide recorder of this test binary: breaker transitions happen on the source's
+/// runtime thread, which a thread-local recorder would not see.
+fn recorder() -> &'static recorder::Rec {
+    static REC: std::sync::OnceLock<&'static recorder::Rec> = std::sync::OnceLock::new();
+    REC.get_or_init(|| {
+        let rec: &'static recorder::Rec = Box::leak(Box::default());
+        metrics::set_global_recorder(rec).expect("no other recorder in this binary");
+        rec
+    })
+}
+
 /// The tests of this file run one at a time: two of them time calls against a deadline, and
 /// the others' servers and cluster setup would compete for the 2 cores.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -661,4 +675,47 @@ fn memory_and_redis_apply_the_same_events_to_the_same_features() {
     assert!(from_redis
         .iter()
         .any(|f| f.get("spend_2h").and_then(|v| v.as_f64()) > Some(0.0)));
+}
+
+#[test]
+fn breaker_state_and_cache_hits_are_metrics() {
+    let _serial = serial();
+    let rec = recorder();
+    let mut server = Server::start(&[]);
+    let source = RedisFeatureSource::builder(server.url())
+        .aggregates(aggregates())
+        .cache(Duration::from_secs(60), 100)
+        .breaker_failures(2)
+        .breaker_cool_down(Duration::from_millis(50))
+        .build()
+        .expect("source");
+    let e = engine(source.clone(), Duration::from_millis(100));
+    let hits = || rec.get("elvon_feature_cache_total{result=hit}");
+    let misses = || rec.get("elvon_feature_cache_total{result=miss}");
+    let (h0, m0) = (hits(), misses());
+    e.decide_for("banner", "a");
+    e.decide_for("banner", "a");
+    e.decide_for("banner", "b");
+    assert_eq!((hits() - h0, misses() - m0), (1, 2));
+
+    let opened = || rec.get("elvon_redis_breaker_opened_total{}");
+    let o0 = opened();
+    server.kill();
+    for u in ["c", "d"] {
+        e.decide_for("banner", u);
+    }
+    assert_eq!(source.breaker_state(), BreakerState::Open);
+    assert_eq!(rec.gauge("elvon_redis_breaker_state{}"), Some(1.0));
+    assert_eq!(opened() - o0, 1);
+    let d = e.decide_for("banner", "e");
+    assert_eq!(d.feature_status(), FeatureStatus::Unavailable);
+    assert!(rec.get("elvon_fallbacks_total{cause=source_unavailable,slot=banner}") >= 1);
+
+    server.spawn();
+    let t = Instant::now();
+    while e.decide_for("banner", "f").feature_status() != FeatureStatus::Fetched {
+        assert!(t.elapsed() < Duration::from_secs(10), "never recovered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(rec.gauge("elvon_redis_breaker_state{}"), Some(0.0));
 }
