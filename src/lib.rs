@@ -70,6 +70,9 @@ pub use engine::{
     DEFAULT_PENDING_REWARDS,
 };
 pub use features::aggregate;
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub mod kafka;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

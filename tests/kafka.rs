@@ -1,0 +1,162 @@
+//! The Kafka decision-log sink against librdkafka's in-process mock cluster, read back with
+//! an independent consumer.
+#![cfg(feature = "kafka")]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use elvon::kafka::{KafkaDecisionSink, KafkaSinkOptions};
+use elvon::{DecisionRecord, Engine, Features};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::Message;
+
+/// The tests of this file run one at a time (two of them time `decide`).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+const CONFIG: &str = r#"{"version": "k1", "slots": [{
+    "id": "banner",
+    "variants": [{"id": "a"}, {"id": "b"}, {"id": "c"}],
+    "default": "a",
+    "rules": [{"split": {"variants": [
+        {"variant": "a", "weight": 40}, {"variant": "b", "weight": 30}, {"variant": "c", "weight": 30}]}}]
+}]}"#;
+
+/// Reads `n` records from `topic` with a fresh consumer group, at most `within`.
+fn read_back(bootstrap: &str, topic: &str, n: usize, within: Duration) -> Vec<(String, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("check-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::with_capacity(n);
+    let t = Instant::now();
+    while out.len() < n && t.elapsed() < within {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.expect("message");
+            let key = String::from_utf8(m.key().expect("keyed").to_vec()).expect("utf-8 key");
+            out.push((key, m.payload().expect("payload").to_vec()));
+        }
+    }
+    // Nothing more than `n` arrives.
+    let extra_until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < extra_until {
+        if let Some(m) = consumer.poll(Duration::from_millis(50)) {
+            let m = m.expect("message");
+            out.push((String::new(), m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_decision_arrives_once_in_user_order_and_decodes_to_itself() {
+    let _serial = serial();
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    cluster.create_topic("decisions", 6, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let sink =
+        KafkaDecisionSink::new(KafkaSinkOptions::new(&bootstrap, "decisions")).expect("sink");
+    let engine = Engine::builder().sink(sink.clone()).build();
+    engine.load_config_json(CONFIG).expect("config");
+    let n = 100_000;
+    let mut made: HashMap<String, (String, String)> = HashMap::with_capacity(n);
+    let none = Features::new();
+    for i in 0..n {
+        let user = format!("user-{}", i % 1_000);
+        let d = engine.decide("banner", &user, &none);
+        made.insert(
+            d.id().to_string(),
+            (user, d.variant().unwrap_or("").to_owned()),
+        );
+    }
+    sink.flush(Duration::from_secs(30)).expect("flushed");
+    let stats = sink.stats();
+    assert_eq!(
+        (stats.offered, stats.written, stats.dropped, stats.failed),
+        (n as u64, n as u64, 0, 0)
+    );
+
+    let got = read_back(&bootstrap, "decisions", n, Duration::from_secs(60));
+    assert_eq!(got.len(), n, "each decision exactly once");
+    let mut last_seq: HashMap<String, u128> = HashMap::new();
+    for (key, payload) in &got {
+        let r: DecisionRecord = serde_json::from_slice(payload).expect("a decision record");
+        let (user, variant) = made
+            .remove(&r.id.to_string())
+            .expect("a decision we made, not seen before");
+        assert_eq!((&r.user, key), (&user, &user));
+        assert_eq!(r.variant.as_deref(), Some(variant.as_str()));
+        assert_eq!(r.slot, "banner");
+        // One thread made them all, so ids grow with time; per user they must arrive in
+        // that order.
+        let seq = r.id.as_u128();
+        if let Some(prev) = last_seq.insert(user.clone(), seq) {
+            assert!(prev < seq, "user {user}: {prev:#x} then {seq:#x}");
+        }
+    }
+    assert!(made.is_empty());
+}
+
+#[test]
+fn a_dead_broker_costs_decide_nothing_and_queued_records_arrive_when_it_is_back() {
+    let _serial = serial();
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("decisions", 2, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let sink = KafkaDecisionSink::new(
+        KafkaSinkOptions::new(&bootstrap, "decisions").set("queue.buffering.max.messages", "5000"),
+    )
+    .expect("sink");
+    let engine = Engine::builder().sink(sink.clone()).build();
+    engine.load_config_json(CONFIG).expect("config");
+    let none = Features::new();
+    let time = |users: std::ops::Range<usize>| {
+        let t = Instant::now();
+        for i in users.clone() {
+            engine.decide("banner", &format!("u{i}"), &none);
+        }
+        t.elapsed() / users.len() as u32
+    };
+    let up = time(0..5_000);
+    sink.flush(Duration::from_secs(10))
+        .expect("flushed while up");
+    cluster.broker_down(1).expect("broker down");
+    std::thread::sleep(Duration::from_millis(200));
+    let down = time(5_000..25_000);
+    eprintln!("decide with the Kafka sink: {up:?} per call with the broker up, {down:?} down");
+    assert!(
+        down < up * 3 + Duration::from_micros(2),
+        "decide slowed from {up:?} to {down:?} with the broker down"
+    );
+    let s = sink.stats();
+    assert_eq!(s.offered, 25_000);
+    assert_eq!(s.offered, s.written + s.dropped + s.failed + s.pending());
+    assert!(s.pending() <= 5_000, "queue bounded: {s:?}");
+    assert!(s.dropped >= 15_000, "overflow dropped and counted: {s:?}");
+    let queued = s.pending();
+
+    cluster.broker_up(1).expect("broker up");
+    sink.flush(Duration::from_secs(30))
+        .expect("queued records delivered");
+    let s = sink.stats();
+    assert_eq!(s.written, 5_000 + queued, "{s:?}");
+    assert_eq!(s.offered, s.written + s.dropped + s.failed);
+    let got = read_back(
+        &bootstrap,
+        "decisions",
+        s.written as usize,
+        Duration::from_secs(30),
+    );
+    assert_eq!(got.len() as u64, s.written);
+}
