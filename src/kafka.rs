@@ -5,12 +5,16 @@
 //! JSON-lines sink, schema [`RECORD_SCHEMA`](crate::sink::RECORD_SCHEMA)), keyed by the user
 //! id so that one user's decisions land on one partition in order.
 //!
-//! `record` never blocks: it serializes the record and hands it to librdkafka's internal
-//! queue. When that queue is full (overload, or a broker that is down long enough) the record
-//! is dropped and counted; librdkafka's delivery reports count what was stored and what
-//! failed. At every moment `offered = written + dropped + failed + pending`, where pending
-//! records are still in librdkafka's queue; [`KafkaDecisionSink::flush`] waits for them.
+//! `record` never blocks: it captures the decision with one allocation (as the JSON-lines
+//! sink does) and hands it to a bounded queue. A writer thread serializes the record and
+//! passes it to librdkafka's queue, waiting there while that queue is full. When the sink's
+//! own queue is full too (overload, or a broker down for long enough) `record` drops the
+//! record and counts it; librdkafka's delivery reports count what was stored and what failed.
+//! Memory is bounded by the two queues. At every moment
+//! `offered = written + dropped + failed + pending`, where pending records are in one of the
+//! queues or in flight; [`KafkaDecisionSink::flush`] waits for them.
 
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +23,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use crate::sink::{Counters, DecisionEvent, DecisionRecord, DecisionSink, SinkStats};
+use crate::sink::{Counters, DecisionEvent, DecisionSink, Pending, SinkStats};
 
 /// What went wrong setting up or flushing a Kafka client.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,7 @@ pub struct KafkaSinkOptions {
     brokers: String,
     topic: String,
     settings: Vec<(String, String)>,
+    queue: usize,
 }
 
 impl KafkaSinkOptions {
@@ -68,7 +73,15 @@ impl KafkaSinkOptions {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
+            queue: 16_384,
         }
+    }
+
+    /// Capacity of the sink's own queue between `record` and the writer thread (default
+    /// 16,384); `record` drops and counts when it is full.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue = n.max(1);
+        self
     }
 
     /// Sets any librdkafka producer property (`acks`, `linger.ms`, `batch.size`,
@@ -105,6 +118,7 @@ impl ProducerContext for Reports {
 /// The decision log on Kafka. See the [module docs](self).
 #[derive(Clone)]
 pub struct KafkaDecisionSink {
+    tx: SyncSender<Pending>,
     producer: Arc<ThreadedProducer<Reports>>,
     counters: Arc<Counters>,
     topic: Arc<str>,
@@ -120,8 +134,9 @@ impl std::fmt::Debug for KafkaDecisionSink {
 }
 
 impl KafkaDecisionSink {
-    /// A producer for `options`. Connects in the background: a broker that is down now only
-    /// delays delivery (records wait in the queue up to `message.timeout.ms`).
+    /// A producer for `options`, and its writer thread (which ends when the last clone of the
+    /// sink is dropped). Connects in the background: a broker that is down now only delays
+    /// delivery (records wait in the queues up to `message.timeout.ms`).
     pub fn new(options: KafkaSinkOptions) -> Result<Self, KafkaSinkError> {
         let counters = Arc::new(Counters::new("kafka"));
         let mut config = ClientConfig::new();
@@ -129,15 +144,32 @@ impl KafkaDecisionSink {
         for (k, v) in &options.settings {
             config.set(k, v);
         }
-        let producer: ThreadedProducer<Reports> = config
-            .create_with_context(Reports {
-                counters: Arc::clone(&counters),
-            })
-            .map_err(|e| KafkaSinkError::Client(e.to_string()))?;
+        let producer: Arc<ThreadedProducer<Reports>> = Arc::new(
+            config
+                .create_with_context(Reports {
+                    counters: Arc::clone(&counters),
+                })
+                .map_err(|e| KafkaSinkError::Client(e.to_string()))?,
+        );
+        let topic: Arc<str> = options.topic.into();
+        let (tx, rx) = sync_channel(options.queue);
+        let writer = {
+            let (producer, counters, topic) = (
+                Arc::clone(&producer),
+                Arc::clone(&counters),
+                Arc::clone(&topic),
+            );
+            move || write_loop(&rx, &producer, &counters, &topic)
+        };
+        std::thread::Builder::new()
+            .name("elvon-kafka-sink".into())
+            .spawn(writer)
+            .map_err(|e| KafkaSinkError::Client(format!("cannot start the writer thread: {e}")))?;
         Ok(KafkaDecisionSink {
-            producer: Arc::new(producer),
+            tx,
+            producer,
             counters,
-            topic: options.topic.into(),
+            topic,
         })
     }
 
@@ -147,21 +179,54 @@ impl KafkaDecisionSink {
         self.counters.stats()
     }
 
-    /// Waits until every queued record is delivered or failed, at most `timeout`.
+    /// Waits until every accepted record is delivered or failed, at most `timeout`.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaSinkError> {
-        // The delivery callbacks of the last records run on the polling thread right after
-        // librdkafka's flush returns; give them a moment to be counted.
-        let _ = self.producer.flush(timeout);
-        let deadline = std::time::Instant::now() + Duration::from_millis(200);
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             let pending = self.stats().pending();
             if pending == 0 {
                 return Ok(());
             }
-            if std::time::Instant::now() >= deadline {
+            let now = std::time::Instant::now();
+            if now >= deadline {
                 return Err(KafkaSinkError::FlushTimeout { pending, timeout });
             }
-            std::thread::sleep(Duration::from_millis(1));
+            // Sends what librdkafka holds back for batching; returns at once when empty.
+            let _ = self
+                .producer
+                .flush((deadline - now).min(Duration::from_millis(10)));
+        }
+    }
+}
+
+/// Serializes queued records and hands them to librdkafka, waiting while its queue is full.
+fn write_loop(
+    rx: &Receiver<Pending>,
+    producer: &ThreadedProducer<Reports>,
+    counters: &Counters,
+    topic: &str,
+) {
+    let mut buf = Vec::with_capacity(1024);
+    while let Ok(p) = rx.recv() {
+        buf.clear();
+        if p.write(&mut buf).is_err() {
+            counters.failed(1);
+            continue;
+        }
+        let mut record = BaseRecord::to(topic).key(p.user()).payload(&buf[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // The polling thread frees room as deliveries complete or time out.
+                    std::thread::sleep(Duration::from_millis(1));
+                    record = r;
+                }
+                Err(_) => {
+                    counters.failed(1);
+                    break;
+                }
+            }
         }
     }
 }
@@ -170,17 +235,14 @@ impl DecisionSink for KafkaDecisionSink {
     fn record(&self, event: &DecisionEvent<'_>) {
         let c = &self.counters;
         c.offered();
-        let Ok(payload) = serde_json::to_vec(&DecisionRecord::from_event(event)) else {
+        let Some(p) = Pending::new(event) else {
             c.failed(1);
             return;
         };
-        let record = BaseRecord::to(&self.topic)
-            .key(event.user)
-            .payload(&payload);
-        match self.producer.send(record) {
+        match self.tx.try_send(p) {
             Ok(()) => {}
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => c.dropped(),
-            Err(_) => c.failed(1),
+            Err(TrySendError::Full(_)) => c.dropped(),
+            Err(TrySendError::Disconnected(_)) => c.failed(1),
         }
     }
 }

@@ -62,7 +62,8 @@ pub enum FlushError {
 /// A decision on its way to the writer: fixed-size fields plus one buffer holding the user,
 /// the requested slot and the used features as a JSON object. Building one costs a single
 /// allocation (the buffer); names are resolved and the line is written on the writer thread.
-struct Pending {
+/// Shared with the Kafka sink, which sends the same JSON object.
+pub(crate) struct Pending {
     snap: Arc<Snapshot>,
     slot: u32,
     variant: u32,
@@ -102,7 +103,12 @@ impl Serialize for UsedFeatures<'_, '_> {
 }
 
 impl Pending {
-    fn new(event: &DecisionEvent<'_>) -> Option<Self> {
+    /// The user id (the Kafka message key).
+    pub(crate) fn user(&self) -> &[u8] {
+        self.text.get(..self.user_len as usize).unwrap_or_default()
+    }
+
+    pub(crate) fn new(event: &DecisionEvent<'_>) -> Option<Self> {
         let d = event.decision;
         let text = SCRATCH.with(|scratch| {
             let mut buf = scratch.try_borrow_mut().ok()?;
@@ -164,7 +170,8 @@ struct Line<'a> {
 }
 
 impl Pending {
-    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    /// Appends the record's JSON object (no newline) to `out`.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         use serde::de::Error as _;
         let (u, sl) = (self.user_len as usize, self.slot_len as usize);
         let text = &*self.text;

@@ -11,6 +11,7 @@ mod record;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub(crate) use jsonl::Pending;
 pub use jsonl::{FlushError, JsonlOptions, JsonlSink};
 pub use memory::MemorySink;
 pub use record::{ArmProbability, DecisionRecord, RecordReason, RECORD_SCHEMA};
