@@ -25,6 +25,8 @@ mod workloads;
 
 use workloads::Workload;
 
+#[cfg(feature = "kafka")]
+mod kafka_part;
 #[cfg(feature = "redis")]
 mod redis_part;
 
@@ -81,6 +83,9 @@ struct Report {
     /// `decide_for` with Redis features (only with `--features redis`).
     #[cfg(feature = "redis")]
     redis: redis_part::RedisFigures,
+    /// The Kafka decision-log sink (only with `--features kafka`).
+    #[cfg(feature = "kafka")]
+    kafka: kafka_part::KafkaFigures,
 }
 
 fn main() {
@@ -189,6 +194,15 @@ fn main() {
         );
         r
     };
+    #[cfg(feature = "kafka")]
+    let kafka = {
+        let k = kafka_part::run();
+        println!(
+            "kafka: sink delivered {} decisions at {:.0}/s to the mock cluster ({} dropped); W1 decide p99 {:.0}ns with the Kafka sink (p50 {:.0}ns) vs {:.0}ns with none",
+            k.delivered, k.delivered_per_s, k.dropped, k.kafka_p99_ns, k.kafka_p50_ns, k.noop_p99_ns
+        );
+        k
+    };
     let report = Report {
         machine: machine(),
         runs,
@@ -199,6 +213,8 @@ fn main() {
         memory_users,
         #[cfg(feature = "redis")]
         redis,
+        #[cfg(feature = "kafka")]
+        kafka,
     };
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/elvon-latency.json");
     match serde_json::to_vec_pretty(&report) {
@@ -534,6 +550,23 @@ impl Budget {
                     r.redis.fetched, r.redis.calls
                 ));
             }
+        }
+        #[cfg(feature = "kafka")]
+        {
+            if let Some(min) = self.get("kafka", "min_delivered_per_s") {
+                if r.kafka.delivered_per_s < min {
+                    out.push(format!(
+                        "kafka sink delivered {:.0}/s, budget at least {min}",
+                        r.kafka.delivered_per_s
+                    ));
+                }
+            }
+            ceiling(
+                &mut out,
+                "kafka: W1 decide p99 with the Kafka sink / with none".to_owned(),
+                r.kafka.kafka_p99_ns / r.kafka.noop_p99_ns,
+                self.get("kafka", "max_p99_ratio"),
+            );
         }
         for row in &r.rows {
             let sec = match row.scenario.sink {
