@@ -1,4 +1,4 @@
-//! Kafka adapters (cargo feature `kafka`): the decision-log sink.
+//! Kafka adapters (cargo feature `kafka`): the decision-log sink and config broadcast.
 //!
 //! [`KafkaDecisionSink`] sends every decision to a topic as the versioned
 //! [`DecisionRecord`] in JSON (the same object as a line of the
@@ -19,16 +19,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::BaseProducer;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::watch::WatchEvent;
 
 use crate::sink::{Counters, DecisionEvent, DecisionSink, Pending, SinkStats};
 
-/// What went wrong setting up or flushing a Kafka client.
+/// What went wrong setting up a Kafka client, flushing, or publishing a config.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum KafkaSinkError {
+pub enum Error {
+    /// The config given to [`publish_config`] is not valid; nothing was published.
+    #[error("config not published: {0}")]
+    InvalidConfig(#[from] crate::config::ConfigError),
     /// librdkafka refused the configuration or failed to create the client.
     #[error("kafka producer: {0}")]
     Client(String),
@@ -137,7 +146,7 @@ impl KafkaDecisionSink {
     /// A producer for `options`, and its writer thread (which ends when the last clone of the
     /// sink is dropped). Connects in the background: a broker that is down now only delays
     /// delivery (records wait in the queues up to `message.timeout.ms`).
-    pub fn new(options: KafkaSinkOptions) -> Result<Self, KafkaSinkError> {
+    pub fn new(options: KafkaSinkOptions) -> Result<Self, Error> {
         let counters = Arc::new(Counters::new("kafka"));
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &options.brokers);
@@ -149,7 +158,7 @@ impl KafkaDecisionSink {
                 .create_with_context(Reports {
                     counters: Arc::clone(&counters),
                 })
-                .map_err(|e| KafkaSinkError::Client(e.to_string()))?,
+                .map_err(|e| Error::Client(e.to_string()))?,
         );
         let topic: Arc<str> = options.topic.into();
         let (tx, rx) = sync_channel(options.queue);
@@ -164,7 +173,7 @@ impl KafkaDecisionSink {
         std::thread::Builder::new()
             .name("elvon-kafka-sink".into())
             .spawn(writer)
-            .map_err(|e| KafkaSinkError::Client(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| Error::Client(format!("cannot start the writer thread: {e}")))?;
         Ok(KafkaDecisionSink {
             tx,
             producer,
@@ -180,7 +189,7 @@ impl KafkaDecisionSink {
     }
 
     /// Waits until every accepted record is delivered or failed, at most `timeout`.
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaSinkError> {
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let pending = self.stats().pending();
@@ -189,7 +198,7 @@ impl KafkaDecisionSink {
             }
             let now = std::time::Instant::now();
             if now >= deadline {
-                return Err(KafkaSinkError::FlushTimeout { pending, timeout });
+                return Err(Error::FlushTimeout { pending, timeout });
             }
             // Sends what librdkafka holds back for batching; returns at once when empty.
             let _ = self
@@ -243,6 +252,108 @@ impl DecisionSink for KafkaDecisionSink {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => c.dropped(),
             Err(TrySendError::Disconnected(_)) => c.failed(1),
+        }
+    }
+}
+
+/// The message key configs are published under. The config topic should have one partition
+/// (it is compacted, so it keeps the latest config per key); the watcher loads configs in
+/// the order the partition holds them.
+pub const CONFIG_KEY: &str = "config";
+
+/// Validates `config_json` as an elvon config and publishes it to `topic` (key
+/// [`CONFIG_KEY`]), waiting at most `timeout` for the broker to store it. An invalid config
+/// is not published: the error lists every problem with its path.
+pub fn publish_config(
+    brokers: &str,
+    topic: &str,
+    config_json: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    Config::from_json(config_json).and_then(|c| c.validate())?;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .create()
+        .map_err(|e| Error::Client(e.to_string()))?;
+    producer
+        .send(BaseRecord::to(topic).key(CONFIG_KEY).payload(config_json))
+        .map_err(|(e, _)| Error::Client(e.to_string()))?;
+    producer
+        .flush(timeout)
+        .map_err(|e| Error::Client(format!("config not confirmed: {e}")))
+}
+
+/// Follows a compacted config topic and swaps every valid config into the engine; an invalid
+/// one is reported (`on_event` with [`WatchEvent::Rejected`], and
+/// `elvon_config_rejections_total`) and the current config keeps serving. Every instance
+/// reads the whole topic from the start (no consumer group offsets), so all instances end on
+/// the same newest valid config. Stops when dropped.
+#[derive(Debug)]
+pub struct KafkaConfigWatcher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaConfigWatcher {
+    /// Starts following partition 0 of `topic` on `brokers`.
+    pub fn spawn(
+        engine: Engine,
+        brokers: &str,
+        topic: &str,
+        on_event: impl Fn(&WatchEvent) + Send + 'static,
+    ) -> Result<Self, Error> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "elvon-config-watcher")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            // Configs are rare and small: ask the broker not to hold fetches back for long,
+            // so a new config is seen within tens of milliseconds.
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(|e| Error::Client(e.to_string()))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("elvon-kafka-config".into())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let Ok(msg) = msg else { continue };
+                    let Some(payload) = msg.payload() else {
+                        continue;
+                    };
+                    let loaded = Config::from_slice(payload)
+                        .inspect_err(|_| crate::metrics::config_rejected())
+                        .and_then(|c| engine.load_config(&c));
+                    on_event(&match loaded {
+                        Ok(o) => WatchEvent::Loaded(o),
+                        Err(e) => WatchEvent::Rejected(e),
+                    });
+                }
+            })
+            .map_err(|e| Error::Client(format!("cannot start the watcher: {e}")))?;
+        Ok(KafkaConfigWatcher {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for KafkaConfigWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
         }
     }
 }

@@ -167,3 +167,66 @@ fn a_dead_broker_costs_decide_nothing_and_queued_records_arrive_when_it_is_back(
     );
     assert_eq!(got.len() as u64, s.written);
 }
+
+#[test]
+fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
+    let _serial = serial();
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("configs", 1, 1).expect("topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let engine = Engine::default();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let _watcher =
+        elvon::kafka::KafkaConfigWatcher::spawn(engine.clone(), &bootstrap, "configs", move |e| {
+            let _ = tx.send(match e {
+                elvon::WatchEvent::Loaded(o) => format!("loaded {}", o.version),
+                elvon::WatchEvent::Rejected(err) => format!("rejected {err}"),
+                _ => "other".to_owned(),
+            });
+        })
+        .expect("watcher");
+    let t = Instant::now();
+    elvon::kafka::publish_config(&bootstrap, "configs", CONFIG, Duration::from_secs(5))
+        .expect("published");
+    let published = t.elapsed();
+    let seen = rx
+        .recv_timeout(Duration::from_secs(1))
+        .expect("an event within 1 s");
+    assert_eq!(seen, "loaded k1");
+    eprintln!(
+        "config published in {published:?}, swapped in {:?} from the start",
+        t.elapsed()
+    );
+    assert_eq!(engine.config_version(), "k1");
+    assert!(engine
+        .decide("banner", "u", &Features::new())
+        .variant()
+        .is_some());
+
+    // The publisher refuses an invalid config; one written past it is rejected by the
+    // watcher, and k1 keeps serving.
+    let bad = r#"{"version": "k2", "slots": [{"id": "banner", "variants": [], "default": "x"}]}"#;
+    let err = elvon::kafka::publish_config(&bootstrap, "configs", bad, Duration::from_secs(5))
+        .expect_err("invalid config not published");
+    assert!(err.to_string().contains("slots[0]"), "{err}");
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            rdkafka::producer::BaseRecord::to("configs")
+                .key("config")
+                .payload(bad),
+        )
+        .map_err(|(e, _)| e)
+        .expect("sent");
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(5)).expect("stored");
+    let seen = rx.recv_timeout(Duration::from_secs(5)).expect("an event");
+    assert!(seen.starts_with("rejected"), "{seen}");
+    assert_eq!(engine.config_version(), "k1");
+    assert!(engine
+        .decide("banner", "u", &Features::new())
+        .variant()
+        .is_some());
+}

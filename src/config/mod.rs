@@ -68,6 +68,21 @@ impl Config {
         }
     }
 
+    /// Checks the whole config as [`Engine::load_config`](crate::Engine::load_config) would,
+    /// without loading it anywhere: every problem with its path, or the non-fatal warnings.
+    ///
+    /// ```
+    /// let bad = elvon::Config::from_json(r#"{"version": "1", "slots": [{"id": "s", "variants": [], "default": "x"}]}"#).unwrap();
+    /// assert!(bad.validate().unwrap_err().to_string().contains("slots[0]"));
+    /// ```
+    pub fn validate(&self) -> Result<Vec<ConfigProblem>, ConfigError> {
+        let out = compile::compile(self)
+            .map(|c| c.warnings)
+            .map_err(ConfigError::Invalid);
+        prune_regexes();
+        out
+    }
+
     /// Serializes the document back to JSON text.
     #[must_use]
     pub fn to_json(&self) -> String {
