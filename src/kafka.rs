@@ -1,7 +1,7 @@
 //! Kafka adapters (cargo feature `kafka`): the decision-log sink and config broadcast.
 //!
 //! [`KafkaDecisionSink`] sends every decision to a topic as the versioned
-//! [`DecisionRecord`] in JSON (the same object as a line of the
+//! [`DecisionRecord`](crate::DecisionRecord) in JSON (the same object as a line of the
 //! JSON-lines sink, schema [`RECORD_SCHEMA`](crate::sink::RECORD_SCHEMA)), keyed by the user
 //! id so that one user's decisions land on one partition in order.
 //!
@@ -354,6 +354,328 @@ impl Drop for KafkaConfigWatcher {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+    }
+}
+
+/// Where a [`FeatureUpdater`] applies behaviour events. Application must be idempotent by
+/// event id: after a crash or a rebalance, events since the last commit are delivered again.
+pub trait EventTarget: Send + Sync {
+    /// Applies a batch of valid events. An error means nothing may be assumed applied; the
+    /// updater retries the batch (and does not commit) until it succeeds or is stopped.
+    fn apply(&self, events: &[crate::aggregate::Event]) -> Result<(), String>;
+}
+
+/// Applies events to a [`MemoryStore`](crate::MemoryStore) with these aggregates, at the
+/// system clock's now.
+#[derive(Debug, Clone)]
+pub struct MemoryTarget {
+    /// The store.
+    pub store: crate::MemoryStore,
+    /// The aggregates events feed.
+    pub aggregates: Arc<crate::aggregate::Aggregates>,
+}
+
+impl EventTarget for MemoryTarget {
+    fn apply(&self, events: &[crate::aggregate::Event]) -> Result<(), String> {
+        let now = crate::sink::record_now_ms();
+        for e in events {
+            // Events were validated when parsed; an error here is a definition mismatch.
+            self.store
+                .apply(&self.aggregates, e, now)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "redis")]
+impl EventTarget for crate::redis::AggregatesWriter {
+    fn apply(&self, events: &[crate::aggregate::Event]) -> Result<(), String> {
+        crate::redis::AggregatesWriter::apply(self, events)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A reward on the events topic: `{"decision_id": "<32 hex digits>", "reward": 1.0}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewardMessage {
+    decision_id: crate::DecisionId,
+    reward: f64,
+}
+
+/// Settings of a [`FeatureUpdater`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct UpdaterOptions {
+    brokers: String,
+    group: String,
+    topics: Vec<String>,
+    dead_letter: String,
+    batch: usize,
+    aggregates: Arc<crate::aggregate::Aggregates>,
+    settings: Vec<(String, String)>,
+}
+
+impl UpdaterOptions {
+    /// Consumer group `group` on `brokers`, reading `topics`; events that cannot be parsed
+    /// or validated against `aggregates` go to `dead_letter`.
+    pub fn new<S: Into<String>>(
+        brokers: impl Into<String>,
+        group: impl Into<String>,
+        topics: impl IntoIterator<Item = S>,
+        dead_letter: impl Into<String>,
+        aggregates: Arc<crate::aggregate::Aggregates>,
+    ) -> Self {
+        UpdaterOptions {
+            brokers: brokers.into(),
+            group: group.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            dead_letter: dead_letter.into(),
+            batch: 500,
+            aggregates,
+            settings: Vec::new(),
+        }
+    }
+
+    /// Sets any librdkafka consumer property (`session.timeout.ms`, `fetch.min.bytes`, …).
+    /// The updater's own `enable.auto.commit=false` cannot be overridden.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((key.into(), value.into()));
+        self
+    }
+
+    /// Most events applied (and committed) at once (default 500).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch = n.max(1);
+        self
+    }
+}
+
+/// Counters of a [`FeatureUpdater`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpdaterStats {
+    /// Events handed to the target (including redeliveries the target recognised).
+    pub applied: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Rewards routed to the engine.
+    pub rewards: u64,
+    /// Batches committed.
+    pub commits: u64,
+}
+
+#[derive(Default)]
+struct UpdaterCounters {
+    applied: std::sync::atomic::AtomicU64,
+    dead_lettered: std::sync::atomic::AtomicU64,
+    rewards: std::sync::atomic::AtomicU64,
+    commits: std::sync::atomic::AtomicU64,
+}
+
+/// Consumes behaviour events (and rewards) from Kafka in a consumer group, applies them to an
+/// [`EventTarget`] in batches and commits after each applied batch: at-least-once, made
+/// exactly-once in effect by the target's deduplication by event id. A message that is not
+/// a valid event or reward goes to the dead-letter topic with the error in the header
+/// `elvon-error`, and consumption carries on. Rewards (`{"decision_id", "reward"}`) go to
+/// `Engine::reward` when an engine is given. Stops (after committing what it applied) when
+/// dropped or [`stop`](FeatureUpdater::stop)ped.
+///
+/// Metrics: `elvon_updater_events_total{outcome="applied"|"dead_letter"|"reward"}`.
+pub struct FeatureUpdater {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    counters: Arc<UpdaterCounters>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FeatureUpdater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureUpdater")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl FeatureUpdater {
+    /// Joins the group and starts consuming on a thread of its own.
+    pub fn spawn(
+        options: UpdaterOptions,
+        target: impl EventTarget + 'static,
+        engine: Option<Engine>,
+    ) -> Result<Self, Error> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &options.brokers)
+            .set("group.id", &options.group)
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "50");
+        for (k, v) in &options.settings {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer = config
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let dlq: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &options.brokers)
+            .set("acks", "all")
+            .create()
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let counters = Arc::new(UpdaterCounters::default());
+        let (s, c) = (Arc::clone(&stop), Arc::clone(&counters));
+        let handle = std::thread::Builder::new()
+            .name("elvon-feature-updater".into())
+            .spawn(move || {
+                consume_loop(&consumer, &dlq, &options, &target, engine.as_ref(), &s, &c);
+            })
+            .map_err(|e| Error::Client(format!("cannot start the updater: {e}")))?;
+        Ok(FeatureUpdater {
+            stop,
+            counters,
+            handle: Some(handle),
+        })
+    }
+
+    /// The counters so far.
+    #[must_use]
+    pub fn stats(&self) -> UpdaterStats {
+        let c = &self.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        UpdaterStats {
+            applied: get(&c.applied),
+            dead_lettered: get(&c.dead_lettered),
+            rewards: get(&c.rewards),
+            commits: get(&c.commits),
+        }
+    }
+
+    /// Stops after the current batch is applied and committed, and waits for that.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for FeatureUpdater {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+enum Parsed {
+    Event(crate::aggregate::Event),
+    Reward(RewardMessage),
+}
+
+fn parse(payload: Option<&[u8]>, aggs: &crate::aggregate::Aggregates) -> Result<Parsed, String> {
+    let bytes = payload.ok_or("empty message")?;
+    let json: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    if json.get("decision_id").is_some() {
+        let r: RewardMessage =
+            serde_json::from_value(json).map_err(|e| format!("not a reward: {e}"))?;
+        if !r.reward.is_finite() {
+            return Err("reward is not a finite number".into());
+        }
+        return Ok(Parsed::Reward(r));
+    }
+    let e: crate::aggregate::Event =
+        serde_json::from_value(json).map_err(|e| format!("not an event: {e}"))?;
+    aggs.updates(&e, e.time_ms).map_err(|e| e.to_string())?;
+    Ok(Parsed::Event(e))
+}
+
+fn consume_loop(
+    consumer: &BaseConsumer,
+    dlq: &BaseProducer,
+    o: &UpdaterOptions,
+    target: &dyn EventTarget,
+    engine: Option<&Engine>,
+    stop: &std::sync::atomic::AtomicBool,
+    c: &UpdaterCounters,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut batch = Vec::with_capacity(o.batch);
+    let mut uncommitted = false;
+    loop {
+        let stopping = stop.load(Relaxed);
+        let started = std::time::Instant::now();
+        while !stopping && batch.len() < o.batch && started.elapsed() < Duration::from_millis(100) {
+            let Some(m) = consumer.poll(Duration::from_millis(20)) else {
+                continue;
+            };
+            let Ok(m) = m else { continue };
+            uncommitted = true;
+            match parse(m.payload(), &o.aggregates) {
+                Ok(Parsed::Event(e)) => batch.push(e),
+                Ok(Parsed::Reward(r)) => {
+                    if let Some(engine) = engine {
+                        engine.reward(r.decision_id, r.reward);
+                    }
+                    c.rewards.fetch_add(1, Relaxed);
+                    metrics::counter!("elvon_updater_events_total", "outcome" => "reward")
+                        .increment(1);
+                }
+                Err(why) => {
+                    let headers =
+                        rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                            key: "elvon-error",
+                            value: Some(why.as_bytes()),
+                        });
+                    let mut rec = BaseRecord::to(&o.dead_letter)
+                        .payload(m.payload().unwrap_or_default())
+                        .headers(headers);
+                    if let Some(k) = m.key() {
+                        rec = rec.key(k);
+                    }
+                    let _ = dlq.send(rec);
+                    // Stored before the offset that skips it is committed.
+                    let _ = dlq.flush(Duration::from_secs(5));
+                    c.dead_lettered.fetch_add(1, Relaxed);
+                    metrics::counter!("elvon_updater_events_total", "outcome" => "dead_letter")
+                        .increment(1);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            // At-least-once: retry until applied (or told to stop; then nothing is committed
+            // and the batch is delivered again to whoever takes the partitions).
+            loop {
+                match target.apply(&batch) {
+                    Ok(()) => break,
+                    Err(_) if stop.load(Relaxed) => return,
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+            c.applied.fetch_add(batch.len() as u64, Relaxed);
+            metrics::counter!("elvon_updater_events_total", "outcome" => "applied")
+                .increment(batch.len() as u64);
+            batch.clear();
+        }
+        if uncommitted
+            && consumer
+                .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+                .is_ok()
+        {
+            uncommitted = false;
+            c.commits.fetch_add(1, Relaxed);
+        }
+        if stopping {
+            return;
         }
     }
 }

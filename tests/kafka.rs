@@ -230,3 +230,257 @@ fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
         .variant()
         .is_some());
 }
+
+mod updater {
+    use super::*;
+    use elvon::aggregate::{Aggregate, Aggregates, Event};
+    use elvon::kafka::{EventTarget, FeatureUpdater, MemoryTarget, UpdaterOptions};
+    use elvon::MemoryStore;
+    use rdkafka::message::Headers;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn aggs() -> Arc<Aggregates> {
+        Arc::new(
+            Aggregates::new(vec![
+                Aggregate::count("views", "view"),
+                Aggregate::sum("spend", "buy", "amount"),
+            ])
+            .expect("valid"),
+        )
+    }
+
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+    }
+
+    fn produce(bootstrap: &str, topic: &str, payloads: &[String]) {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .expect("producer");
+        for (i, body) in payloads.iter().enumerate() {
+            let key = format!("k{}", i % 37);
+            p.send(BaseRecord::to(topic).key(&key).payload(body))
+                .map_err(|(e, _)| e)
+                .expect("queued");
+        }
+        p.flush(Duration::from_secs(30)).expect("stored");
+    }
+
+    fn view(id: usize, user: &str) -> String {
+        serde_json::to_string(&Event::new(format!("ev-{id}"), user, "view", now_ms()))
+            .expect("json")
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let t = Instant::now();
+        while !done() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn cluster() -> (
+        MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        String,
+    ) {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("events", 4, 1).expect("topic");
+        cluster.create_topic("dead", 1, 1).expect("topic");
+        let b = cluster.bootstrap_servers();
+        (cluster, b)
+    }
+
+    #[test]
+    fn poison_goes_to_the_dead_letter_topic_and_rewards_to_the_engine() {
+        let _serial = serial();
+        let (_cluster, bootstrap) = cluster();
+        let store = MemoryStore::new();
+        let target = MemoryTarget {
+            store: store.clone(),
+            aggregates: aggs(),
+        };
+        let engine = Engine::builder().id_prefix(7).build();
+        engine
+            .load_config_json(
+                r#"{"version": "b", "slots": [{"id": "offer", "variants": [{"id": "x"}, {"id": "y"}],
+                    "default": "x", "rules": [{"bandit": {"policy": "thompson", "arms": ["x", "y"]}}]}]}"#,
+            )
+            .expect("config");
+        let d = engine.decide("offer", "u1", &Features::new());
+        let mut msgs = vec![view(1, "u1"), "not json".to_owned()];
+        msgs.push(r#"{"id": "b1", "user": "u1", "kind": "buy", "time_ms": 1, "values": {"amount": "lots"}}"#.to_owned());
+        msgs.push(view(2, "u1"));
+        msgs.push(format!(r#"{{"decision_id": "{}", "reward": 1.0}}"#, d.id()));
+        msgs.push(r#"{"id": "b2", "user": "u1", "kind": "buy", "time_ms": 1, "values": {"amount": 12.5}}"#.to_owned());
+        produce(&bootstrap, "events", &msgs);
+        let updater = FeatureUpdater::spawn(
+            UpdaterOptions::new(&bootstrap, "g1", ["events"], "dead", aggs()),
+            target,
+            Some(engine.clone()),
+        )
+        .expect("updater");
+        wait_for("all messages", || {
+            let s = updater.stats();
+            s.applied == 3 && s.dead_lettered == 2 && s.rewards == 1
+        });
+        let f = store.read(&aggs(), "u1", now_ms());
+        assert_eq!(f.get("views"), Some(&elvon::Value::Int(2)));
+        assert_eq!(f.get("spend"), Some(&elvon::Value::Float(12.5)));
+        assert_eq!(engine.reward_stats().applied, 1);
+
+        let dead = read_back(&bootstrap, "dead", 2, Duration::from_secs(10));
+        assert_eq!(dead.len(), 2);
+        // The error travels in a header; read it with a consumer that keeps headers.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "dlq-check")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&["dead"]).expect("subscribe");
+        let mut errors = Vec::new();
+        let t = Instant::now();
+        while errors.len() < 2 && t.elapsed() < Duration::from_secs(10) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let h = m.headers().expect("headers");
+                let e = h
+                    .iter()
+                    .find(|h| h.key == "elvon-error")
+                    .expect("error header");
+                errors.push(String::from_utf8_lossy(e.value.unwrap_or_default()).into_owned());
+            }
+        }
+        errors.sort();
+        assert!(
+            errors[0].starts_with("event \"b1\".values.amount"),
+            "{errors:?}"
+        );
+        assert!(errors[1].starts_with("not JSON"), "{errors:?}");
+        updater.stop();
+    }
+
+    #[test]
+    fn events_delivered_twice_update_features_once() {
+        let _serial = serial();
+        let (_cluster, bootstrap) = cluster();
+        let store = MemoryStore::new();
+        let events: Vec<String> = (0..10_000)
+            .map(|i| view(i, &format!("u{}", i % 100)))
+            .collect();
+        produce(&bootstrap, "events", &events);
+        produce(&bootstrap, "events", &events);
+        let updater = FeatureUpdater::spawn(
+            UpdaterOptions::new(&bootstrap, "g2", ["events"], "dead", aggs()),
+            MemoryTarget {
+                store: store.clone(),
+                aggregates: aggs(),
+            },
+            None,
+        )
+        .expect("updater");
+        wait_for("20,000 messages", || updater.stats().applied == 20_000);
+        for u in 0..100 {
+            let f = store.read(&aggs(), &format!("u{u}"), now_ms());
+            assert_eq!(f.get("views"), Some(&elvon::Value::Int(100)), "user u{u}");
+        }
+        updater.stop();
+    }
+
+    /// Applies half of its first batch, then fails like a crashed process would.
+    struct Crashes {
+        inner: MemoryTarget,
+        crashed: Arc<AtomicBool>,
+        batches: AtomicUsize,
+    }
+
+    impl EventTarget for Crashes {
+        fn apply(&self, events: &[Event]) -> Result<(), String> {
+            if self.crashed.load(Ordering::SeqCst) {
+                return Err("crashed".into());
+            }
+            if self.batches.fetch_add(1, Ordering::SeqCst) == 2 {
+                self.inner.apply(&events[..events.len() / 2])?;
+                self.crashed.store(true, Ordering::SeqCst);
+                return Err("crashed mid-batch".into());
+            }
+            self.inner.apply(events)
+        }
+    }
+
+    #[test]
+    fn a_consumer_killed_mid_batch_loses_nothing_when_another_takes_over() {
+        let _serial = serial();
+        let (_cluster, bootstrap) = cluster();
+        let store = MemoryStore::new();
+        let events: Vec<String> = (0..5_000)
+            .map(|i| view(i, &format!("u{}", i % 50)))
+            .collect();
+        produce(&bootstrap, "events", &events);
+        let crashed = Arc::new(AtomicBool::new(false));
+        let first = FeatureUpdater::spawn(
+            // A killed process does not leave its group: the group notices when its session
+            // times out, so keep that short here.
+            UpdaterOptions::new(&bootstrap, "g3", ["events"], "dead", aggs())
+                .batch_size(200)
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "500"),
+            Crashes {
+                inner: MemoryTarget {
+                    store: store.clone(),
+                    aggregates: aggs(),
+                },
+                crashed: Arc::clone(&crashed),
+                batches: AtomicUsize::new(0),
+            },
+            None,
+        )
+        .expect("updater");
+        let t0 = Instant::now();
+        wait_for("the crash", || crashed.load(Ordering::SeqCst));
+        let before = first.stats().applied;
+        eprintln!("crash after {:?}", t0.elapsed());
+        drop(first); // stops without committing the failed batch
+        eprintln!("first stopped after {:?}", t0.elapsed());
+        assert!(before < 5_000, "{before}");
+        let second = FeatureUpdater::spawn(
+            UpdaterOptions::new(&bootstrap, "g3", ["events"], "dead", aggs()),
+            MemoryTarget {
+                store: store.clone(),
+                aggregates: aggs(),
+            },
+            None,
+        )
+        .expect("updater");
+        let total = || {
+            (0..50)
+                .map(|u| {
+                    store
+                        .read(&aggs(), &format!("u{u}"), now_ms())
+                        .get("views")
+                        .and_then(elvon::Value::as_f64)
+                        .unwrap_or(0.0)
+                })
+                .sum::<f64>()
+        };
+        wait_for("every event", || total() >= 5_000.0);
+        eprintln!("all applied after {:?}", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(total(), 5_000.0, "each event counted once");
+        assert!(
+            second.stats().applied >= 5_000 - before,
+            "{:?}",
+            second.stats()
+        );
+        second.stop();
+    }
+}

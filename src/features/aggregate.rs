@@ -35,11 +35,17 @@ use super::{Features, Text, Value};
 pub const MAX_BUCKETS: u32 = 1_024;
 
 /// A behaviour event: something a user did, at a time, with values.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its JSON form (the wire format of the Kafka feature updater):
+/// `{"id": "e-1", "user": "u42", "kind": "purchase", "time_ms": 1700000000000,
+/// "values": {"amount": 12.5}}`; `id` and `values` may be left out.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Event {
     /// Unique id of the event, for idempotent application (a redelivered event with the same
     /// id does not count twice). Empty: no deduplication.
+    #[serde(default)]
     pub id: String,
     /// The user the event is about.
     pub user: String,
@@ -48,6 +54,7 @@ pub struct Event {
     /// When it happened, unix milliseconds.
     pub time_ms: u64,
     /// The event's values (`amount`, `category`, …).
+    #[serde(default)]
     pub values: Features,
 }
 

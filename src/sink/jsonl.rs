@@ -104,6 +104,7 @@ impl Serialize for UsedFeatures<'_, '_> {
 
 impl Pending {
     /// The user id (the Kafka message key).
+    #[cfg(feature = "kafka")]
     pub(crate) fn user(&self) -> &[u8] {
         self.text.get(..self.user_len as usize).unwrap_or_default()
     }

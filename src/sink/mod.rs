@@ -11,9 +11,12 @@ mod record;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+#[cfg(feature = "kafka")]
 pub(crate) use jsonl::Pending;
 pub use jsonl::{FlushError, JsonlOptions, JsonlSink};
 pub use memory::MemorySink;
+#[cfg(feature = "kafka")]
+pub(crate) use record::now_ms as record_now_ms;
 pub use record::{ArmProbability, DecisionRecord, RecordReason, RECORD_SCHEMA};
 
 use crate::features::Features;
