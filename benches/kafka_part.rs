@@ -35,7 +35,10 @@ fn p99(engine: &Engine, w: &workloads::Workload, calls: usize) -> (f64, f64) {
         h.saturating_record(t.elapsed().as_nanos() as u64);
         std::hint::black_box(d);
     }
-    (h.value_at_quantile(0.5) as f64, h.value_at_quantile(0.99) as f64)
+    (
+        h.value_at_quantile(0.5) as f64,
+        h.value_at_quantile(0.99) as f64,
+    )
 }
 
 pub fn run() -> KafkaFigures {
@@ -68,8 +71,8 @@ pub fn run() -> KafkaFigures {
 
     // Latency: the same slot with the Kafka sink (default queue) and with no sink, paced so
     // the writer keeps up (the figure is decide's own cost, not queueing).
-    let sink2 = KafkaDecisionSink::new(KafkaSinkOptions::new(&bootstrap, "decisions"))
-        .expect("sink");
+    let sink2 =
+        KafkaDecisionSink::new(KafkaSinkOptions::new(&bootstrap, "decisions")).expect("sink");
     let with_kafka = Engine::builder().sink(sink2.clone()).build();
     with_kafka.load_config_json(&w.configs[0]).expect("config");
     let noop = Engine::builder().build();

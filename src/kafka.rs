@@ -466,6 +466,9 @@ pub struct UpdaterStats {
     pub rewards: u64,
     /// Batches committed.
     pub commits: u64,
+    /// Messages behind the end of the assigned partitions, as of the last check (once a
+    /// second; `None` before the first); also gauge `elvon_updater_lag`.
+    pub lag: Option<u64>,
 }
 
 #[derive(Default)]
@@ -474,6 +477,7 @@ struct UpdaterCounters {
     dead_lettered: std::sync::atomic::AtomicU64,
     rewards: std::sync::atomic::AtomicU64,
     commits: std::sync::atomic::AtomicU64,
+    lag: std::sync::atomic::AtomicU64,
 }
 
 /// Consumes behaviour events (and rewards) from Kafka in a consumer group, applies them to an
@@ -484,7 +488,8 @@ struct UpdaterCounters {
 /// `Engine::reward` when an engine is given. Stops (after committing what it applied) when
 /// dropped or [`stop`](FeatureUpdater::stop)ped.
 ///
-/// Metrics: `elvon_updater_events_total{outcome="applied"|"dead_letter"|"reward"}`.
+/// Metrics: `elvon_updater_events_total{outcome="applied"|"dead_letter"|"reward"}` (its rate
+/// is the throughput) and gauge `elvon_updater_lag`.
 pub struct FeatureUpdater {
     stop: Arc<std::sync::atomic::AtomicBool>,
     counters: Arc<UpdaterCounters>,
@@ -554,6 +559,7 @@ impl FeatureUpdater {
             dead_lettered: get(&c.dead_lettered),
             rewards: get(&c.rewards),
             commits: get(&c.commits),
+            lag: get(&c.lag).checked_sub(1),
         }
     }
 
@@ -574,6 +580,24 @@ impl Drop for FeatureUpdater {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Messages behind the end of the assigned partitions: Σ (high watermark − position). One
+/// watermark request per assigned partition (at most 200 ms each), made once a second.
+fn lag(consumer: &BaseConsumer) -> Option<u64> {
+    let positions = consumer.position().ok()?;
+    let mut total = 0u64;
+    for p in positions.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(p.topic(), p.partition(), Duration::from_millis(200))
+            .ok()?;
+        let pos = match p.offset() {
+            Offset::Offset(o) => o,
+            _ => continue,
+        };
+        total += u64::try_from(high - pos).unwrap_or(0);
+    }
+    Some(total)
 }
 
 enum Parsed {
@@ -611,6 +635,7 @@ fn consume_loop(
     use std::sync::atomic::Ordering::Relaxed;
     let mut batch = Vec::with_capacity(o.batch);
     let mut uncommitted = false;
+    let mut last_lag = std::time::Instant::now();
     loop {
         let stopping = stop.load(Relaxed);
         let started = std::time::Instant::now();
@@ -673,6 +698,14 @@ fn consume_loop(
         {
             uncommitted = false;
             c.commits.fetch_add(1, Relaxed);
+        }
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            last_lag = std::time::Instant::now();
+            if let Some(lag) = lag(consumer) {
+                // Stored + 1, so 0 means "not measured yet".
+                c.lag.store(lag.saturating_add(1), Relaxed);
+                metrics::gauge!("elvon_updater_lag").set(lag as f64);
+            }
         }
         if stopping {
             return;

@@ -389,6 +389,8 @@ mod updater {
         )
         .expect("updater");
         wait_for("20,000 messages", || updater.stats().applied == 20_000);
+        // The lag is measured once a second; everything is consumed, so it drops to 0.
+        wait_for("lag 0", || updater.stats().lag == Some(0));
         for u in 0..100 {
             let f = store.read(&aggs(), &format!("u{u}"), now_ms());
             assert_eq!(f.get("views"), Some(&elvon::Value::Int(100)), "user u{u}");
