@@ -22,6 +22,9 @@ pub struct KafkaFigures {
     pub noop_p99_ns: f64,
     pub kafka_p99_ns: f64,
     pub kafka_p50_ns: f64,
+    /// Events the `FeatureUpdater` applied to a memory store per second, from its first
+    /// applied batch to its last (joining the group excluded).
+    pub consumer_events_per_s: f64,
 }
 
 const N: usize = 1_000_000;
@@ -88,6 +91,11 @@ pub fn run() -> KafkaFigures {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    // A cluster of its own: the sink run above left a million records in this one.
+    let events_cluster = MockCluster::new(1).expect("mock cluster");
+    events_cluster.create_topic("events", 4, 1).expect("topic");
+    events_cluster.create_topic("dead", 1, 1).expect("topic");
+    let consumer_events_per_s = consumer(&events_cluster.bootstrap_servers());
     KafkaFigures {
         delivered_per_s: s.written as f64 / took.as_secs_f64(),
         delivered: s.written,
@@ -95,5 +103,75 @@ pub fn run() -> KafkaFigures {
         noop_p99_ns: med(noop_p99),
         kafka_p99_ns: med(kafka.iter().map(|k| k.1).collect()),
         kafka_p50_ns: med(kafka.iter().map(|k| k.0).collect()),
+        consumer_events_per_s,
     }
+}
+
+const EVENTS: usize = 100_000;
+
+fn consumer(bootstrap: &str) -> f64 {
+    use elvon::aggregate::{Aggregate, Aggregates, Event};
+    use elvon::kafka::{FeatureUpdater, MemoryTarget, UpdaterOptions};
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::sync::Arc;
+
+    let aggregates = Arc::new(
+        Aggregates::new(vec![
+            Aggregate::count("page_view_7d", "page_view").window(Duration::from_secs(86_400), 7),
+            Aggregate::last("last_category", "page_view", "category"),
+        ])
+        .expect("valid aggregates"),
+    );
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    for i in 0..EVENTS {
+        let user = format!("user-{}", i % 10_000);
+        let e = Event::new(format!("pv-{i}"), &user, "page_view", now).with("category", "shoes");
+        let body = serde_json::to_string(&e).expect("json");
+        producer
+            .send(BaseRecord::to("events").key(&user).payload(&body))
+            .map_err(|(e, _)| e)
+            .expect("queued");
+    }
+    producer.flush(Duration::from_secs(60)).expect("stored");
+    let updater = FeatureUpdater::spawn(
+        UpdaterOptions::new(
+            bootstrap,
+            "bench",
+            ["events"],
+            "dead",
+            Arc::clone(&aggregates),
+        )
+        .batch_size(2_000),
+        MemoryTarget {
+            store: elvon::MemoryStore::new(),
+            aggregates,
+        },
+        None,
+    )
+    .expect("updater");
+    let t = Instant::now();
+    let mut first: Option<(Instant, u64)> = None;
+    while updater.stats().applied < EVENTS as u64 {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "consumer stalled: {:?}",
+            updater.stats()
+        );
+        let applied = updater.stats().applied;
+        if first.is_none() && applied > 0 {
+            first = Some((Instant::now(), applied));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (since, base) = first.unwrap_or((t, 0));
+    (EVENTS as u64 - base) as f64 / since.elapsed().as_secs_f64()
 }

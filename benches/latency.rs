@@ -198,8 +198,8 @@ fn main() {
     let kafka = {
         let k = kafka_part::run();
         println!(
-            "kafka: sink delivered {} decisions at {:.0}/s to the mock cluster ({} dropped); W1 decide p99 {:.0}ns with the Kafka sink (p50 {:.0}ns) vs {:.0}ns with none",
-            k.delivered, k.delivered_per_s, k.dropped, k.kafka_p99_ns, k.kafka_p50_ns, k.noop_p99_ns
+            "kafka: sink delivered {} decisions at {:.0}/s to the mock cluster ({} dropped); W1 decide p99 {:.0}ns with the Kafka sink (p50 {:.0}ns) vs {:.0}ns with none; FeatureUpdater applied {:.0} events/s to memory",
+            k.delivered, k.delivered_per_s, k.dropped, k.kafka_p99_ns, k.kafka_p50_ns, k.noop_p99_ns, k.consumer_events_per_s
         );
         k
     };
@@ -553,6 +553,14 @@ impl Budget {
         }
         #[cfg(feature = "kafka")]
         {
+            if let Some(min) = self.get("kafka", "min_consumer_events_per_s") {
+                if r.kafka.consumer_events_per_s < min {
+                    out.push(format!(
+                        "kafka consumer applied {:.0} events/s, budget at least {min}",
+                        r.kafka.consumer_events_per_s
+                    ));
+                }
+            }
             if let Some(min) = self.get("kafka", "min_delivered_per_s") {
                 if r.kafka.delivered_per_s < min {
                     out.push(format!(
