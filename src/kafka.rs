@@ -271,17 +271,40 @@ pub fn publish_config(
     timeout: Duration,
 ) -> Result<(), Error> {
     Config::from_json(config_json).and_then(|c| c.validate())?;
-    let producer: BaseProducer = ClientConfig::new()
+    let producer: BaseProducer<Confirm> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
-        .create()
+        .set("message.timeout.ms", timeout.as_millis().max(1).to_string())
+        .create_with_context(Confirm::default())
         .map_err(|e| Error::Client(e.to_string()))?;
     producer
         .send(BaseRecord::to(topic).key(CONFIG_KEY).payload(config_json))
         .map_err(|(e, _)| Error::Client(e.to_string()))?;
     producer
         .flush(timeout)
-        .map_err(|e| Error::Client(format!("config not confirmed: {e}")))
+        .map_err(|e| Error::Client(format!("config not confirmed: {e}")))?;
+    let outcome = producer.context().0.lock().map_or(None, |mut g| g.take());
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(Error::Client(format!("config not stored: {e}"))),
+        None => Err(Error::Client("config not confirmed in time".into())),
+    }
+}
+
+/// Keeps the delivery result of the one config message.
+#[derive(Default)]
+struct Confirm(std::sync::Mutex<Option<Result<(), String>>>);
+
+impl ClientContext for Confirm {}
+
+impl ProducerContext for Confirm {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
+        }
+    }
 }
 
 /// Follows a compacted config topic and swaps every valid config into the engine; an invalid

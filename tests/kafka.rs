@@ -229,6 +229,12 @@ fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
         .decide("banner", "u", &Features::new())
         .variant()
         .is_some());
+
+    // A publish the broker never confirms is an error, not a silent success.
+    cluster.broker_down(1).expect("broker down");
+    let err = elvon::kafka::publish_config(&bootstrap, "configs", CONFIG, Duration::from_secs(1))
+        .expect_err("not confirmed with the broker down");
+    assert!(err.to_string().contains("config not"), "{err}");
 }
 
 mod updater {
