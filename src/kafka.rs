@@ -401,7 +401,7 @@ pub struct MemoryTarget {
 
 impl EventTarget for MemoryTarget {
     fn apply(&self, events: &[crate::aggregate::Event]) -> Result<(), String> {
-        let now = crate::sink::record_now_ms();
+        let now = crate::sink::now_ms();
         for e in events {
             // Events were validated when parsed; an error here is a definition mismatch.
             self.store

@@ -36,7 +36,7 @@
 use std::future::ready;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -50,12 +50,6 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A clock: unix milliseconds.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-fn system_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// What went wrong talking to Redis, outside of `decide_for` (which never fails).
 #[derive(Debug, thiserror::Error)]
@@ -583,7 +577,7 @@ impl RedisFeatureSourceBuilder {
                 breaker: Breaker::new(self.breaker_failures, self.breaker_cool_down),
                 cache,
                 aggregates: self.aggregates,
-                clock: self.clock.unwrap_or_else(|| Arc::new(system_ms)),
+                clock: self.clock.unwrap_or_else(|| Arc::new(crate::sink::now_ms)),
                 command_timeout: self.command_timeout,
                 rt,
             }),

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 
@@ -11,12 +10,6 @@ use super::{FeatureSource, Features, FetchFuture, FetchRequest, Text, Value};
 
 /// Default time an applied event id is remembered for deduplication (24 h).
 pub const DEFAULT_DEDUP_TTL_MS: u64 = 86_400_000;
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// An in-memory feature store: a concurrent map from user id to [`Features`].
 ///
@@ -254,7 +247,7 @@ impl MemoryStore {
 impl FeatureSource for MemoryStore {
     fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> FetchFuture<'a> {
         if let Some(aggs) = &self.aggregates {
-            let all = self.read(aggs, request.user, wall_ms());
+            let all = self.read(aggs, request.user, crate::sink::now_ms());
             let out = all.select(request.names.iter().map(|n| &**n));
             return Box::pin(std::future::ready(Ok(out)));
         }

@@ -15,8 +15,7 @@ use std::sync::Arc;
 pub(crate) use jsonl::Pending;
 pub use jsonl::{FlushError, JsonlOptions, JsonlSink};
 pub use memory::MemorySink;
-#[cfg(feature = "kafka")]
-pub(crate) use record::now_ms as record_now_ms;
+pub(crate) use record::now_ms;
 pub use record::{ArmProbability, DecisionRecord, RecordReason, RECORD_SCHEMA};
 
 use crate::features::Features;
