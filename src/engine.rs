@@ -322,29 +322,20 @@ impl Engine {
                 crate::metrics::feature_fetch(secs, "ok");
                 (f, FeatureStatus::Fetched, None)
             }
-            Some(Err(e)) if e.is_timeout() => {
-                crate::metrics::feature_fetch(secs, "timeout");
-                (
-                    Features::new(),
-                    FeatureStatus::TimedOut,
-                    Some(RawCause::SourceTimeout),
-                )
-            }
-            Some(Err(SourceError::Unavailable(_))) => {
-                crate::metrics::feature_fetch(secs, "unavailable");
-                (
-                    Features::new(),
-                    FeatureStatus::Unavailable,
-                    Some(RawCause::SourceUnavailable),
-                )
-            }
-            Some(Err(_)) => {
-                crate::metrics::feature_fetch(secs, "error");
-                (
-                    Features::new(),
-                    FeatureStatus::Failed,
-                    Some(RawCause::SourceError),
-                )
+            Some(Err(e)) => {
+                let (outcome, status, cause) = match e {
+                    SourceError::Timeout => {
+                        ("timeout", FeatureStatus::TimedOut, RawCause::SourceTimeout)
+                    }
+                    SourceError::Unavailable(_) => (
+                        "unavailable",
+                        FeatureStatus::Unavailable,
+                        RawCause::SourceUnavailable,
+                    ),
+                    _ => ("error", FeatureStatus::Failed, RawCause::SourceError),
+                };
+                crate::metrics::feature_fetch(secs, outcome);
+                (Features::new(), status, Some(cause))
             }
         };
         self.finish(

@@ -355,13 +355,7 @@ impl KafkaConfigWatcher {
                     let Some(payload) = msg.payload() else {
                         continue;
                     };
-                    let loaded = Config::from_slice(payload)
-                        .inspect_err(|_| crate::metrics::config_rejected())
-                        .and_then(|c| engine.load_config(&c));
-                    on_event(&match loaded {
-                        Ok(o) => WatchEvent::Loaded(o),
-                        Err(e) => WatchEvent::Rejected(e),
-                    });
+                    on_event(&crate::watch::load_bytes(&engine, payload));
                 }
             })
             .map_err(|e| Error::Client(format!("cannot start the watcher: {e}")))?;

@@ -42,7 +42,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture};
 
-use crate::aggregate::{AggregateKind, Aggregates, Event, Op};
+use crate::aggregate::{bucket_field, AggregateKind, Aggregates, Event, Op};
 use crate::features::{FeatureSource, Features, FetchFuture, FetchRequest, SourceError, Value};
 
 /// Default deadline-independent limit on one Redis command (writes, batch fetches).
@@ -354,15 +354,15 @@ impl RedisFeatureSource {
     /// rejected). Blocks the calling thread for at most the command timeout (from async code,
     /// call it through `spawn_blocking`).
     pub fn set_features(&self, user: &str, features: &Features) -> Result<(), RedisError> {
+        if features.is_empty() {
+            return Ok(());
+        }
         let mut cmd = redis::cmd("HSET");
         cmd.arg(self.key(user));
         for (name, v) in features.iter() {
             cmd.arg(name).arg(encode(v).map_err(|m| {
                 RedisError::Config(format!("feature {name:?} of user {user:?}: {m}"))
             })?);
-        }
-        if features.is_empty() {
-            return Ok(());
         }
         let sh = Arc::clone(&self.shared);
         self.run("HSET", async move {
@@ -410,19 +410,18 @@ impl RedisFeatureSource {
         what: &str,
         fut: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
     ) -> Result<T, RedisError> {
-        run_on(&self.shared, what, fut)
+        run_on(&self.shared.rt, self.shared.command_timeout, what, fut)
     }
 }
 
+/// Runs `fut` on `rt`, waiting on the calling thread at most `timeout` for it.
 fn run_on<T: Send + 'static>(
-    sh: &Shared,
+    rt: &tokio::runtime::Handle,
+    timeout: Duration,
     what: &str,
     fut: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
 ) -> Result<T, RedisError> {
-    let timeout = sh.command_timeout;
-    let task = sh
-        .rt
-        .spawn(async move { tokio::time::timeout(timeout, fut).await });
+    let task = rt.spawn(async move { tokio::time::timeout(timeout, fut).await });
     let deadline = Instant::now() + timeout + Duration::from_millis(100);
     match crate::features::block_on(task, deadline) {
         Some(Ok(Ok(Ok(v)))) => Ok(v),
@@ -547,12 +546,17 @@ impl RedisFeatureSourceBuilder {
                 .retries(2)
                 .build()
                 .map_err(connect_err)?;
-            let task = rt.spawn(async move { client.get_async_connection().await });
-            let deadline = Instant::now() + self.connect_timeout + Duration::from_secs(1);
-            match crate::features::block_on(task, deadline) {
-                Some(Ok(Ok(c))) => Conn::Cluster(c),
-                Some(Ok(Err(e))) => return Err(connect_err(e)),
-                _ => return Err(RedisError::Timeout(format!("connect to {target}"))),
+            let connect = async move { client.get_async_connection().await };
+            let what = format!("connect to {target}");
+            match run_on(&rt, self.connect_timeout * 2, &what, connect) {
+                Ok(c) => Conn::Cluster(c),
+                Err(RedisError::Command { source, .. }) => {
+                    return Err(RedisError::Connect {
+                        target: target.clone(),
+                        source,
+                    })
+                }
+                Err(e) => return Err(e),
             }
         } else {
             let client = redis::Client::open(self.urls[0].as_str()).map_err(connect_err)?;
@@ -602,7 +606,7 @@ impl Shared {
                         let first = w.first_live(now);
                         let last = w.bucket(now);
                         for b in first..=last {
-                            fields.push(format!("{name}|{b}"));
+                            fields.push(bucket_field(name, b));
                         }
                         plan.push(Part::Window(d.kind.clone(), (last - first + 1) as usize));
                     }
@@ -893,10 +897,7 @@ impl AggregatesWriter {
                 let mut args = vec![dedup.to_string(), self.key_ttl.map_or(0, ms).to_string()];
                 let mut pruned: Vec<&str> = Vec::new();
                 for u in updates {
-                    let field = match u.bucket {
-                        Some(b) => format!("{}|{b}", u.def.feature),
-                        None => u.def.feature.clone(),
-                    };
+                    let field = u.field();
                     let (op, arg) = match &u.op {
                         Op::Incr(n) => ("i", n.to_string()),
                         Op::Add(x) => ("f", x.to_string()),
@@ -923,15 +924,16 @@ impl AggregatesWriter {
                 batch.push((key, dedup_key, args));
             }
             let conn = sh.conn.clone();
-            let results: Vec<i64> = run_on(sh, "apply events", async move {
-                let futs = batch.iter().map(|(key, dedup_key, args)| {
-                    let mut c = conn.clone();
-                    let mut inv = APPLY_SCRIPT.key(key);
-                    inv.key(dedup_key).arg(args);
-                    async move { inv.invoke_async::<i64>(&mut c).await }
-                });
-                futures_util::future::try_join_all(futs).await
-            })?;
+            let results: Vec<i64> =
+                run_on(&sh.rt, sh.command_timeout, "apply events", async move {
+                    let futs = batch.iter().map(|(key, dedup_key, args)| {
+                        let mut c = conn.clone();
+                        let mut inv = APPLY_SCRIPT.key(key);
+                        inv.key(dedup_key).arg(args);
+                        async move { inv.invoke_async::<i64>(&mut c).await }
+                    });
+                    futures_util::future::try_join_all(futs).await
+                })?;
             for r in results {
                 if r == 1 {
                     report.applied += 1;

@@ -110,9 +110,18 @@ fn poll(engine: &Engine, path: &Path, last: &mut Option<u64>) -> Option<WatchEve
         return None;
     }
     *last = Some(fp);
-    let loaded = Config::from_slice(&bytes).and_then(|c| engine.load_config(&c));
-    Some(match loaded {
+    Some(load_bytes(engine, &bytes))
+}
+
+/// Loads a config document from raw bytes (a file, a Kafka message) and says what happened.
+/// A document that is not valid JSON is counted as a rejection too, as
+/// [`Engine::load_config_json`] counts it.
+pub(crate) fn load_bytes(engine: &Engine, bytes: &[u8]) -> WatchEvent {
+    let loaded = Config::from_slice(bytes)
+        .inspect_err(|_| crate::metrics::config_rejected())
+        .and_then(|c| engine.load_config(&c));
+    match loaded {
         Ok(o) => WatchEvent::Loaded(o),
         Err(e) => WatchEvent::Rejected(e),
-    })
+    }
 }

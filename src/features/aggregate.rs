@@ -249,6 +249,25 @@ pub struct Update<'a> {
     pub op: Op,
 }
 
+impl Update<'_> {
+    /// The stored field (or in-memory entry) this update writes: the feature name, or
+    /// [`bucket_field`] for a windowed one.
+    #[must_use]
+    pub fn field(&self) -> String {
+        match self.bucket {
+            Some(b) => bucket_field(&self.def.feature, b),
+            None => self.def.feature.clone(),
+        }
+    }
+}
+
+/// The name under which bucket `bucket` of windowed feature `feature` is stored:
+/// `<feature>|<bucket>`. Every store (memory, Redis) uses this layout.
+#[must_use]
+pub fn bucket_field(feature: &str, bucket: u64) -> String {
+    format!("{feature}|{bucket}")
+}
+
 /// The change an [`Update`] makes.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::aggregate::{AggregateError, AggregateKind, Aggregates, Event, Op};
+use super::aggregate::{bucket_field, AggregateError, AggregateKind, Aggregates, Event, Op};
 use super::{FeatureSource, Features, FetchFuture, FetchRequest, Text, Value};
 
 /// Default time an applied event id is remembered for deduplication (24 h).
@@ -141,10 +141,7 @@ impl MemoryStore {
         self.update(&event.user, |f| {
             for u in &updates {
                 let name = &u.def.feature;
-                let field = match u.bucket {
-                    Some(b) => format!("{name}|{b}"),
-                    None => name.clone(),
-                };
+                let field = u.field();
                 let old = f.get(&field).and_then(Value::as_f64).unwrap_or(0.0);
                 let new = match &u.op {
                     Op::Incr(n) => Value::Int(old as i64 + n),
@@ -189,7 +186,7 @@ impl MemoryStore {
             }
             let total = match d.window {
                 Some(w) => (w.first_live(now_ms)..=w.bucket(now_ms))
-                    .filter_map(|b| stored.get(&format!("{}|{b}", d.feature))?.as_f64())
+                    .filter_map(|b| stored.get(&bucket_field(&d.feature, b))?.as_f64())
                     .sum(),
                 None => stored
                     .get(&d.feature)
