@@ -5,16 +5,15 @@
 //! JSON-lines sink, schema [`RECORD_SCHEMA`](crate::sink::RECORD_SCHEMA)), keyed by the user
 //! id so that one user's decisions land on one partition in order.
 //!
-//! `record` never blocks: it captures the decision with one allocation (as the JSON-lines
-//! sink does) and hands it to a bounded queue. A writer thread serializes the record and
-//! passes it to librdkafka's queue, waiting there while that queue is full. When the sink's
-//! own queue is full too (overload, or a broker down for long enough) `record` drops the
-//! record and counts it; librdkafka's delivery reports count what was stored and what failed.
-//! Memory is bounded by the two queues. At every moment
+//! `record` never blocks: as in the JSON-lines sink, it encodes the decision into the calling
+//! thread's own bounded queue, with no allocation, lock or system call. A writer thread
+//! serializes the record and passes it to librdkafka's queue, waiting there while that queue
+//! is full. When the sink's queue is full too (overload, or a broker down for long enough)
+//! `record` drops the record and counts it; librdkafka's delivery reports count what was
+//! stored and what failed. Memory is bounded by the queues. At every moment
 //! `offered = written + dropped + failed + pending`, where pending records are in one of the
 //! queues or in flight; [`KafkaDecisionSink::flush`] waits for them.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +28,9 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::watch::WatchEvent;
 
-use crate::sink::{Counters, DecisionEvent, DecisionSink, Pending, SinkStats};
+use crate::sink::{
+    run_writer, Backend, Captured, Counters, DecisionEvent, DecisionSink, Queue, SinkStats,
+};
 
 /// What went wrong setting up a Kafka client, flushing, or publishing a config.
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +83,14 @@ impl KafkaSinkOptions {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
-            queue: 16_384,
+            queue: 8_192,
         }
     }
 
-    /// Capacity of the sink's own queue between `record` and the writer thread (default
-    /// 16,384); `record` drops and counts when it is full.
+    /// Records the sink holds for the writer thread at most, per deciding thread (default
+    /// 8,192); `record` drops and counts when its thread's queue is full. Each thread that
+    /// records gets its own queue on its first record, sized at 128 bytes per record (at least
+    /// 32 KiB): 1 MiB for the default.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue = n.max(1);
         self
@@ -127,10 +130,18 @@ impl ProducerContext for Reports {
 /// The decision log on Kafka. See the [module docs](self).
 #[derive(Clone)]
 pub struct KafkaDecisionSink {
-    tx: SyncSender<Pending>,
+    handle: Arc<Handle>,
     producer: Arc<ThreadedProducer<Reports>>,
-    counters: Arc<Counters>,
     topic: Arc<str>,
+}
+
+/// Shared by the sink's clones; the last one dropped lets the writer finish.
+struct Handle(Arc<Queue>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl std::fmt::Debug for KafkaDecisionSink {
@@ -144,10 +155,11 @@ impl std::fmt::Debug for KafkaDecisionSink {
 
 impl KafkaDecisionSink {
     /// A producer for `options`, and its writer thread (which ends when the last clone of the
-    /// sink is dropped). Connects in the background: a broker that is down now only delays
-    /// delivery (records wait in the queues up to `message.timeout.ms`).
+    /// sink is dropped, after handing every queued record to librdkafka). Connects in the
+    /// background: a broker that is down now only delays delivery (records wait in the queues
+    /// up to `message.timeout.ms`).
     pub fn new(options: KafkaSinkOptions) -> Result<Self, Error> {
-        let counters = Arc::new(Counters::new("kafka"));
+        let queue = Arc::new(Queue::new(options.queue, "kafka"));
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &options.brokers);
         for (k, v) in &options.settings {
@@ -156,28 +168,27 @@ impl KafkaDecisionSink {
         let producer: Arc<ThreadedProducer<Reports>> = Arc::new(
             config
                 .create_with_context(Reports {
-                    counters: Arc::clone(&counters),
+                    counters: Arc::clone(&queue.counters),
                 })
                 .map_err(|e| Error::Client(e.to_string()))?,
         );
         let topic: Arc<str> = options.topic.into();
-        let (tx, rx) = sync_channel(options.queue);
         let writer = {
-            let (producer, counters, topic) = (
-                Arc::clone(&producer),
-                Arc::clone(&counters),
-                Arc::clone(&topic),
-            );
-            move || write_loop(&rx, &producer, &counters, &topic)
+            let mut backend = KafkaBackend {
+                producer: Arc::clone(&producer),
+                topic: Arc::clone(&topic),
+                buf: Vec::with_capacity(1024),
+            };
+            let queue = Arc::clone(&queue);
+            move || run_writer(&queue, &mut backend)
         };
         std::thread::Builder::new()
             .name("elvon-kafka-sink".into())
             .spawn(writer)
             .map_err(|e| Error::Client(format!("cannot start the writer thread: {e}")))?;
         Ok(KafkaDecisionSink {
-            tx,
+            handle: Arc::new(Handle(queue)),
             producer,
-            counters,
             topic,
         })
     }
@@ -185,7 +196,7 @@ impl KafkaDecisionSink {
     /// The sink's counters; `offered == written + dropped + failed + pending`.
     #[must_use]
     pub fn stats(&self) -> SinkStats {
-        self.counters.stats()
+        self.handle.0.stats()
     }
 
     /// Waits until every accepted record is delivered or failed, at most `timeout`.
@@ -200,6 +211,8 @@ impl KafkaDecisionSink {
             if now >= deadline {
                 return Err(Error::FlushTimeout { pending, timeout });
             }
+            // The writer may be sleeping on empty queues with records just offered.
+            self.handle.0.wake();
             // Sends what librdkafka holds back for batching; returns at once when empty.
             let _ = self
                 .producer
@@ -208,51 +221,47 @@ impl KafkaDecisionSink {
     }
 }
 
-/// Serializes queued records and hands them to librdkafka, waiting while its queue is full.
-fn write_loop(
-    rx: &Receiver<Pending>,
-    producer: &ThreadedProducer<Reports>,
-    counters: &Counters,
-    topic: &str,
-) {
-    let mut buf = Vec::with_capacity(1024);
-    while let Ok(p) = rx.recv() {
-        buf.clear();
-        if p.write(&mut buf).is_err() {
+/// Serializes records and hands them to librdkafka, waiting while its queue is full.
+struct KafkaBackend {
+    producer: Arc<ThreadedProducer<Reports>>,
+    topic: Arc<str>,
+    buf: Vec<u8>,
+}
+
+impl Backend for KafkaBackend {
+    fn record(&mut self, r: &Captured<'_>, counters: &Counters) {
+        self.buf.clear();
+        if r.write_json(&mut self.buf).is_err() {
             counters.failed(1);
-            continue;
+            return;
         }
-        let mut record = BaseRecord::to(topic).key(p.user()).payload(&buf[..]);
+        let mut record = BaseRecord::to(&self.topic)
+            .key(r.user.as_bytes())
+            .payload(&self.buf[..]);
         loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
                     // The polling thread frees room as deliveries complete or time out.
                     std::thread::sleep(Duration::from_millis(1));
-                    record = r;
+                    record = rec;
                 }
                 Err(_) => {
                     counters.failed(1);
-                    break;
+                    return;
                 }
             }
         }
     }
+
+    // Delivery reports count written and failed; librdkafka batches on its own.
+    fn pass_done(&mut self, _: &Counters) {}
+    fn flush(&mut self, _: &Counters) {}
 }
 
 impl DecisionSink for KafkaDecisionSink {
     fn record(&self, event: &DecisionEvent<'_>) {
-        let c = &self.counters;
-        c.offered();
-        let Some(p) = Pending::new(event) else {
-            c.failed(1);
-            return;
-        };
-        match self.tx.try_send(p) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => c.dropped(),
-            Err(TrySendError::Disconnected(_)) => c.failed(1),
-        }
+        self.handle.0.offer(event);
     }
 }
 

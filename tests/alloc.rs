@@ -93,12 +93,13 @@ fn swapping_configs_does_not_make_decide_allocate() {
 }
 
 #[test]
-fn jsonl_sink_adds_at_most_one_allocation_per_decide() {
+fn jsonl_sink_adds_no_allocation_per_decide() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sink = JsonlSink::create(dir.path().join("log.jsonl"), Default::default()).expect("sink");
     let engine = Engine::builder().sink(sink.clone()).build();
     engine.load_config_json(KINDS_CONFIG).expect("valid config");
     let users = kinds_users(20_000);
+    // Warm up: this thread's capture queue is allocated on its first record.
     for (u, f) in users.iter().take(1_000) {
         for s in KIND_SLOTS {
             std::hint::black_box(engine.decide(s, u, f));
@@ -112,18 +113,15 @@ fn jsonl_sink_adds_at_most_one_allocation_per_decide() {
             n += 1;
         }
     }
-    let per = (allocs() - before) as f64 / n as f64;
+    let made = allocs() - before;
     sink.flush(std::time::Duration::from_secs(30))
         .expect("flush");
     let s = sink.stats();
     assert_eq!(s.offered, s.written + s.dropped + s.failed);
-    assert!(
-        per <= 1.0,
-        "{per} allocations per decide with the JSON-lines sink"
-    );
-    assert!(
-        per > 0.5,
-        "{per}: the test should see the record buffer being allocated"
+    assert!(s.written > 0, "{s:?}");
+    assert_eq!(
+        made, 0,
+        "{made} allocations in {n} decides with the JSON-lines sink"
     );
 }
 

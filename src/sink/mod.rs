@@ -6,15 +6,16 @@
 
 mod jsonl;
 mod memory;
+mod queue;
 mod record;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-#[cfg(feature = "kafka")]
-pub(crate) use jsonl::Pending;
 pub use jsonl::{FlushError, JsonlOptions, JsonlSink};
 pub use memory::MemorySink;
+#[cfg(feature = "kafka")]
+pub(crate) use queue::{run as run_writer, Backend, Captured, Queue};
 pub(crate) use record::now_ms;
 pub use record::{ArmProbability, DecisionRecord, RecordReason, RECORD_SCHEMA};
 
@@ -135,6 +136,15 @@ impl Counters {
     pub(crate) fn failed(&self, n: u64) {
         self.failed.fetch_add(n, Ordering::Relaxed);
         self.metrics.failed.increment(n);
+    }
+    /// Mirrors offered and dropped counts kept elsewhere (the capture rings) to metrics.
+    pub(crate) fn mirror(&self, offered: u64, dropped: u64) {
+        if offered > 0 {
+            self.metrics.offered.increment(offered);
+        }
+        if dropped > 0 {
+            self.metrics.dropped.increment(dropped);
+        }
     }
     pub(crate) fn depth(&self, d: usize) {
         self.metrics.depth.set(d as f64);

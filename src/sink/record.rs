@@ -140,9 +140,11 @@ pub(crate) fn status_name(s: FeatureStatus) -> &'static str {
 
 /// Now, as unix milliseconds (0 if the clock is before 1970).
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |t| {
+        t.as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(t.subsec_millis()))
+    })
 }
 
 impl DecisionRecord {
