@@ -29,7 +29,7 @@ use crate::engine::Engine;
 use crate::watch::WatchEvent;
 
 use crate::sink::{
-    run_writer, Backend, Captured, Counters, DecisionEvent, DecisionSink, Queue, SinkStats,
+    spawn_writer, Backend, Captured, Counters, DecisionEvent, DecisionSink, Queue, SinkStats,
 };
 
 /// What went wrong setting up a Kafka client, flushing, or publishing a config.
@@ -173,18 +173,12 @@ impl KafkaDecisionSink {
                 .map_err(|e| Error::Client(e.to_string()))?,
         );
         let topic: Arc<str> = options.topic.into();
-        let writer = {
-            let mut backend = KafkaBackend {
-                producer: Arc::clone(&producer),
-                topic: Arc::clone(&topic),
-                buf: Vec::with_capacity(1024),
-            };
-            let queue = Arc::clone(&queue);
-            move || run_writer(&queue, &mut backend)
+        let backend = KafkaBackend {
+            producer: Arc::clone(&producer),
+            topic: Arc::clone(&topic),
+            buf: Vec::with_capacity(1024),
         };
-        std::thread::Builder::new()
-            .name("elvon-kafka-sink".into())
-            .spawn(writer)
+        spawn_writer(&queue, "elvon-kafka-sink", backend)
             .map_err(|e| Error::Client(format!("cannot start the writer thread: {e}")))?;
         Ok(KafkaDecisionSink {
             handle: Arc::new(Handle(queue)),

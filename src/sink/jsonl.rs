@@ -103,16 +103,13 @@ impl JsonlSink {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let queue = Arc::new(Queue::new(options.queue_capacity, "jsonl"));
         let batch_bytes = options.batch_bytes.max(1);
-        let mut backend = FileBackend {
+        let backend = FileBackend {
             file,
             batch: Vec::with_capacity(batch_bytes.min(1 << 20)),
             n: 0,
             batch_bytes,
         };
-        let q = Arc::clone(&queue);
-        let writer = thread::Builder::new()
-            .name("elvon-jsonl".into())
-            .spawn(move || queue::run(&q, &mut backend))?;
+        let writer = queue::spawn_writer(&queue, "elvon-jsonl", backend)?;
         Ok(JsonlSink {
             inner: Arc::new(Inner {
                 queue,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use jsonl::{FlushError, JsonlOptions, JsonlSink};
 pub use memory::MemorySink;
 #[cfg(feature = "kafka")]
-pub(crate) use queue::{run as run_writer, Backend, Captured, Queue};
+pub(crate) use queue::{spawn_writer, Backend, Captured, Queue};
 pub(crate) use record::now_ms;
 pub use record::{ArmProbability, DecisionRecord, RecordReason, RECORD_SCHEMA};
 
@@ -39,6 +39,14 @@ pub struct DecisionEvent<'a> {
 impl<'a> DecisionEvent<'a> {
     /// The features the slot's config reads, as present in this event (the "features used").
     pub fn features_used(&self) -> impl Iterator<Item = (&'a str, &'a crate::Value)> + 'a {
+        self.features_used_at().map(|(_, name, v)| (name, v))
+    }
+
+    /// [`DecisionEvent::features_used`] with each feature's position in the slot's feature
+    /// list (what the capture queues record instead of the name).
+    pub(crate) fn features_used_at(
+        &self,
+    ) -> impl Iterator<Item = (usize, &'a str, &'a crate::Value)> + 'a {
         let features = self.features;
         let names: &'a [Box<str>] = match self.decision.snap.slots.get(self.decision.slot as usize)
         {
@@ -47,7 +55,8 @@ impl<'a> DecisionEvent<'a> {
         };
         names
             .iter()
-            .filter_map(move |n| features.get(n).map(|v| (&**n, v)))
+            .enumerate()
+            .filter_map(move |(i, n)| features.get(n).map(|v| (i, &**n, v)))
     }
 }
 

@@ -119,6 +119,7 @@ struct Producer {
 }
 
 /// A producer's positions and counts (apart from the ring, to borrow both at once).
+#[derive(Default)]
 struct ProducerState {
     capacity: u64,
     tail: u64,
@@ -203,11 +204,10 @@ impl ProducerState {
         if n > size {
             return false;
         }
-        if self.tail + n - self.head > size || self.records - self.head_records >= self.capacity {
+        // Room by count was checked above; now room by words.
+        if self.tail + n - self.head > size {
             self.head = ring.consumer.0.head.load(Acquire);
-            self.head_records = ring.consumer.0.records.load(Acquire);
-            if self.tail + n - self.head > size || self.records - self.head_records >= self.capacity
-            {
+            if self.tail + n - self.head > size {
                 return false;
             }
         }
@@ -251,19 +251,12 @@ impl ProducerState {
 /// Appends the features the event's slot reads: per feature its position in the slot's
 /// feature list (u32), a tag and the value.
 fn encode_features(event: &DecisionEvent<'_>, out: &mut Vec<u8>) {
-    let d = event.decision;
-    let Some(slot) = d.snap.slots.get(d.slot as usize) else {
-        return;
+    let text = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
     };
-    for (i, name) in slot.features.iter().enumerate() {
-        let Some(v) = event.features.get(name) else {
-            continue;
-        };
+    for (i, _, v) in event.features_used_at() {
         out.extend_from_slice(&(i as u32).to_le_bytes());
-        let text = |out: &mut Vec<u8>, s: &str| {
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        };
         match v {
             Value::Bool(b) => out.push(u8::from(*b)),
             Value::Int(x) => {
@@ -418,13 +411,7 @@ impl Queue {
             ring,
             st: ProducerState {
                 capacity: self.capacity,
-                tail: 0,
-                records: 0,
-                head: 0,
-                head_records: 0,
-                snap: 0,
-                offered: 0,
-                dropped: 0,
+                ..ProducerState::default()
             },
         }
     }
@@ -457,27 +444,20 @@ impl Queue {
         }
     }
 
-    /// The sink's counters: outcomes are read before `offered`, so their sum never exceeds it.
+    /// The sink's counters: the written and failed counts, then each ring's dropped, then
+    /// each ring's offered, so that the outcomes never sum to more than `offered`.
     pub(crate) fn stats(&self) -> SinkStats {
         let r = lock(&self.registry);
-        let written = self.counters.written.load(Acquire);
-        let failed = self.counters.failed.load(Acquire);
-        let dropped = r.retired_dropped
-            + r.live
-                .iter()
-                .map(|g| g.producer.0.dropped.load(Acquire))
-                .sum::<u64>();
-        let offered = r.retired_offered
-            + r.live
-                .iter()
-                .map(|g| g.producer.0.offered.load(Acquire))
-                .sum::<u64>();
-        SinkStats {
-            offered,
-            written,
-            dropped,
-            failed,
+        let mut s = self.counters.stats();
+        s.dropped += r.retired_dropped;
+        for ring in &r.live {
+            s.dropped += ring.producer.0.dropped.load(Acquire);
         }
+        s.offered += r.retired_offered;
+        for ring in &r.live {
+            s.offered += ring.producer.0.offered.load(Acquire);
+        }
+        s
     }
 
     /// Wakes the writer if it sleeps (never called on the deciding path).
@@ -790,9 +770,21 @@ fn decode<'a>(
     })
 }
 
+/// Starts the writer thread `name` draining `queue` into `backend`.
+pub(crate) fn spawn_writer(
+    queue: &Arc<Queue>,
+    name: &str,
+    mut backend: impl Backend + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let queue = Arc::clone(queue);
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || run(&queue, &mut backend))
+}
+
 /// The writer thread's loop: drains every ring into `backend` until the queue is closed and
 /// drained.
-pub(crate) fn run(queue: &Queue, backend: &mut impl Backend) {
+fn run(queue: &Queue, backend: &mut impl Backend) {
     let _ = queue.writer.set(std::thread::current());
     let c = &*queue.counters;
     let mut readers: Vec<Reader> = Vec::new();
