@@ -205,6 +205,10 @@ fn main() {
             "kafka: W1 decide p99 timed in alternating blocks of 1,000 calls: {:.0}ns with the Kafka sink vs {:.0}ns with none",
             k.interleaved_kafka_p99_ns, k.interleaved_noop_p99_ns
         );
+        println!(
+            "kafka: {:.1}% of the sequential runs' calls with the Kafka sink were captured (the rest dropped: their thread's queue was full)",
+            100.0 * k.captured_share
+        );
         k
     };
     let report = Report {

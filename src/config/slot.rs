@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::condition::{compile_cond, Env, Interner, Segments};
 use super::walk::{kind, Ctx, Obj};
-use crate::hash::{salt_seed, BUCKETS};
+use crate::hash::{name_hash, salt_seed, BUCKETS};
 use crate::metrics::SlotMetrics;
 use crate::snapshot::{Action, FeatureKey, Rule, ScoreArm, Slot, SlotLayer, Unit, Variant};
 
@@ -81,6 +81,7 @@ pub(crate) fn compile_slot(
         .iter()
         .map(|&f| env.interner.names[f as usize].clone())
         .collect();
+    let feature_hashes = names.iter().map(|n| name_hash(n)).collect();
     Some(Slot {
         id: id?.into(),
         variants: variants?,
@@ -92,6 +93,7 @@ pub(crate) fn compile_slot(
         },
         rules: rules?,
         features: names,
+        feature_hashes,
         metrics: SlotMetrics::noop(),
     })
 }

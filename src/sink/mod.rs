@@ -48,15 +48,16 @@ impl<'a> DecisionEvent<'a> {
         &self,
     ) -> impl Iterator<Item = (usize, &'a str, &'a crate::Value)> + 'a {
         let features = self.features;
-        let names: &'a [Box<str>] = match self.decision.snap.slots.get(self.decision.slot as usize)
-        {
-            Some(s) => &s.features,
-            None => &[],
-        };
+        let (names, hashes): (&'a [Box<str>], &'a [u64]) =
+            match self.decision.snap.slots.get(self.decision.slot as usize) {
+                Some(s) => (&s.features, &s.feature_hashes),
+                None => (&[], &[]),
+            };
         names
             .iter()
+            .zip(hashes)
             .enumerate()
-            .filter_map(move |(i, n)| features.get(n).map(|v| (i, &**n, v)))
+            .filter_map(move |(i, (n, &h))| features.get_hashed(h, n).map(|v| (i, &**n, v)))
     }
 }
 

@@ -26,18 +26,22 @@ use std::time::Duration;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-use super::record::{now_ms, status_name, ArmProbability, RecordReason, RECORD_SCHEMA};
+use super::record::{coarse_now_ms, status_name, ArmProbability, RecordReason, RECORD_SCHEMA};
 use super::{Counters, DecisionEvent, SinkStats};
 use crate::decision::{DecisionId, FeatureStatus};
 use crate::features::Value;
 use crate::snapshot::{RawCause, RawReason, Snapshot};
 
-/// Words of a record before its payload.
-const HEADER: u64 = 10;
+/// Words of a record before its payload (one more when it has a model version).
+const HEADER: u64 = 8;
 /// Header flag: the ring's next side-queue snapshot applies from this record on.
 const NEW_SNAP: u64 = 1;
-/// Header flag: the record has a model version.
+/// Header flag: the record has a model version (the word after the header).
 const HAS_MODEL: u64 = 2;
+/// Header flag: the payload carries the slot name (one the snapshot does not have).
+const SLOT_NAME: u64 = 4;
+/// Snapshots a ring may have passed to the writer and the writer not yet reached.
+const SNAPS: usize = 16;
 /// Ring words per record of queue capacity (128 bytes); a ring has at least [`MIN_WORDS`].
 const WORDS_PER_RECORD: usize = 16;
 const MIN_WORDS: usize = 4096;
@@ -94,7 +98,7 @@ impl Ring {
             mask: words as u64 - 1,
             producer: Padded::default(),
             consumer: Padded::default(),
-            snaps: Mutex::new(VecDeque::new()),
+            snaps: Mutex::new(VecDeque::with_capacity(SNAPS)),
             closed: AtomicBool::new(false),
             gone: AtomicBool::new(false),
         }
@@ -182,26 +186,35 @@ impl ProducerState {
             }
         }
         scratch.clear();
-        scratch.extend_from_slice(event.user.as_bytes());
-        scratch.extend_from_slice(event.slot.as_bytes());
-        let features_at = scratch.len();
         encode_features(event, scratch);
-        let features_len = scratch.len() - features_at;
         let probs = o.bandit.as_ref().map_or(&[][..], |b| b.probs());
-        for p in probs {
-            scratch.extend_from_slice(&p.to_le_bytes());
-        }
-        let (Ok(user_len), Ok(slot_len), Ok(features_len), Ok(bytes)) = (
+        // The slot's name is in the snapshot unless the caller asked for an unknown slot.
+        let slot_name = match d.snap.slots.get(d.slot as usize) {
+            Some(s) if *s.id == *event.slot => None,
+            _ => Some(event.slot),
+        };
+        let (Ok(user_len), Ok(slot_len), Ok(features_len), Ok(n_probs)) = (
             u32::try_from(event.user.len()),
-            u32::try_from(event.slot.len()),
-            u32::try_from(features_len),
+            u32::try_from(slot_name.map_or(0, str::len)),
             u32::try_from(scratch.len()),
+            u16::try_from(probs.len()),
         ) else {
             return false;
         };
-        let n = HEADER + scratch.len().div_ceil(8) as u64;
+        let payload = event.user.len()
+            + slot_name.map_or(0, |s| 4 + s.len())
+            + scratch.len()
+            + 8 * probs.len();
+        let mut flags = 0;
+        if o.bandit.is_some() {
+            flags |= HAS_MODEL;
+        }
+        if slot_name.is_some() {
+            flags |= SLOT_NAME;
+        }
+        let n = HEADER + u64::from(o.bandit.is_some()) + payload.div_ceil(8) as u64;
         let size = ring.mask + 1;
-        if n > size {
+        if n > size || n > u64::from(u32::MAX) {
             return false;
         }
         // Room by count was checked above; now room by words.
@@ -211,40 +224,98 @@ impl ProducerState {
                 return false;
             }
         }
-        let mut flags = 0;
         let snap = Arc::as_ptr(&d.snap) as usize;
         if snap != self.snap {
-            lock(&ring.snaps).push_back(Arc::clone(&d.snap));
+            let mut snaps = lock(&ring.snaps);
+            // Bounded and never grown here: a writer this far behind costs a record.
+            if snaps.len() == SNAPS {
+                return false;
+            }
+            snaps.push_back(Arc::clone(&d.snap));
             self.snap = snap;
             flags |= NEW_SNAP;
         }
-        if o.bandit.is_some() {
-            flags |= HAS_MODEL;
+        let mut out = Words {
+            ring,
+            at: self.tail,
+            acc: 0,
+            fill: 0,
+        };
+        let status = u64::from(status_code(d.features));
+        out.word(n | flags << 32 | status << 40 | u64::from(n_probs) << 48);
+        let id = d.id.as_u128();
+        out.word(id as u64);
+        out.word((id >> 64) as u64);
+        out.word(coarse_now_ms());
+        out.word(o.propensity.to_bits());
+        out.word(u64::from(d.slot) | u64::from(o.variant) << 32);
+        out.word(pack_reason(o.reason));
+        out.word(u64::from(user_len) | u64::from(features_len) << 32);
+        if let Some(b) = &o.bandit {
+            out.word(b.model_version);
         }
-        let t = self.tail;
-        let w = |i: u64, v: u64| ring.word(t + i).store(v, Relaxed);
-        w(
-            0,
-            n | flags << 32 | u64::from(status_code(d.features)) << 40 | (probs.len() as u64) << 48,
-        );
-        w(1, d.id.as_u128() as u64);
-        w(2, (d.id.as_u128() >> 64) as u64);
-        w(3, now_ms());
-        w(4, o.propensity.to_bits());
-        w(5, o.bandit.as_ref().map_or(0, |b| b.model_version));
-        w(6, u64::from(d.slot) | u64::from(o.variant) << 32);
-        w(7, pack_reason(o.reason));
-        w(8, u64::from(user_len) | u64::from(slot_len) << 32);
-        w(9, u64::from(bytes) | u64::from(features_len) << 32);
-        for (i, chunk) in scratch.chunks(8).enumerate() {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            w(HEADER + i as u64, u64::from_le_bytes(b));
+        out.bytes(event.user.as_bytes());
+        if let Some(name) = slot_name {
+            out.bytes(&slot_len.to_le_bytes());
+            out.bytes(name.as_bytes());
         }
+        out.bytes(scratch);
+        for p in probs {
+            out.bytes(&p.to_le_bytes());
+        }
+        out.finish();
+        debug_assert_eq!(out.at, self.tail + n);
         self.tail += n;
         self.records += 1;
         ring.producer.0.tail.store(self.tail, Release);
         true
+    }
+}
+
+/// Writes a record's words and bytes into a ring from a position (room already checked).
+struct Words<'r> {
+    ring: &'r Ring,
+    at: u64,
+    /// Bytes not yet stored (little-endian), `fill` of them.
+    acc: u64,
+    fill: u32,
+}
+
+impl Words<'_> {
+    #[inline]
+    fn word(&mut self, v: u64) {
+        self.ring.word(self.at).store(v, Relaxed);
+        self.at += 1;
+    }
+
+    /// Appends bytes: whole words while at a word boundary, the rest one by one.
+    #[inline]
+    fn bytes(&mut self, mut b: &[u8]) {
+        if self.fill == 0 {
+            while let Some((w, rest)) = b.split_first_chunk::<8>() {
+                self.word(u64::from_le_bytes(*w));
+                b = rest;
+            }
+        }
+        for &x in b {
+            self.acc |= u64::from(x) << (8 * self.fill);
+            self.fill += 1;
+            if self.fill == 8 {
+                let w = std::mem::take(&mut self.acc);
+                self.fill = 0;
+                self.word(w);
+            }
+        }
+    }
+
+    /// Stores the last partial word, zero-padded.
+    #[inline]
+    fn finish(&mut self) {
+        if self.fill > 0 {
+            let w = std::mem::take(&mut self.acc);
+            self.fill = 0;
+            self.word(w);
+        }
     }
 }
 
@@ -698,7 +769,8 @@ impl Reader {
             let w = |i: u64| ring.word(at + i).load(Relaxed);
             let h0 = w(0);
             let len = h0 & 0xffff_ffff;
-            if len < HEADER || at + len > tail {
+            let payload = HEADER + (h0 >> 32 & HAS_MODEL != 0) as u64;
+            if len < payload || at + len > tail {
                 // Cannot happen (only `try_push` writes rings); skip what is there.
                 c.failed(1);
                 self.head = tail;
@@ -708,7 +780,7 @@ impl Reader {
                 self.snap = lock(&ring.snaps).pop_front().or(self.snap.take());
             }
             bytes.clear();
-            for i in HEADER..len {
+            for i in payload..len {
                 bytes.extend_from_slice(&w(i).to_le_bytes());
             }
             let record = self
@@ -745,26 +817,33 @@ fn decode<'a>(
     w: &impl Fn(u64) -> u64,
     bytes: &'a [u8],
 ) -> Option<Captured<'a>> {
-    let (lens, sizes) = (w(8), w(9));
-    let (user_len, slot_len) = (lens as u32 as usize, (lens >> 32) as usize);
-    let (total, features_len) = (sizes as u32 as usize, (sizes >> 32) as usize);
-    let bytes = bytes.get(..total)?;
+    let flags = h0 >> 32 & 0xff;
+    let lens = w(7);
+    let (user_len, features_len) = (lens as u32 as usize, (lens >> 32) as usize);
+    let probs_len = 8 * (h0 >> 48) as usize;
     let (user, rest) = bytes.split_at_checked(user_len)?;
-    let (slot_name, rest) = rest.split_at_checked(slot_len)?;
-    let (features, probs) = rest.split_at_checked(features_len)?;
-    let slot_variant = w(6);
+    let (slot_name, rest) = if flags & SLOT_NAME != 0 {
+        let mut c = Cursor(rest);
+        let name = c.text()?;
+        (name, c.0)
+    } else {
+        (&*snap.slots.get(w(5) as u32 as usize)?.id, rest)
+    };
+    let (features, rest) = rest.split_at_checked(features_len)?;
+    let probs = rest.get(..probs_len)?;
+    let slot_variant = w(5);
     Some(Captured {
         snap,
         slot: slot_variant as u32,
         variant: (slot_variant >> 32) as u32,
-        reason: unpack_reason(w(7))?,
+        reason: unpack_reason(w(6))?,
         propensity: f64::from_bits(w(4)),
-        model_version: (h0 >> 32 & HAS_MODEL != 0).then(|| w(5)),
+        model_version: (flags & HAS_MODEL != 0).then(|| w(HEADER)),
         id: DecisionId::from_u128(u128::from(w(1)) | u128::from(w(2)) << 64),
         status: status_from(h0 >> 40 & 0xff)?,
         timestamp_ms: w(3),
         user: std::str::from_utf8(user).ok()?,
-        slot_name: std::str::from_utf8(slot_name).ok()?,
+        slot_name,
         features,
         probs,
     })
@@ -1077,5 +1156,90 @@ mod tests {
         ] {
             assert_eq!(status_from(u64::from(status_code(s))), Some(s));
         }
+    }
+
+    /// Records the event both ways: through the queue, and as `DecisionRecord::from_event`.
+    struct BothWays(Arc<Queue>, Mutex<Vec<DecisionRecord>>);
+
+    impl DecisionSink for BothWays {
+        fn record(&self, event: &DecisionEvent<'_>) {
+            self.0.offer(event);
+            lock(&self.1).push(DecisionRecord::from_event(event));
+        }
+    }
+
+    /// Every part of the encoding (model version and probabilities of a bandit, the name of
+    /// an unknown slot, every feature type, an empty user, a config swap) decodes to the same
+    /// record as `DecisionRecord::from_event`, apart from the coarser timestamp.
+    #[test]
+    fn every_kind_of_record_decodes_to_the_same_decision_record() {
+        let (queue, out, writer) = start(1_000);
+        let sink = Arc::new(BothWays(Arc::clone(&queue), Mutex::new(Vec::new())));
+        let engine = Engine::builder().sink(Arc::clone(&sink)).build();
+        let config = |v: &str| {
+            serde_json::json!({"version": v, "slots": [
+                {"id": "typed", "variants": [{"id": "a"}, {"id": "b"}], "default": "a",
+                 "rules": [{"when": {"all": [
+                    {"feature": "flag", "op": "eq", "value": true},
+                    {"feature": "n", "op": "gt", "value": 1},
+                    {"feature": "x", "op": "lt", "value": 10.5},
+                    {"feature": "country", "op": "in", "value": ["KR", "US"]},
+                    {"feature": "tags", "op": "in", "value": ["vip"]}]}, "serve": "b"}]},
+                {"id": "arms", "variants": [{"id": "p"}, {"id": "q"}, {"id": "r"}], "default": "p",
+                 "rules": [{"bandit": {"policy": "thompson", "arms": ["p", "q", "r"]}}]}]})
+            .to_string()
+        };
+        engine.load_config_json(&config("v1")).unwrap();
+        let full = Features::new()
+            .with("flag", true)
+            .with("n", -7)
+            .with("x", 2.25)
+            .with("country", "KR")
+            .with("tags", vec!["vip".to_owned(), String::new(), "é".repeat(9)])
+            .with("unused", 1);
+        let long_slot = "s".repeat(1_000);
+        for (i, (slot, user)) in [
+            ("typed", "u1"),
+            ("typed", ""),
+            ("arms", "u2"),
+            ("nope", "u3"),
+            (long_slot.as_str(), "u4"),
+            ("arms", "u5-with-a-longer-id"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i == 3 {
+                engine.load_config_json(&config("v2")).unwrap();
+            }
+            let _ = engine.decide(slot, user, &full);
+            let _ = engine.decide(slot, user, &Features::new().with("n", 3));
+        }
+        flush(&queue);
+        let expected = lock(&sink.1).clone();
+        let got = lock(&out).clone();
+        assert_eq!(got.len(), expected.len(), "{:?}", queue.stats());
+        for (mut g, e) in got.into_iter().zip(expected) {
+            // Coarse clock: at most a few ticks behind the precise one.
+            assert!(
+                g.timestamp_ms <= e.timestamp_ms + 1 && g.timestamp_ms + 1_000 > e.timestamp_ms,
+                "{} vs {}",
+                g.timestamp_ms,
+                e.timestamp_ms
+            );
+            g.timestamp_ms = e.timestamp_ms;
+            assert_eq!(g, e);
+        }
+        let bandit = lock(&out)
+            .iter()
+            .filter(|r| r.probabilities.as_ref().is_some_and(|p| p.len() == 3))
+            .filter(|r| r.model_version.is_some())
+            .count();
+        assert_eq!(
+            bandit, 4,
+            "bandit records carry probabilities and model version"
+        );
+        queue.close();
+        writer.join().unwrap();
     }
 }

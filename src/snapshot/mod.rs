@@ -117,6 +117,8 @@ pub(crate) struct Slot {
     pub(crate) layer: Option<SlotLayer>,
     pub(crate) rules: Vec<Rule>,
     pub(crate) features: Box<[Box<str>]>,
+    /// `name_hash` of each of `features`, for lookups on the capture path.
+    pub(crate) feature_hashes: Box<[u64]>,
     pub(crate) metrics: SlotMetrics,
 }
 
