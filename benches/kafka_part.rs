@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use rdkafka::mocking::MockCluster;
 use serde::Serialize;
 
-use crate::workloads;
+use crate::{histogram, median, workloads};
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct KafkaFigures {
@@ -34,10 +34,6 @@ pub struct KafkaFigures {
 }
 
 const N: usize = 1_000_000;
-
-fn histogram() -> Histogram<u64> {
-    Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).expect("histogram")
-}
 
 /// Times `calls` decides starting at user `from` into `h`.
 fn time(
@@ -107,10 +103,6 @@ pub fn run() -> KafkaFigures {
     let _ = sink.flush(Duration::from_secs(30));
     let interleaved = (p50_p99(&a).1, p50_p99(&b).1);
     drop((with_kafka, sink, cluster));
-    let med = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
 
     // Throughput: a queue that holds everything, so nothing is dropped and the figure is
     // what the writer and librdkafka sustain.
@@ -146,9 +138,9 @@ pub fn run() -> KafkaFigures {
         delivered_per_s: s.written as f64 / took.as_secs_f64(),
         delivered: s.written,
         dropped: s.dropped,
-        noop_p99_ns: med(noop_p99),
-        kafka_p99_ns: med(kafka.iter().map(|k| k.1).collect()),
-        kafka_p50_ns: med(kafka.iter().map(|k| k.0).collect()),
+        noop_p99_ns: median(noop_p99),
+        kafka_p99_ns: median(kafka.iter().map(|k| k.1).collect()),
+        kafka_p50_ns: median(kafka.iter().map(|k| k.0).collect()),
         captured_share,
         interleaved_noop_p99_ns: interleaved.0,
         interleaved_kafka_p99_ns: interleaved.1,

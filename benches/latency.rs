@@ -297,8 +297,7 @@ fn run(w: &Workload, s: Scenario) -> Figures {
                         let (u, f) = order(k);
                         black_box(engine.decide(w.slot, u, f));
                     }
-                    let mut h =
-                        Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).expect("histogram");
+                    let mut h = histogram();
                     barrier.wait();
                     for k in 0..n {
                         let (u, f) = order(k);
@@ -334,7 +333,7 @@ fn run(w: &Workload, s: Scenario) -> Figures {
     if let Some(k) = &sink {
         let _ = k.flush(Duration::from_secs(30));
     }
-    let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).expect("histogram");
+    let mut h = histogram();
     let mut batch_total = Duration::ZERO;
     let mut allocs = 0;
     let mut wall = Duration::ZERO;
@@ -356,6 +355,11 @@ fn run(w: &Workload, s: Scenario) -> Figures {
         max_ns: h.max() as f64,
         allocs_per_decide: allocs as f64 / decisions,
     }
+}
+
+/// A per-call latency histogram: 1 ns to 100 ms, 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 100_000_000, 3).expect("histogram")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

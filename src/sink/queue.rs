@@ -188,11 +188,14 @@ impl ProducerState {
         scratch.clear();
         encode_features(event, scratch);
         let probs = o.bandit.as_ref().map_or(&[][..], |b| b.probs());
-        // The slot's name is in the snapshot unless the caller asked for an unknown slot.
-        let slot_name = match d.snap.slots.get(d.slot as usize) {
-            Some(s) if *s.id == *event.slot => None,
-            _ => Some(event.slot),
-        };
+        // The engine resolved `d.slot` from `event.slot` by exact name, so the snapshot has
+        // the name unless the slot is unknown.
+        let slot_name = d
+            .snap
+            .slots
+            .get(d.slot as usize)
+            .is_none()
+            .then_some(event.slot);
         let (Ok(user_len), Ok(slot_len), Ok(features_len), Ok(n_probs)) = (
             u32::try_from(event.user.len()),
             u32::try_from(slot_name.map_or(0, str::len)),
@@ -301,14 +304,12 @@ impl Words<'_> {
             self.acc |= u64::from(x) << (8 * self.fill);
             self.fill += 1;
             if self.fill == 8 {
-                let w = std::mem::take(&mut self.acc);
-                self.fill = 0;
-                self.word(w);
+                self.finish();
             }
         }
     }
 
-    /// Stores the last partial word, zero-padded.
+    /// Stores the partial word, zero-padded (the last one of a record).
     #[inline]
     fn finish(&mut self) {
         if self.fill > 0 {
@@ -821,21 +822,22 @@ fn decode<'a>(
     let lens = w(7);
     let (user_len, features_len) = (lens as u32 as usize, (lens >> 32) as usize);
     let probs_len = 8 * (h0 >> 48) as usize;
+    let slot_variant = w(5);
+    let (slot, variant) = (slot_variant as u32, (slot_variant >> 32) as u32);
     let (user, rest) = bytes.split_at_checked(user_len)?;
     let (slot_name, rest) = if flags & SLOT_NAME != 0 {
         let mut c = Cursor(rest);
         let name = c.text()?;
         (name, c.0)
     } else {
-        (&*snap.slots.get(w(5) as u32 as usize)?.id, rest)
+        (&*snap.slots.get(slot as usize)?.id, rest)
     };
     let (features, rest) = rest.split_at_checked(features_len)?;
     let probs = rest.get(..probs_len)?;
-    let slot_variant = w(5);
     Some(Captured {
         snap,
-        slot: slot_variant as u32,
-        variant: (slot_variant >> 32) as u32,
+        slot,
+        variant,
         reason: unpack_reason(w(6))?,
         propensity: f64::from_bits(w(4)),
         model_version: (flags & HAS_MODEL != 0).then(|| w(HEADER)),
