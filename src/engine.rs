@@ -271,7 +271,7 @@ impl Engine {
     /// engines built without a source, decide without fetching (on no features).
     pub fn decide_for(&self, slot: &str, user: &str) -> Decision {
         let (snap, started) = (self.inner.snapshot.load_full(), Instant::now());
-        let deadline = started + self.inner.deadline;
+        let deadline = crate::clock::deadline_after(started, self.inner.deadline);
         let result = self.fetch_request(&snap, slot).map(|(source, names)| {
             let fut = source.fetch(FetchRequest::new(user, names, deadline));
             block_on(fut, deadline).unwrap_or(Err(SourceError::Timeout))
@@ -284,7 +284,7 @@ impl Engine {
     /// this method adds no timer of its own, so it needs no particular async runtime.
     pub async fn decide_for_async(&self, slot: &str, user: &str) -> Decision {
         let (snap, started) = (self.inner.snapshot.load_full(), Instant::now());
-        let deadline = started + self.inner.deadline;
+        let deadline = crate::clock::deadline_after(started, self.inner.deadline);
         let result = match self.fetch_request(&snap, slot) {
             None => None,
             Some((source, names)) => {
@@ -545,7 +545,26 @@ impl Engine {
 }
 
 /// The background learner thread of [`Engine::spawn_learner`]; stops when dropped.
+///
+/// The handle is `#[must_use]`: discarding it stops the thread at once.
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn start(engine: &elvon::Engine) -> std::io::Result<()> {
+///     engine.spawn_learner(std::time::Duration::from_millis(100))?;
+///     Ok(())
+/// }
+/// ```
+/// ```
+/// #![deny(unused_must_use)]
+/// fn start(engine: &elvon::Engine) -> std::io::Result<elvon::LearnerThread> {
+///     let learner = engine.spawn_learner(std::time::Duration::from_millis(100))?;
+///     Ok(learner)
+/// }
+/// # start(&elvon::Engine::default()).unwrap().stop();
+/// ```
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the learner thread"]
 pub struct LearnerThread {
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     handle: Option<std::thread::JoinHandle<()>>,

@@ -39,6 +39,54 @@ pub fn bucket_with_seed(seed: u64, unit: &[u8]) -> u32 {
     (xxh3_64_with_seed(unit, seed) % u64::from(BUCKETS)) as u32
 }
 
+/// The salt of the global holdout when it names none.
+pub(crate) const HOLDOUT_SALT: &str = "holdout";
+
+/// The salt of a split, rollout or bandit rule that names none: `rule:<n>:<slot>:id:<rule>`
+/// for a rule with an id, `rule:<n>:<slot>:index:<i>` for one without (its position in the
+/// slot's rules), where `<n>` is the slot id's length in UTF-8 bytes. The length prefix and
+/// the two tags make it injective: no two (slot, rule) pairs share a salt, whatever dots,
+/// colons or digits their ids contain.
+pub(crate) fn rule_salt(slot: &str, rule: Option<&str>, index: usize) -> String {
+    match rule {
+        Some(id) => format!("rule:{}:{slot}:id:{id}", slot.len()),
+        None => format!("rule:{}:{slot}:index:{index}", slot.len()),
+    }
+}
+
+/// The salt of a layer that names none: `layer:<layer id>`.
+pub(crate) fn layer_salt(layer: &str) -> String {
+    format!("layer:{layer}")
+}
+
+/// The salt of a layer's holdout that names none: `layer-holdout:<layer id>`.
+pub(crate) fn layer_holdout_salt(layer: &str) -> String {
+    format!("layer-holdout:{layer}")
+}
+
+/// The key a bandit rule's learned state is kept under: the slot id, followed by `/` and the
+/// rule id for a rule with an id, where each id has `\` written as `\\` and `/` as `\/`.
+/// The first unescaped `/` separates the two, so no two (slot, rule) pairs share a key
+/// (slot `a/b` is `a\/b`; slot `a` with rule `b` is `a/b`). A slot may hold at most one
+/// bandit rule without an id (validated).
+pub(crate) fn learner_key(slot: &str, rule: Option<&str>) -> String {
+    fn escaped(out: &mut String, id: &str) {
+        for c in id.chars() {
+            if matches!(c, '\\' | '/') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    let mut key = String::with_capacity(slot.len() + rule.map_or(0, |r| r.len() + 1));
+    escaped(&mut key, slot);
+    if let Some(rule) = rule {
+        key.push('/');
+        escaped(&mut key, rule);
+    }
+    key
+}
+
 /// Hash used to look up feature names quickly (not part of any wire format).
 #[inline]
 pub(crate) fn name_hash(name: &str) -> u64 {

@@ -195,7 +195,7 @@ impl KafkaDecisionSink {
 
     /// Waits until every accepted record is delivered or failed, at most `timeout`.
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = crate::clock::deadline(timeout);
         loop {
             let pending = self.stats().pending();
             if pending == 0 {
@@ -277,20 +277,35 @@ pub fn publish_config(
     let producer: BaseProducer<Confirm> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
-        .set("message.timeout.ms", timeout.as_millis().max(1).to_string())
+        .set("message.timeout.ms", kafka_ms(timeout).max(1).to_string())
         .create_with_context(Confirm::default())
         .map_err(|e| Error::Client(e.to_string()))?;
     producer
         .send(BaseRecord::to(topic).key(CONFIG_KEY).payload(config_json))
         .map_err(|(e, _)| Error::Client(e.to_string()))?;
     producer
-        .flush(timeout)
+        .flush(kafka_timeout(timeout))
         .map_err(|e| Error::Client(format!("config not confirmed: {e}")))?;
     let outcome = producer.context().0.lock().map_or(None, |mut g| g.take());
     match outcome {
         Some(Ok(())) => Ok(()),
         Some(Err(e)) => Err(Error::Client(format!("config not stored: {e}"))),
         None => Err(Error::Client("config not confirmed in time".into())),
+    }
+}
+
+/// A duration in librdkafka's milliseconds (an `i32`), saturating.
+fn kafka_ms(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+/// A duration as an rdkafka timeout: beyond what librdkafka can express, no timeout
+/// (rdkafka itself would wrap it around to an arbitrary value).
+fn kafka_timeout(d: Duration) -> rdkafka::util::Timeout {
+    if d.as_millis() > i32::MAX as u128 {
+        rdkafka::util::Timeout::Never
+    } else {
+        rdkafka::util::Timeout::After(d)
     }
 }
 
@@ -316,6 +331,7 @@ impl ProducerContext for Confirm {
 /// reads the whole topic from the start (no consumer group offsets), so all instances end on
 /// the same newest valid config. Stops when dropped.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the watcher thread"]
 pub struct KafkaConfigWatcher {
     stop: Arc<std::sync::atomic::AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
@@ -510,6 +526,16 @@ struct UpdaterCounters {
 ///
 /// Metrics: `elvon_updater_events_total{outcome="applied"|"dead_letter"|"reward"}` (its rate
 /// is the throughput) and gauge `elvon_updater_lag`.
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// use elvon::kafka::{FeatureUpdater, MemoryTarget, UpdaterOptions};
+/// fn start(o: UpdaterOptions, t: MemoryTarget) -> Result<(), elvon::kafka::Error> {
+///     FeatureUpdater::spawn(o, t, None)?; // dropped at once: the updater stops
+///     Ok(())
+/// }
+/// ```
+#[must_use = "dropping the handle stops the updater thread"]
 pub struct FeatureUpdater {
     stop: Arc<std::sync::atomic::AtomicBool>,
     counters: Arc<UpdaterCounters>,

@@ -50,6 +50,7 @@
     rust_2018_idioms
 )]
 
+mod clock;
 pub mod config;
 mod decision;
 mod engine;
@@ -80,7 +81,8 @@ pub use features::{FeatureSource, Features, MemoryStore, SourceError, Value};
 pub use hash::{bucket, bucket_with_seed, salt_seed, BUCKETS};
 pub use learn::ope;
 pub use learn::{
-    ArmState, BanditState, LearnerState, RewardOutcome, RewardStats, MAX_ARMS, MAX_CONTEXT,
+    ArmState, BanditState, LearnerState, RewardOutcome, RewardStats, DEFAULT_REWARD_BOUND,
+    MAX_ARMS, MAX_CONTEXT, MAX_CONTEXT_VALUE,
 };
 pub use sink::{DecisionRecord, DecisionSink, JsonlSink, MemorySink, NoopSink, SinkStats};
 pub use snapshot::Snapshot;

@@ -422,7 +422,7 @@ fn run_on<T: Send + 'static>(
     fut: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
 ) -> Result<T, RedisError> {
     let task = rt.spawn(async move { tokio::time::timeout(timeout, fut).await });
-    let deadline = Instant::now() + timeout + Duration::from_millis(100);
+    let deadline = crate::clock::deadline(timeout.saturating_add(Duration::from_millis(100)));
     match crate::features::block_on(task, deadline) {
         Some(Ok(Ok(Ok(v)))) => Ok(v),
         Some(Ok(Ok(Err(e)))) => Err(command_error(what, e)),
@@ -548,7 +548,7 @@ impl RedisFeatureSourceBuilder {
                 .map_err(connect_err)?;
             let connect = async move { client.get_async_connection().await };
             let what = format!("connect to {target}");
-            match run_on(&rt, self.connect_timeout * 2, &what, connect) {
+            match run_on(&rt, self.connect_timeout.saturating_mul(2), &what, connect) {
                 Ok(c) => Conn::Cluster(c),
                 Err(RedisError::Command { source, .. }) => {
                     return Err(RedisError::Connect {

@@ -31,7 +31,19 @@ pub enum WatchEvent {
 ///     |event| eprintln!("config: {event:?}"),
 /// ).expect("thread started");
 /// ```
+///
+/// The handle is `#[must_use]`: discarding it stops the thread it just started, so this
+/// does not compile under `deny(unused_must_use)`:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn start(engine: elvon::Engine) -> std::io::Result<()> {
+///     elvon::ConfigWatcher::spawn(engine, "config.json", std::time::Duration::from_secs(1), |_| {})?;
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the watcher thread"]
 pub struct ConfigWatcher {
     stop: Option<Sender<()>>,
     handle: Option<JoinHandle<()>>,

@@ -16,7 +16,9 @@ use super::condition::Env;
 use super::slot::variant_ref;
 use super::walk::{Ctx, Obj};
 use crate::hash::salt_seed;
-use crate::learn::model::{layout, BanditSpec, Explore, Model, Policy, MAX_ARMS, MAX_CONTEXT};
+use crate::learn::model::{
+    layout, BanditSpec, Explore, Model, Policy, DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT,
+};
 use crate::snapshot::Action;
 
 const POLICIES: &str = "epsilon_greedy, softmax, igw, thompson, ucb1, linear";
@@ -148,7 +150,13 @@ pub(crate) fn bandit(
             ctx.field("features", |c| {
                 for (i, f) in feats.iter().enumerate() {
                     c.index(i, |c| match f {
-                        Value::String(s) if !s.is_empty() => context.push(env.feature(s)),
+                        Value::String(s) if !s.is_empty() => {
+                            if c.name_fits(s) {
+                                context.push(env.feature(s));
+                            } else {
+                                ok = false;
+                            }
+                        }
                         other => {
                             c.error(format!("expected a feature name, found {other}"));
                             ok = false;
@@ -193,12 +201,29 @@ pub(crate) fn bandit(
         });
     }
     let (mut window_ms, mut default_reward) = (3_600_000, None);
+    let mut range = (-DEFAULT_REWARD_BOUND, DEFAULT_REWARD_BOUND);
     if let Some(r) = obj.get("reward") {
         ctx.field("reward", |c| {
             if let Some(o) = c.object(r) {
-                c.check_keys(o, &["window_ms", "default"]);
+                c.check_keys(o, &["window_ms", "default", "min", "max"]);
                 window_ms = count(c, o, "window_ms", window_ms);
                 default_reward = c.num_field(o, "default", false);
+                let bound = DEFAULT_REWARD_BOUND;
+                range.0 = param(c, o, "min", -bound, -bound, bound);
+                range.1 = param(c, o, "max", bound, -bound, bound);
+                if range.0 > range.1 {
+                    c.error(format!("min {} is above max {}", range.0, range.1));
+                    ok = false;
+                }
+                if let Some(d) = default_reward.filter(|d| !(range.0..=range.1).contains(d)) {
+                    c.field("default", |c| {
+                        c.error(format!(
+                            "{d} is outside the reward range [{}, {}]",
+                            range.0, range.1
+                        ))
+                    });
+                    ok = false;
+                }
             }
         });
     }
@@ -219,9 +244,11 @@ pub(crate) fn bandit(
         refresh_rewards,
         refresh_ms,
         window_ms,
+        reward_range: range,
         default_reward,
         cell: Arc::new(ArcSwap::from_pointee(Model::default())),
         learner_id: u32::MAX,
         learner_arms: Vec::new(),
+        learner_gens: Vec::new(),
     })))
 }

@@ -36,7 +36,9 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
         ],
     );
     let version = match root.get("version") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::String(s)) if !s.is_empty() => {
+            ctx.field("version", |c| c.name_fits(s)).then(|| s.clone())
+        }
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(other) => {
             ctx.field("version", |c| {
@@ -61,7 +63,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
     );
     let holdout = root
         .get("holdout")
-        .and_then(|h| ctx.field("holdout", |c| holdout(c, h, "elvon.holdout")));
+        .and_then(|h| ctx.field("holdout", |c| holdout(c, h, crate::hash::HOLDOUT_SALT)));
     let (layers, layer_ids) = match root.get("layers") {
         Some(l) => ctx.field("layers", |c| layers(c, l)),
         None => (Vec::new(), HashMap::new()),
@@ -182,11 +184,13 @@ fn layers(ctx: &mut Ctx, v: &Value) -> (Vec<Layer>, HashMap<String, u32>) {
             }
             let salt = c
                 .str_field(obj, "salt", false)
-                .map_or_else(|| format!("layer.{id}"), str::to_owned);
+                .map_or_else(|| crate::hash::layer_salt(id), str::to_owned);
             let holdout = match obj.get("holdout") {
                 None => None,
                 Some(h) => {
-                    match c.field("holdout", |c| holdout(c, h, &format!("layer.{id}.holdout"))) {
+                    match c.field("holdout", |c| {
+                        holdout(c, h, &crate::hash::layer_holdout_salt(id))
+                    }) {
                         Some(h) => Some(h),
                         None => return,
                     }

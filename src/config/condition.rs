@@ -369,6 +369,7 @@ pub(crate) fn compile_segments(
         return out;
     };
     for (i, name) in obj.keys().enumerate() {
+        ctx.field("segments", |c| c.field(name, |c| c.name_fits(name)));
         ids.insert(name.clone(), i as u32);
         out.names.push(name.as_str().into());
     }

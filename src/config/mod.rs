@@ -11,6 +11,7 @@ mod bandit;
 mod compile;
 mod condition;
 mod slot;
+mod strict;
 mod walk;
 
 use std::fmt;
@@ -25,23 +26,31 @@ pub(crate) use condition::prune_regexes;
 use crate::Snapshot;
 
 /// A parsed, not yet validated configuration document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Parsing (from JSON or, through `Deserialize`, any serde format) rejects an object with
+/// the same key twice, naming the object's path (`slots[0]: duplicate key "id"`): JSON
+/// itself would let the last one win silently, hiding a typo or a bad merge.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Config(pub(crate) serde_json::Value);
 
+impl<'de> Deserialize<'de> for Config {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::DeserializeSeed;
+        strict::Strict { path: "", depth: 0 }
+            .deserialize(d)
+            .map(Config)
+    }
+}
+
 impl Config {
-    /// Parses JSON text. Only syntax is checked here; validation happens on load.
+    /// Parses JSON text. Only syntax (and duplicate keys) are checked here; validation
+    /// happens on load.
     ///
     /// # Errors
     /// [`ConfigError::Parse`] with the line and column of the syntax error.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        serde_json::from_str(text)
-            .map(Config)
-            .map_err(|e| ConfigError::Parse {
-                line: e.line(),
-                column: e.column(),
-                message: e.to_string(),
-            })
+        Self::parse(&mut serde_json::Deserializer::from_str(text))
     }
 
     /// Parses JSON bytes; see [`Config::from_json`].
@@ -49,13 +58,20 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Parse`] on invalid JSON or UTF-8.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, ConfigError> {
-        serde_json::from_slice(bytes)
-            .map(Config)
-            .map_err(|e| ConfigError::Parse {
-                line: e.line(),
-                column: e.column(),
-                message: e.to_string(),
-            })
+        Self::parse(&mut serde_json::Deserializer::from_slice(bytes))
+    }
+
+    fn parse<'de, R: serde_json::de::Read<'de>>(
+        d: &mut serde_json::Deserializer<R>,
+    ) -> Result<Self, ConfigError> {
+        let parse_error = |e: serde_json::Error| ConfigError::Parse {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        };
+        let config = Config::deserialize(&mut *d).map_err(parse_error)?;
+        d.end().map_err(parse_error)?;
+        Ok(config)
     }
 
     /// The document's `version` field as text, if it has a usable one.

@@ -254,7 +254,11 @@ fn rule<'v>(
         ],
     );
     let id = ctx.str_field(obj, "id", false);
+    let mut id_ok = true;
     if let Some(id) = id {
+        if !ctx.field("id", |c| c.name_fits(id)) {
+            id_ok = false;
+        }
         if !ids.insert(id) {
             ctx.field("id", |c| c.error(format!("duplicate rule id {id:?}")));
         }
@@ -278,21 +282,18 @@ fn rule<'v>(
         ));
         return None;
     }
+    if !id_ok {
+        return None;
+    }
     let name = present[0];
-    let default_salt = match id {
-        Some(id) => format!("{slot_id}.{id}"),
-        None => format!("{slot_id}.{i}"),
-    };
+    let default_salt = crate::hash::rule_salt(slot_id, id, i);
     let body = &obj[name];
     let action = ctx.field(name, |c| match name {
         "serve" => variant_ref(c, body, index).map(Action::Serve),
         "split" => split(c, body, &default_salt, index, env),
         "rollout" => rollout(c, body, &default_salt, index, env),
         "bandit" => {
-            let key = match id {
-                Some(id) => format!("{slot_id}/{id}"),
-                None => slot_id.to_owned(),
-            };
+            let key = crate::hash::learner_key(slot_id, id);
             crate::config::bandit::bandit(c, body, key, &default_salt, index, env)
         }
         _ => score(c, body, index, env),
@@ -326,7 +327,9 @@ fn unit_and_seed(
     let salt = ctx.str_field(obj, "salt", false).unwrap_or(default_salt);
     let unit = match obj.get("by") {
         None => Some(Unit::User),
-        Some(Value::String(f)) if !f.is_empty() => Some(Unit::Feature(env.feature(f))),
+        Some(Value::String(f)) if !f.is_empty() => ctx
+            .field("by", |c| c.name_fits(f))
+            .then(|| Unit::Feature(env.feature(f))),
         Some(other) => {
             ctx.field("by", |c| {
                 c.error(format!("expected a feature name, found {other}"))
@@ -441,7 +444,12 @@ fn score(
                         };
                         for (name, x) in wo {
                             match c.field(name, |c| c.number(x)) {
-                                Some(x) if !name.is_empty() => weights.push((env.feature(name), x)),
+                                Some(x)
+                                    if !name.is_empty() && c.field(name, |c| c.name_fits(name)) =>
+                                {
+                                    weights.push((env.feature(name), x));
+                                }
+                                Some(_) if !name.is_empty() => wok = false,
                                 Some(_) => {
                                     c.error("feature names must not be empty");
                                     wok = false;

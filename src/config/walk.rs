@@ -8,6 +8,9 @@ use super::ConfigProblem;
 
 pub(crate) type Obj = Map<String, Value>;
 
+/// The longest id, version or feature name a config may use, in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 256;
+
 #[derive(Default)]
 pub(crate) struct Ctx {
     path: String,
@@ -148,14 +151,28 @@ impl Ctx {
         }
     }
 
-    /// A non-empty string field.
+    /// A non-empty string field of at most [`MAX_NAME_LEN`] bytes.
     pub(crate) fn id_field<'v>(&mut self, obj: &'v Obj, key: &str) -> Option<&'v str> {
         let s = self.str_field(obj, key, true)?;
         if s.is_empty() {
             self.field(key, |c| c.error("must not be empty"));
             return None;
         }
-        Some(s)
+        self.field(key, |c| c.name_fits(s)).then_some(s)
+    }
+
+    /// Whether a name (an id, a version, a feature name) fits [`MAX_NAME_LEN`]; reports a
+    /// problem at the current path when it does not. Names are copied into every decision
+    /// record, so an unbounded one multiplies into the log.
+    pub(crate) fn name_fits(&mut self, s: &str) -> bool {
+        if s.len() <= MAX_NAME_LEN {
+            return true;
+        }
+        self.error(format!(
+            "is {} bytes long; ids, versions and feature names are at most {MAX_NAME_LEN} bytes",
+            s.len()
+        ));
+        false
     }
 
     /// A finite number field.

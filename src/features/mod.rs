@@ -22,6 +22,10 @@ use crate::hash::name_hash;
 /// Above this many entries lookups use binary search instead of a linear scan.
 const LINEAR_SCAN_MAX: usize = 32;
 
+/// The most features one deserialized [`Features`] map may hold (a decoded decision record,
+/// a Kafka event); a larger map is an error, not a slow decode.
+pub const MAX_DECODED_FEATURES: usize = 10_000;
+
 /// A user's features: a small map from feature name to [`Value`].
 ///
 /// Cheap to build and fast to read: entries are kept sorted by a precomputed hash of the name,
@@ -70,6 +74,10 @@ impl Features {
     }
 
     /// Adds or replaces a feature; returns the previous value.
+    ///
+    /// O(n): entries are kept sorted, so building a large set one `insert` at a time is
+    /// quadratic. Build large sets with [`collect`](Iterator::collect) or
+    /// [`extend`](Extend::extend), which sort once (O(n log n)).
     pub fn insert(&mut self, name: impl Into<Text>, value: impl Into<Value>) -> Option<Value> {
         let name = name.into();
         let hash = name_hash(&name);
@@ -165,12 +173,41 @@ impl fmt::Debug for Features {
 }
 
 impl<N: Into<Text>, V: Into<Value>> FromIterator<(N, V)> for Features {
+    /// O(n log n); a name given twice keeps its last value, as with `insert`.
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         let mut f = Features::new();
-        for (n, v) in iter {
-            f.insert(n, v);
-        }
+        f.extend(iter);
         f
+    }
+}
+
+impl<N: Into<Text>, V: Into<Value>> Extend<(N, V)> for Features {
+    /// Adds or replaces features in one O((n + m) log (n + m)) pass; a name given twice keeps
+    /// its last value, as with `insert`.
+    fn extend<I: IntoIterator<Item = (N, V)>>(&mut self, iter: I) {
+        let mut all: Vec<(u64, (Text, Value))> = std::mem::take(&mut self.hashes)
+            .into_iter()
+            .zip(std::mem::take(&mut self.entries))
+            .collect();
+        all.extend(iter.into_iter().map(|(n, v)| {
+            let n = n.into();
+            (name_hash(&n), (n, v.into()))
+        }));
+        // Stable: among equal hashes, later entries stay later.
+        all.sort_by_key(|e| e.0);
+        self.hashes.reserve(all.len());
+        self.entries.reserve(all.len());
+        for (hash, (name, value)) in all {
+            // Equal hashes are adjacent; a repeated name replaces the earlier value.
+            let run = self.hashes.partition_point(|&h| h < hash);
+            match self.scan_equal(run, hash, &name) {
+                Ok(i) => self.entries[i].1 = value,
+                Err(_) => {
+                    self.hashes.push(hash);
+                    self.entries.push((name, value));
+                }
+            }
+        }
     }
 }
 
@@ -193,15 +230,22 @@ impl<'de> Deserialize<'de> for Features {
                 f.write_str("a map of feature name to value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Features, A::Error> {
-                let mut f = Features::with_capacity(map.size_hint().unwrap_or(0));
+                let hint = map.size_hint().unwrap_or(0).min(MAX_DECODED_FEATURES);
+                let (mut pairs, mut n) = (Vec::with_capacity(hint), 0usize);
                 // `null` means absent: JSON has no NaN or infinity, so serde_json writes
                 // non-finite floats as `null`, and a log line must still decode.
                 while let Some((k, v)) = map.next_entry::<String, Option<Value>>()? {
+                    n += 1;
+                    if n > MAX_DECODED_FEATURES {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "more than {MAX_DECODED_FEATURES} features"
+                        )));
+                    }
                     if let Some(v) = v {
-                        f.insert(k, v);
+                        pairs.push((k, v));
                     }
                 }
-                Ok(f)
+                Ok(pairs.into_iter().collect())
             }
         }
         d.deserialize_map(V)

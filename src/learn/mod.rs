@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::snapshot::{Action, Snapshot};
 use model::{BanditSpec, Model, Policy};
-pub use model::{MAX_ARMS, MAX_CONTEXT};
+pub use model::{DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT, MAX_CONTEXT_VALUE};
 
 /// Milliseconds on a monotonic clock (since the first call in this process).
 pub(crate) fn mono_ms() -> u64 {
@@ -53,6 +53,14 @@ pub enum RewardOutcome {
     NeedsContext,
     /// The value is not a finite number.
     Invalid,
+    /// The value is outside the rule's reward range (`reward.min` / `reward.max`, default
+    /// ±[`DEFAULT_REWARD_BOUND`](crate::DEFAULT_REWARD_BOUND)); nothing was applied, and the
+    /// decision's join is used up (a second reward for it is `Unknown`).
+    OutOfRange,
+    /// The decision's arm was removed from the rule by a config swap (or the rule's
+    /// statistics were started over) after the decision was made; nothing was applied. A
+    /// decision made before an arm's removal never credits the arm when it comes back.
+    ArmRemoved,
 }
 
 impl RewardOutcome {
@@ -61,9 +69,11 @@ impl RewardOutcome {
         match self {
             RewardOutcome::Applied => "applied",
             RewardOutcome::Unknown => "unknown",
-            RewardOutcome::NoSuchArm | RewardOutcome::NeedsContext | RewardOutcome::Invalid => {
-                "rejected"
-            }
+            RewardOutcome::NoSuchArm
+            | RewardOutcome::NeedsContext
+            | RewardOutcome::Invalid
+            | RewardOutcome::OutOfRange
+            | RewardOutcome::ArmRemoved => "rejected",
         }
     }
 }
@@ -76,7 +86,8 @@ pub struct RewardStats {
     pub applied: u64,
     /// Rewards for unknown, already rewarded or expired decisions.
     pub unknown: u64,
-    /// Rewards that could not be used (no such arm, needs context, not finite).
+    /// Rewards that could not be used (no such arm, needs context, not finite, out of range,
+    /// arm removed).
     pub rejected: u64,
     /// Decisions whose window passed without a reward and got the rule's default reward.
     pub defaulted: u64,
@@ -105,6 +116,8 @@ struct Pending {
     id: u128,
     learner: u32,
     arm: u32,
+    /// The arm's generation when the decision was made (see `Bandit::gens`).
+    gen: u32,
     expires_ms: u64,
     dim: u8,
 }
@@ -319,7 +332,7 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct BanditState {
-    /// The rule's key: the slot id, or `slot/rule-id`.
+    /// The rule's key: the slot id, or `slot/rule-id` (`/` and `\\` in ids escaped with `\\`).
     pub key: String,
     /// The policy the statistics were gathered for (`thompson`, `linear`, …).
     pub policy: String,
@@ -350,10 +363,15 @@ struct Active {
     refresh_rewards: u64,
     refresh_ms: u64,
     default_reward: Option<f64>,
+    reward_range: (f64, f64),
 }
 
 struct Bandit {
     state: BanditState,
+    /// Generation of each learner arm (parallel to `state.arms`): a new number whenever
+    /// the arm's statistics are started over (added, re-added after removal, new policy or
+    /// context), so a pending decision from before cannot credit the new arm.
+    gens: Vec<u32>,
     cell: Arc<ArcSwap<Model>>,
     active: Option<Active>,
     version: u64,
@@ -365,6 +383,7 @@ impl Bandit {
     /// A key not served by any rule yet, with the prior model.
     fn new(state: BanditState) -> Self {
         Bandit {
+            gens: (0..state.arms.len()).map(|_| next_gen()).collect(),
             state,
             cell: Arc::new(ArcSwap::from_pointee(Model::default())),
             active: None,
@@ -373,6 +392,12 @@ impl Bandit {
             refreshed_ms: mono_ms(),
         }
     }
+}
+
+/// A fresh arm generation (process-wide, so generations never repeat within a learner).
+fn next_gen() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Keeps each shard (its lock and ring indices) on cache lines of its own, so threads
@@ -443,7 +468,7 @@ impl Learner {
                     (bandits.len() - 1) as u32
                 });
                 let b = &mut bandits[id as usize];
-                reconcile(&mut b.state, spec);
+                reconcile(b, spec);
                 let order = spec
                     .arm_ids
                     .iter()
@@ -457,9 +482,11 @@ impl Learner {
                     refresh_rewards: spec.refresh_rewards,
                     refresh_ms: spec.refresh_ms,
                     default_reward: spec.default_reward,
+                    reward_range: spec.reward_range,
                 });
                 spec.cell = Arc::clone(&b.cell);
                 spec.learner_id = id;
+                spec.learner_gens = order.iter().map(|&i| b.gens[i as usize]).collect();
                 spec.learner_arms = order;
                 publish(b, &self.counters);
             }
@@ -470,7 +497,9 @@ impl Learner {
     /// the thread's shard exists, one uncontended lock).
     #[inline]
     pub(crate) fn remember(&self, id: u128, spec: &BanditSpec, chosen: usize, x: &[f64]) {
-        let Some(&arm) = spec.learner_arms.get(chosen) else {
+        let (Some(&arm), Some(&gen)) =
+            (spec.learner_arms.get(chosen), spec.learner_gens.get(chosen))
+        else {
             return;
         };
         if spec.learner_id == u32::MAX {
@@ -481,6 +510,7 @@ impl Learner {
             id,
             learner: spec.learner_id,
             arm,
+            gen,
             expires_ms: mono_ms().saturating_add(spec.window_ms),
             dim: x.len() as u8,
         };
@@ -504,8 +534,14 @@ impl Learner {
         };
         let mut guard = lock(&self.bandits);
         let Some(b) = guard.1.get_mut(t.p.learner as usize) else {
+            self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return RewardOutcome::Unknown;
         };
+        let out = check(b, t.p.arm, t.p.gen, value);
+        if out != RewardOutcome::Applied {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return out;
+        }
         apply(b, t.p.arm, value, t.x());
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
         maybe_refresh(b, &self.counters);
@@ -520,13 +556,19 @@ impl Learner {
             RewardOutcome::NeedsContext
         } else if let Some(i) = spec.arm_ids.iter().position(|a| **a == *variant) {
             let mut guard = lock(&self.bandits);
-            if let Some(b) = guard.1.get_mut(spec.learner_id as usize) {
-                apply(b, spec.learner_arms[i], value, &[]);
-                self.counters.applied.fetch_add(1, Ordering::Relaxed);
-                maybe_refresh(b, &self.counters);
-                return RewardOutcome::Applied;
+            let arm = (spec.learner_arms.get(i), spec.learner_gens.get(i));
+            match (guard.1.get_mut(spec.learner_id as usize), arm) {
+                (Some(b), (Some(&arm), Some(&gen))) => match check(b, arm, gen, value) {
+                    RewardOutcome::Applied => {
+                        apply(b, arm, value, &[]);
+                        self.counters.applied.fetch_add(1, Ordering::Relaxed);
+                        maybe_refresh(b, &self.counters);
+                        return RewardOutcome::Applied;
+                    }
+                    other => other,
+                },
+                _ => RewardOutcome::NoSuchArm,
             }
-            RewardOutcome::NoSuchArm
         } else {
             RewardOutcome::NoSuchArm
         };
@@ -558,7 +600,8 @@ impl Learner {
             let Some(b) = guard.1.get_mut(t.p.learner as usize) else {
                 continue;
             };
-            match b.active.as_ref().and_then(|a| a.default_reward) {
+            let default = b.active.as_ref().and_then(|a| a.default_reward);
+            match default.filter(|&r| check(b, t.p.arm, t.p.gen, r) == RewardOutcome::Applied) {
                 Some(r) => {
                     apply(b, t.p.arm, r, t.x());
                     self.counters.defaulted.fetch_add(1, Ordering::Relaxed);
@@ -613,24 +656,37 @@ impl Learner {
     /// Replaces the state of every key in `state` (others are kept), then republishes the
     /// models of active rules. Statistics that do not fit the rule now serving the key
     /// (another policy kind, another context dimension) are dropped, as on a config swap.
+    /// All under one lock, so a concurrent reward or refresh never sees restored statistics
+    /// that do not yet fit the serving rules.
     pub(crate) fn restore(&self, state: LearnerState, snap: &Snapshot) {
-        {
-            let mut guard = lock(&self.bandits);
-            let (keys, bandits) = &mut *guard;
-            for s in state.bandits {
-                match keys.get(&s.key) {
-                    Some(&i) => bandits[i as usize].state = s,
-                    None => {
-                        keys.insert(s.key.clone(), bandits.len() as u32);
-                        bandits.push(Bandit::new(s));
-                    }
+        let mut guard = lock(&self.bandits);
+        let (keys, bandits) = &mut *guard;
+        for s in state.bandits {
+            match keys.get(&s.key) {
+                Some(&i) => {
+                    let b = &mut bandits[i as usize];
+                    // An arm keeps its generation if it is restored under the same id at the
+                    // same index (decisions made before the restore still join it).
+                    let gens = s
+                        .arms
+                        .iter()
+                        .enumerate()
+                        .map(|(j, a)| match (b.state.arms.get(j), b.gens.get(j)) {
+                            (Some(old), Some(&g)) if old.id == a.id && old.active && a.active => g,
+                            _ => next_gen(),
+                        })
+                        .collect();
+                    b.state = s;
+                    b.gens = gens;
+                }
+                None => {
+                    keys.insert(s.key.clone(), bandits.len() as u32);
+                    bandits.push(Bandit::new(s));
                 }
             }
         }
         // Fit the restored statistics to the serving rules: each arm goes to the learner
         // index the serving snapshot already uses for it.
-        let mut guard = lock(&self.bandits);
-        let (keys, bandits) = &mut *guard;
         for slot in &snap.slots {
             for rule in &slot.rules {
                 let Action::Bandit(spec) = &rule.action else {
@@ -656,13 +712,23 @@ impl Learner {
                         ..ArmState::default()
                     })
                     .collect();
-                for (a, &i) in spec.arm_ids.iter().zip(&spec.learner_arms) {
-                    arms[i as usize] = restored
+                let mut gens: Vec<u32> = (0..width).map(|_| next_gen()).collect();
+                for ((a, &i), &g) in spec
+                    .arm_ids
+                    .iter()
+                    .zip(&spec.learner_arms)
+                    .zip(&spec.learner_gens)
+                {
+                    // The serving rule's arms keep the generations its snapshot carries,
+                    // so its decisions (made before or after the restore) still join.
+                    let i = i as usize;
+                    arms[i] = restored
                         .arms
                         .iter()
                         .find(|s| fits && s.active && s.id == **a)
                         .cloned()
                         .unwrap_or_else(|| fresh_arm(a, dim));
+                    gens[i] = g;
                 }
                 b.state = BanditState {
                     key: restored.key,
@@ -670,22 +736,27 @@ impl Learner {
                     dim,
                     arms,
                 };
+                b.gens = gens;
                 publish(b, &self.counters);
             }
         }
     }
 }
 
-/// Makes `state` fit `spec`: a new policy kind or context dimension starts fresh, arms
-/// missing from the spec are cleared, new arms are added.
-fn reconcile(state: &mut BanditState, spec: &BanditSpec) {
+/// Makes the bandit's state fit `spec`: a new policy kind or context dimension starts fresh,
+/// arms missing from the spec are cleared, new arms are added. Every arm started over gets
+/// a new generation.
+fn reconcile(b: &mut Bandit, spec: &BanditSpec) {
     let dim = spec.context.len();
+    let (state, gens) = (&mut b.state, &mut b.gens);
+    gens.resize_with(state.arms.len(), next_gen);
     if state.policy != spec.policy.name() || state.dim != dim {
         state.policy = spec.policy.name().to_owned();
         state.dim = dim;
         state.arms.clear();
+        gens.clear();
     }
-    for arm in &mut state.arms {
+    for (arm, gen) in state.arms.iter_mut().zip(gens.iter_mut()) {
         if arm.active && !spec.arm_ids.iter().any(|a| **a == *arm.id) {
             let id = std::mem::take(&mut arm.id);
             *arm = ArmState {
@@ -693,15 +764,20 @@ fn reconcile(state: &mut BanditState, spec: &BanditSpec) {
                 active: false,
                 ..ArmState::default()
             };
+            *gen = next_gen();
         }
     }
     for a in &spec.arm_ids {
-        match state.arms.iter_mut().find(|s| s.id == **a) {
-            Some(s) if s.active => {}
-            Some(s) => {
-                *s = fresh_arm(a, dim);
+        match state.arms.iter().position(|s| s.id == **a) {
+            Some(i) if state.arms[i].active => {}
+            Some(i) => {
+                state.arms[i] = fresh_arm(a, dim);
+                gens[i] = next_gen();
             }
-            None => state.arms.push(fresh_arm(a, dim)),
+            None => {
+                state.arms.push(fresh_arm(a, dim));
+                gens.push(next_gen());
+            }
         }
     }
 }
@@ -714,6 +790,23 @@ fn fresh_arm(id: &str, dim: usize) -> ArmState {
         xx: vec![0.0; dim * dim],
         xr: vec![0.0; dim],
         active: true,
+    }
+}
+
+/// Whether a reward for learner arm `arm` of generation `gen` may be applied: the arm is
+/// still the one the decision chose (active, same generation) and the value is in the
+/// serving rule's range.
+fn check(b: &Bandit, arm: u32, gen: u32, value: f64) -> RewardOutcome {
+    let i = arm as usize;
+    let same = b.state.arms.get(i).is_some_and(|s| s.active) && b.gens.get(i) == Some(&gen);
+    if !same {
+        return RewardOutcome::ArmRemoved;
+    }
+    match &b.active {
+        Some(a) if !(a.reward_range.0..=a.reward_range.1).contains(&value) => {
+            RewardOutcome::OutOfRange
+        }
+        _ => RewardOutcome::Applied,
     }
 }
 
@@ -764,7 +857,13 @@ fn publish(b: &mut Bandit, counters: &Counters) {
 }
 
 fn build_model(state: &BanditState, a: &Active, version: u64) -> Model {
-    let arms: Vec<&ArmState> = a.order.iter().map(|&i| &state.arms[i as usize]).collect();
+    // Checked: an index the state lacks reads as an untried arm (never a panic).
+    let untried = ArmState::default();
+    let arms: Vec<&ArmState> = a
+        .order
+        .iter()
+        .map(|&i| state.arms.get(i as usize).unwrap_or(&untried))
+        .collect();
     let k = arms.len();
     let mut probs = vec![0.0; k];
     let mean = |s: &ArmState| if s.n > 0.0 { s.sum / s.n } else { f64::NAN };
@@ -913,6 +1012,7 @@ mod tests {
                     id,
                     learner: 0,
                     arm: 0,
+                    gen: 0,
                     expires_ms: 0,
                     dim: 0,
                 };

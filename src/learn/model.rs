@@ -14,6 +14,14 @@ use crate::snapshot::FeatureKey;
 pub const MAX_ARMS: usize = 16;
 /// Contextual policies may read at most this many features.
 pub const MAX_CONTEXT: usize = 16;
+/// Context values are clamped to `±MAX_CONTEXT_VALUE` before a contextual policy reads or
+/// learns from them, so one huge value cannot make the regression statistics infinite.
+pub const MAX_CONTEXT_VALUE: f64 = 1e6;
+/// Default bound on the magnitude of a reward (a rule's `reward.min` / `reward.max` default
+/// to `∓DEFAULT_REWARD_BOUND`): rewards outside the rule's range are refused with
+/// [`RewardOutcome::OutOfRange`](crate::RewardOutcome::OutOfRange), so one absurd value cannot
+/// overwhelm (or overflow) a policy's statistics.
+pub const DEFAULT_REWARD_BOUND: f64 = 1e6;
 
 /// How a contextual policy turns predicted rewards into probabilities.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,7 +59,8 @@ impl Policy {
 /// A compiled `bandit` action.
 #[derive(Debug)]
 pub(crate) struct BanditSpec {
-    /// Learner state key: the slot id, or `slot/rule-id` for a rule with an id.
+    /// Learner state key: the slot id, or `slot/rule-id` for a rule with an id (`/` and `\\` in
+    /// ids escaped with `\\`).
     pub(crate) key: Box<str>,
     pub(crate) seed: u64,
     /// Variant indices of the arms, in config order.
@@ -66,12 +75,16 @@ pub(crate) struct BanditSpec {
     pub(crate) refresh_ms: u64,
     pub(crate) window_ms: u64,
     pub(crate) default_reward: Option<f64>,
+    /// Rewards outside `[min, max]` are refused.
+    pub(crate) reward_range: (f64, f64),
     /// Where the learner publishes this rule's model (replaced when an engine loads it).
     pub(crate) cell: Arc<ArcSwap<Model>>,
     /// The learner's id for `key`, `u32::MAX` until attached to an engine.
     pub(crate) learner_id: u32,
     /// Learner arm index of each arm.
     pub(crate) learner_arms: Vec<u32>,
+    /// Generation of each learner arm when the rule was attached.
+    pub(crate) learner_gens: Vec<u32>,
 }
 
 /// A frozen model, republished by the learner on refresh.
@@ -176,7 +189,8 @@ impl BanditOutcome {
 
 impl BanditSpec {
     /// The context vector: each feature as a number; missing, non-numeric or non-finite
-    /// values count as 0 (so one bad value cannot poison the regression).
+    /// values count as 0 and the rest are clamped to ±[`MAX_CONTEXT_VALUE`] (so one bad value
+    /// cannot poison the regression).
     #[inline]
     pub(crate) fn context(&self, features: &Features, x: &mut [f64; MAX_CONTEXT]) {
         for (xi, k) in x.iter_mut().zip(&self.context) {
@@ -184,7 +198,7 @@ impl BanditSpec {
                 .get(features)
                 .and_then(|v| v.as_f64())
                 .filter(|v| v.is_finite())
-                .unwrap_or(0.0);
+                .map_or(0.0, |v| v.clamp(-MAX_CONTEXT_VALUE, MAX_CONTEXT_VALUE));
         }
     }
 

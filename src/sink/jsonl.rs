@@ -139,7 +139,7 @@ impl JsonlSink {
     /// [`FlushError::Timeout`] when the writer does not confirm in time,
     /// [`FlushError::WriterGone`] when the writer thread has stopped.
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::deadline(timeout);
         let ticket = self.inner.queue.ask_flush();
         loop {
             if self.inner.queue.flushed(ticket) {

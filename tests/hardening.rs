@@ -1,0 +1,410 @@
+//! Defects found by attacks on a running build (issue 13): each test reproduces one and
+//! checks the fix. The point number of the issue is in each test's doc comment.
+
+use std::time::Duration;
+
+use elvon::{Config, Engine, Features, LearnerState, RewardOutcome};
+use serde_json::json;
+
+fn two_arm_split(slot: &str, rule: Option<&str>) -> serde_json::Value {
+    let mut r = json!({"split": {"variants": [{"variant": "a", "weight": 50}, {"variant": "b", "weight": 50}]}});
+    if let Some(id) = rule {
+        r["id"] = json!(id);
+    }
+    json!({"id": slot, "variants": [{"id": "a"}, {"id": "b"}], "default": "a", "rules": [r]})
+}
+
+/// Point 18: a rule with id `"1"` at index 0 and an unnamed rule at index 1 of one slot
+/// once shared the salt `s.1`: everyone the 50% rollout let through fell in the split's upper
+/// half too, so every split decision served `b`.
+#[test]
+fn a_numeric_rule_id_and_a_rule_index_do_not_share_a_salt() {
+    let config = json!({"version": "1", "slots": [{"id": "s", "variants": [{"id": "a"}, {"id": "b"}], "default": "a", "rules": [
+        {"id": "1", "rollout": {"variant": "b", "percent": 50}},
+        {"split": {"variants": [{"variant": "a", "weight": 50}, {"variant": "b", "weight": 50}]}}
+    ]}]});
+    let engine = Engine::default();
+    engine
+        .load_config_json(&config.to_string())
+        .expect("valid config");
+    let none = Features::new();
+    let (mut split, mut a) = (0, 0);
+    for i in 0..10_000 {
+        let d = engine.decide("s", &format!("user-{i}"), &none);
+        if matches!(d.reason(), elvon::Reason::Split { .. }) {
+            split += 1;
+            a += usize::from(d.variant() == Some("a"));
+        }
+    }
+    assert!((4_000..6_000).contains(&split), "{split} split decisions");
+    assert!(
+        (split * 4 / 10..split * 6 / 10).contains(&a),
+        "{a} of {split} split decisions served a"
+    );
+}
+
+/// Point 18, the exact pair of the report: slot `a` rule `b.c` and slot `a.b` rule `c`.
+#[test]
+fn dotted_ids_do_not_share_a_salt() {
+    let config = json!({"version": "1", "slots": [two_arm_split("a", Some("b.c")), two_arm_split("a.b", Some("c"))]});
+    let engine = Engine::default();
+    engine
+        .load_config_json(&config.to_string())
+        .expect("valid config");
+    let none = Features::new();
+    let same = (0..10_000)
+        .filter(|i| {
+            let u = format!("user-{i}");
+            engine.decide("a", &u, &none).variant() == engine.decide("a.b", &u, &none).variant()
+        })
+        .count();
+    assert!(
+        (4_000..6_000).contains(&same),
+        "{same} of 10,000 users in the same arm"
+    );
+}
+
+/// Point 17: the learner keys of slot `a/b` (unnamed bandit) and slot `a` rule `b` differ:
+/// rewards in one slot do not reach the other's statistics.
+#[test]
+fn learner_keys_of_different_slots_do_not_collide() {
+    let bandit = |rule: Option<&str>| {
+        let mut r =
+            json!({"bandit": {"policy": "epsilon_greedy", "epsilon": 0.1, "arms": ["a", "b"]}});
+        if let Some(id) = rule {
+            r["id"] = json!(id);
+        }
+        r
+    };
+    let slot = |id: &str, rule| json!({"id": id, "variants": [{"id": "a"}, {"id": "b"}], "default": "a", "rules": [bandit(rule)]});
+    let config = json!({"version": "1", "slots": [slot("a/b", None), slot("a", Some("b"))]});
+    let engine = Engine::default();
+    engine
+        .load_config_json(&config.to_string())
+        .expect("valid config");
+    let none = Features::new();
+    for _ in 0..50 {
+        let d = engine.decide("a/b", "u", &none);
+        assert_eq!(engine.reward(d.id(), 1.0), RewardOutcome::Applied);
+    }
+    let state: LearnerState = engine.learner_state();
+    assert_eq!(state.bandits.len(), 2, "two keys: {:?}", state.bandits);
+    let n = |k: &str| -> f64 {
+        state
+            .bandits
+            .iter()
+            .find(|b| b.key == k)
+            .map(|b| b.arms.iter().map(|a| a.n).sum())
+            .unwrap_or(f64::NAN)
+    };
+    assert_eq!(n("a\\/b"), 50.0);
+    assert_eq!(n("a/b"), 0.0);
+}
+
+/// Point 21: an object with the same key twice is rejected with its path.
+#[test]
+fn duplicate_keys_are_rejected_with_a_path() {
+    let top = r#"{"version": "1", "version": "2", "slots": []}"#;
+    let err = Config::from_json(top).expect_err("duplicate version");
+    assert!(
+        err.to_string()
+            .contains(r#"(root): duplicate key "version""#),
+        "{err}"
+    );
+    let in_slot = r#"{"version": "1", "slots": [{"id": "a", "variants": [{"id": "x"}], "default": "x", "id": "b"}]}"#;
+    let err = Engine::default()
+        .load_config_json(in_slot)
+        .expect_err("duplicate id");
+    assert!(
+        err.to_string().contains(r#"slots[0]: duplicate key "id""#),
+        "{err}"
+    );
+    // Through serde too (any format): the same check.
+    let err = serde_json::from_str::<Config>(top).expect_err("via Deserialize");
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+    // Same keys in different objects are fine.
+    Config::from_json(r#"{"version": "1", "slots": [{"id": "a"}, {"id": "b"}]}"#)
+        .expect("no duplicate in one object");
+}
+
+/// Point 22: versions and ids are bounded (a 1 MiB version would be copied into every log
+/// line).
+#[test]
+fn oversized_versions_and_ids_are_rejected() {
+    let long = "v".repeat(1 << 20);
+    let config = json!({"version": long, "slots": [
+        {"id": "s".repeat(300), "variants": [{"id": "x"}, {"id": "y".repeat(257)}], "default": "x", "rules": [
+            {"id": "r".repeat(1000), "when": {"feature": "f".repeat(300), "op": "exists"}, "serve": "x"}]}
+    ]});
+    let err = Engine::default()
+        .load_config_json(&config.to_string())
+        .expect_err("too long");
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path()).collect();
+    assert!(paths.contains(&"version"), "{err}");
+    assert!(paths.contains(&"slots[0].id"), "{err}");
+    assert!(paths.contains(&"slots[0].variants[1].id"), "{err}");
+    assert!(paths.contains(&"slots[0].rules[0].id"), "{err}");
+    assert!(paths.contains(&"slots[0].rules[0].when.feature"), "{err}");
+    assert!(err.to_string().contains("at most 256 bytes"), "{err}");
+    // 256 bytes is fine.
+    let ok = json!({"version": "v".repeat(256), "slots": []});
+    Engine::default()
+        .load_config_json(&ok.to_string())
+        .expect("256 bytes is within the bound");
+}
+
+/// Point 23: building a large feature set is not quadratic. 100,000 features through
+/// `collect` and through deserialization: counted in comparisons of a sort, not timed; this
+/// checks the result and that a decoded map over the bound is refused.
+#[test]
+fn large_feature_sets_build_by_sorting_and_decoding_is_bounded() {
+    let n = 100_000;
+    let f: Features = (0..n).map(|i| (format!("f{i}"), i as i64)).collect();
+    assert_eq!(f.len(), n);
+    for i in (0..n).step_by(997) {
+        assert_eq!(
+            f.get(&format!("f{i}")).and_then(elvon::Value::as_f64),
+            Some(i as f64)
+        );
+    }
+    // A repeated name keeps its last value, as with insert.
+    let f: Features = [("a", 1), ("b", 2), ("a", 3)].into_iter().collect();
+    assert_eq!(
+        (f.len(), f.get("a").and_then(elvon::Value::as_f64)),
+        (2, Some(3.0))
+    );
+    let mut g = f.clone();
+    g.extend([("c", 4), ("b", 5)]);
+    assert_eq!(g.len(), 3);
+    assert_eq!(g.get("b").and_then(elvon::Value::as_f64), Some(5.0));
+    // Decoding: within the bound it works, beyond it is an error naming the bound.
+    let map = |n: usize| {
+        let body: Vec<String> = (0..n).map(|i| format!("\"f{i}\": {i}")).collect();
+        format!("{{{}}}", body.join(","))
+    };
+    let ok: Features = serde_json::from_str(&map(10_000)).expect("10,000 features decode");
+    assert_eq!(ok.len(), 10_000);
+    let err = serde_json::from_str::<Features>(&map(10_001)).expect_err("over the bound");
+    assert!(
+        err.to_string().contains("more than 10000 features"),
+        "{err}"
+    );
+}
+
+/// Point 8: `Duration::MAX` as "no deadline" does not panic.
+#[test]
+fn duration_max_does_not_panic() {
+    let store = elvon::MemoryStore::new();
+    store.set("u", Features::new().with("country", "KR"));
+    let engine = Engine::builder()
+        .source(store)
+        .fetch_deadline(Duration::MAX)
+        .build();
+    engine
+        .load_config_json(
+            r#"{"version": "1", "slots": [{"id": "s", "variants": [{"id": "a"}, {"id": "b"}], "default": "a",
+                "rules": [{"when": {"feature": "country", "op": "eq", "value": "KR"}, "serve": "b"}]}]}"#,
+        )
+        .expect("valid config");
+    assert_eq!(engine.decide_for("s", "u").variant(), Some("b"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = elvon::JsonlSink::create(
+        dir.path().join("log.jsonl"),
+        elvon::sink::JsonlOptions::default(),
+    )
+    .expect("sink");
+    sink.flush(Duration::MAX).expect("flush without a deadline");
+}
+
+fn bandit_config(version: &str, arms: &[&str], bandit: serde_json::Value) -> String {
+    let mut b = bandit;
+    b["arms"] = json!(arms);
+    json!({"version": version, "slots": [{
+        "id": "s",
+        "variants": arms.iter().map(|a| json!({"id": a})).collect::<Vec<_>>(),
+        "default": arms[0],
+        "rules": [{"bandit": b}]
+    }]})
+    .to_string()
+}
+
+/// A decision of `engine` in slot `s` that chose `arm`.
+fn decision_for(engine: &Engine, arm: &str) -> elvon::DecisionId {
+    let none = Features::new();
+    (0..10_000)
+        .map(|_| engine.decide("s", "u", &none))
+        .find(|d| d.variant() == Some(arm))
+        .map(|d| d.id())
+        .expect("the arm is drawn within 10,000 decisions")
+}
+
+/// Point 19: a huge finite reward is refused (out of the rule's range) instead of making a
+/// policy's statistics infinite; a huge context value is clamped, so the regression stays
+/// finite.
+#[test]
+fn huge_rewards_and_context_values_do_not_break_policies() {
+    let engine = Engine::builder().id_prefix(7).build();
+    let eps = json!({"policy": "epsilon_greedy", "epsilon": 0.1, "refresh": {"rewards": 1}});
+    engine
+        .load_config_json(&bandit_config("1", &["a", "b"], eps))
+        .expect("valid");
+    for v in [1e308, -1e308, 2e6] {
+        let d = decision_for(&engine, "a");
+        assert_eq!(engine.reward(d, v), RewardOutcome::OutOfRange, "reward {v}");
+    }
+    assert_eq!(
+        engine.reward_variant("s", "a", 1e300),
+        RewardOutcome::OutOfRange
+    );
+    // Sane rewards: b pays 1, a pays 0; the greedy arm becomes b.
+    let none = Features::new();
+    for _ in 0..2_000 {
+        let d = engine.decide("s", "u", &none);
+        let r = if d.variant() == Some("b") { 1.0 } else { 0.0 };
+        assert_eq!(engine.reward(d.id(), r), RewardOutcome::Applied);
+    }
+    let b = (0..1_000)
+        .filter(|_| engine.decide("s", "u", &none).variant() == Some("b"))
+        .count();
+    assert!(b > 900, "b chosen {b} of 1,000 times");
+    // A configured range is enforced too.
+    let narrow = json!({"policy": "epsilon_greedy", "reward": {"min": 0, "max": 1}});
+    engine
+        .load_config_json(&bandit_config("2", &["a", "b"], narrow))
+        .expect("valid");
+    let d = decision_for(&engine, "a");
+    assert_eq!(engine.reward(d, 1.5), RewardOutcome::OutOfRange);
+    // The refused reward used up the decision's join.
+    assert_eq!(engine.reward(d, 1.0), RewardOutcome::Unknown);
+    let d = decision_for(&engine, "a");
+    assert_eq!(engine.reward(d, 1.0), RewardOutcome::Applied);
+
+    // Contextual: one context value of 1e160 once made an arm's statistics infinite.
+    let linear = json!({"policy": "linear", "features": ["x"], "refresh": {"rewards": 1}});
+    engine
+        .load_config_json(&bandit_config("3", &["a", "b"], linear))
+        .expect("valid");
+    let huge = Features::new().with("x", 1e160);
+    for _ in 0..20 {
+        let d = engine.decide("s", "u", &huge);
+        assert_eq!(engine.reward(d.id(), 1.0), RewardOutcome::Applied);
+    }
+    let sane = Features::new().with("x", 1.0);
+    for _ in 0..200 {
+        let d = engine.decide("s", "u", &sane);
+        let r = if d.variant() == Some("b") { 1.0 } else { 0.0 };
+        engine.reward(d.id(), r);
+    }
+    engine.refresh();
+    let state = engine.learner_state();
+    for arm in state.bandits.iter().flat_map(|b| &b.arms) {
+        let all = arm.xx.iter().chain(&arm.xr).chain([&arm.n, &arm.sum]);
+        assert!(all.clone().all(|v| v.is_finite()), "{arm:?}");
+    }
+    let d = engine.decide("s", "u", &sane);
+    let p: Vec<f64> = d
+        .probabilities()
+        .expect("a bandit decision")
+        .map(|(_, p)| p)
+        .collect();
+    assert!(p.iter().all(|p| p.is_finite()), "{p:?}");
+    assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{p:?}");
+}
+
+/// Point 20: a reward for an arm a swap removed is not "applied" and thrown away, and a
+/// decision made before the removal never credits the arm once it is back.
+#[test]
+fn rewards_for_removed_arms_are_refused_and_never_credit_a_readded_arm() {
+    let engine = Engine::builder().id_prefix(3).build();
+    let eps = json!({"policy": "epsilon_greedy", "epsilon": 0.5, "refresh": {"rewards": 1}});
+    engine
+        .load_config_json(&bandit_config("1", &["a", "b"], eps.clone()))
+        .expect("valid");
+    let before_removal = decision_for(&engine, "b");
+    let also_before = decision_for(&engine, "b");
+    engine
+        .load_config_json(&bandit_config("2", &["a", "c"], eps.clone()))
+        .expect("valid");
+    assert_eq!(
+        engine.reward(before_removal, 1.0),
+        RewardOutcome::ArmRemoved
+    );
+    engine
+        .load_config_json(&bandit_config("3", &["a", "b", "c"], eps))
+        .expect("valid");
+    assert_eq!(engine.reward(also_before, 1.0), RewardOutcome::ArmRemoved);
+    let state = engine.learner_state();
+    let b = state.bandits[0]
+        .arms
+        .iter()
+        .find(|a| a.id == "b")
+        .expect("arm b");
+    assert_eq!((b.n, b.sum), (0.0, 0.0), "{b:?}");
+    // A fresh decision for the re-added arm joins.
+    let fresh = decision_for(&engine, "b");
+    assert_eq!(engine.reward(fresh, 1.0), RewardOutcome::Applied);
+    assert_eq!(engine.reward_stats().rejected, 2);
+}
+
+/// Point 7: restoring a state saved under a config with fewer arms, while two threads
+/// reward and the learner thread refreshes, must not panic.
+#[test]
+fn restore_races_with_rewards_and_refresh_without_panicking() {
+    let eps =
+        json!({"policy": "epsilon_greedy", "epsilon": 0.3, "refresh": {"rewards": 1, "ms": 1}});
+    let small = Engine::builder().id_prefix(1).build();
+    small
+        .load_config_json(&bandit_config("1", &["a", "b"], eps.clone()))
+        .expect("valid");
+    for _ in 0..100 {
+        let d = small.decide("s", "u", &Features::new());
+        small.reward(d.id(), 1.0);
+    }
+    let saved = small.learner_state();
+    let engine = Engine::builder().id_prefix(2).build();
+    engine
+        .load_config_json(&bandit_config(
+            "2",
+            &["c", "d", "e", "f", "a", "b"],
+            eps.clone(),
+        ))
+        .expect("valid");
+    let learner = engine
+        .spawn_learner(Duration::from_micros(100))
+        .expect("learner thread");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let none = Features::new();
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let d = engine.decide("s", "u", &none);
+                        engine.reward(d.id(), 1.0);
+                        engine.reward_variant("s", "a", 0.0);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        for _ in 0..2_000 {
+            engine.restore_learner(saved.clone());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in workers {
+            let n = w.join().expect("a rewarding thread panicked");
+            assert!(n > 0);
+        }
+    });
+    learner.stop();
+    let state = engine.learner_state();
+    let arms: Vec<&str> = state.bandits[0]
+        .arms
+        .iter()
+        .filter(|a| a.active)
+        .map(|a| a.id.as_str())
+        .collect();
+    assert_eq!(arms.len(), 6, "{arms:?}");
+}
