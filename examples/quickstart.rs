@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use elvon::sink::{JsonlOptions, Overflow};
 use elvon::{Engine, Features, JsonlSink, MemoryStore};
 
 const USERS: usize = 100_000;
@@ -47,7 +48,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 2. An engine with the store as feature source and a JSON-lines decision log.
-    let sink = JsonlSink::create(&log_path, Default::default())?;
+    // The log blocks (up to a second) instead of dropping when a burst fills its queue: this
+    // example must keep every record. A request path would keep the default, Overflow::Drop.
+    let sink = JsonlSink::create(
+        &log_path,
+        JsonlOptions::default().overflow(Overflow::Block(Duration::from_secs(1))),
+    )?;
     let engine = Engine::builder()
         .source(store.clone())
         .sink(sink.clone())
@@ -122,6 +128,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.offered,
         s.written + s.dropped + s.failed,
         "sink accounting must add up"
+    );
+    assert_eq!(
+        (s.dropped, s.failed),
+        (0, 0),
+        "the blocking log keeps every record"
     );
     // Explain the first user who landed in the 3-way split.
     let user = users

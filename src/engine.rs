@@ -390,6 +390,19 @@ impl Engine {
         decision
     }
 
+    /// Flushes the engine's decision sink: waits until every decision made before this call
+    /// is written or failed, at most `timeout` (see [`DecisionSink::flush`]). Call it on
+    /// shutdown, after the last decision; an engine without a sink returns at once.
+    ///
+    /// # Errors
+    /// The sink's [`FlushError`](crate::sink::FlushError).
+    pub fn flush(&self, timeout: Duration) -> Result<(), crate::sink::FlushError> {
+        match &self.inner.sink {
+            Some(sink) => sink.flush(timeout),
+            None => Ok(()),
+        }
+    }
+
     /// Reports the reward of a bandit decision, joined by its id.
     ///
     /// Decisions are remembered for their rule's `reward.window_ms`; a reward for an unknown,

@@ -29,7 +29,8 @@ use crate::engine::Engine;
 use crate::watch::WatchEvent;
 
 use crate::sink::{
-    spawn_writer, Backend, Captured, Counters, DecisionEvent, DecisionSink, Queue, SinkStats,
+    spawn_writer, Backend, Captured, Counters, DecisionEvent, DecisionSink, FlushError, Overflow,
+    Queue, SinkStats,
 };
 
 /// What went wrong setting up a Kafka client, flushing, or publishing a config.
@@ -42,14 +43,6 @@ pub enum Error {
     /// librdkafka refused the configuration or failed to create the client.
     #[error("kafka producer: {0}")]
     Client(String),
-    /// Records were still queued when the flush timeout passed.
-    #[error("kafka flush: {pending} record(s) still pending after {timeout:?}")]
-    FlushTimeout {
-        /// Records not yet delivered or failed.
-        pending: u64,
-        /// The timeout given.
-        timeout: Duration,
-    },
 }
 
 /// Settings of a [`KafkaDecisionSink`].
@@ -60,7 +53,13 @@ pub struct KafkaSinkOptions {
     topic: String,
     settings: Vec<(String, String)>,
     queue: usize,
+    overflow: Overflow,
+    drain_timeout: Duration,
 }
+
+/// How long dropping the last handle of a [`KafkaDecisionSink`] waits for queued records to
+/// be delivered, by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl KafkaSinkOptions {
     /// Records go to `topic` on the cluster reached through `brokers` (`host:port,...`).
@@ -84,6 +83,8 @@ impl KafkaSinkOptions {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
             queue: 8_192,
+            overflow: Overflow::Drop,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 
@@ -96,34 +97,104 @@ impl KafkaSinkOptions {
         self
     }
 
+    /// What `record` does when its thread's queue is full (default [`Overflow::Drop`]).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// How long dropping the last handle waits for every accepted record to be delivered
+    /// (default [`DEFAULT_DRAIN_TIMEOUT`]). Records still undelivered then are purged and
+    /// counted as failed (`elvon_sink_records_total{outcome="failed"}`), never lost silently.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
     /// Sets any librdkafka producer property (`acks`, `linger.ms`, `batch.size`,
     /// `compression.type`, `message.timeout.ms`, …), replacing the default if there is one.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        let key = key.into();
-        let value = value.into();
-        match self.settings.iter_mut().find(|(k, _)| *k == key) {
-            Some(kv) => kv.1 = value,
-            None => self.settings.push((key, value)),
-        }
+        set_property(&mut self.settings, key.into(), value.into());
         self
+    }
+}
+
+/// Sets `key` in a property list, replacing an earlier value.
+fn set_property(settings: &mut Vec<(String, String)>, key: String, value: String) {
+    match settings.iter_mut().find(|(k, _)| *k == key) {
+        Some(kv) => kv.1 = value,
+        None => settings.push((key, value)),
+    }
+}
+
+/// Records handed to librdkafka and not yet reported: sequence numbers `lo..lo + done.len()`
+/// in the order the writer handed them over, with a flag per record once it is reported.
+#[derive(Default)]
+struct InFlight {
+    lo: u64,
+    done: std::collections::VecDeque<bool>,
+}
+
+impl InFlight {
+    fn next(&mut self) -> u64 {
+        self.done.push_back(false);
+        self.lo + self.done.len() as u64 - 1
+    }
+
+    fn complete(&mut self, seq: u64) {
+        if let Some(d) = seq
+            .checked_sub(self.lo)
+            .and_then(|i| self.done.get_mut(usize::try_from(i).ok()?))
+        {
+            *d = true;
+        }
+        while self.done.front() == Some(&true) {
+            self.done.pop_front();
+            self.lo += 1;
+        }
+    }
+}
+
+/// What the sink handles, the writer and the delivery callback share.
+#[derive(Default)]
+struct Shared {
+    in_flight: std::sync::Mutex<InFlight>,
+    /// The next sequence number as of the writer's last flush pass: every record offered
+    /// before that flush was asked has a lower one.
+    handed: std::sync::atomic::AtomicU64,
+    /// Unix ms after which the writer stops waiting for room in librdkafka's queue and counts
+    /// records as failed (0: no limit); set when the last handle is dropped.
+    give_up_at_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 /// Counts delivery reports.
 struct Reports {
     counters: Arc<Counters>,
+    shared: Arc<Shared>,
 }
 
 impl ClientContext for Reports {}
 
 impl ProducerContext for Reports {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         match result {
             Ok(_) => self.counters.written(1),
-            Err(_) => self.counters.failed(1),
+            Err((e, _)) => {
+                self.counters.failed(1);
+                self.counters.error(format_args!("kafka delivery: {e}"));
+            }
         }
+        self.shared.in_flight().complete(seq as u64);
     }
 }
 
@@ -131,23 +202,61 @@ impl ProducerContext for Reports {
 #[derive(Clone)]
 pub struct KafkaDecisionSink {
     handle: Arc<Handle>,
-    producer: Arc<ThreadedProducer<Reports>>,
-    topic: Arc<str>,
 }
 
-/// Shared by the sink's clones; the last one dropped lets the writer finish.
-struct Handle(Arc<Queue>);
+/// Shared by the sink's clones; dropping the last one drains the sink (see
+/// [`KafkaSinkOptions::drain_timeout`]).
+struct Handle {
+    queue: Arc<Queue>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    producer: Arc<ThreadedProducer<Reports>>,
+    shared: Arc<Shared>,
+    topic: Arc<str>,
+    drain_timeout: Duration,
+}
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.0.close();
+        let deadline = crate::clock::deadline(self.drain_timeout);
+        let give_up = crate::sink::now_ms()
+            .saturating_add(u64::try_from(self.drain_timeout.as_millis()).unwrap_or(u64::MAX));
+        self.shared
+            .give_up_at_ms
+            .store(give_up.max(1), std::sync::atomic::Ordering::Release);
+        // The writer hands every queued record to librdkafka (or, past the deadline, counts
+        // it failed), then returns.
+        self.queue.close();
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let _ = self.producer.flush(kafka_timeout(left));
+        if self.shared.in_flight().done.is_empty() {
+            return;
+        }
+        // Past the drain timeout: purge what librdkafka still holds; the purged records
+        // come back as failed delivery reports. Whatever is not reported even then is
+        // counted failed here.
+        self.producer
+            .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        let _ = self.producer.flush(Duration::from_millis(500));
+        let mut f = self.shared.in_flight();
+        let unreported = f.done.iter().filter(|d| !**d).count() as u64;
+        if unreported > 0 {
+            self.queue.counters.failed(unreported);
+            self.queue.counters.error(format_args!(
+                "kafka sink dropped with {unreported} record(s) unreported after {:?}",
+                self.drain_timeout
+            ));
+        }
+        f.done.clear();
     }
 }
 
 impl std::fmt::Debug for KafkaDecisionSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaDecisionSink")
-            .field("topic", &self.topic)
+            .field("topic", &self.handle.topic)
             .field("stats", &self.stats())
             .finish()
     }
@@ -158,17 +267,23 @@ impl KafkaDecisionSink {
     /// sink is dropped, after handing every queued record to librdkafka). Connects in the
     /// background: a broker that is down now only delays delivery (records wait in the queues
     /// up to `message.timeout.ms`).
+    ///
+    /// Dropping the last clone drains the sink: it waits up to
+    /// [`KafkaSinkOptions::drain_timeout`] for every accepted record to be delivered and
+    /// counts the rest as failed.
     pub fn new(options: KafkaSinkOptions) -> Result<Self, Error> {
-        let queue = Arc::new(Queue::new(options.queue, "kafka"));
+        let queue = Arc::new(Queue::new(options.queue, "kafka", options.overflow));
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &options.brokers);
         for (k, v) in &options.settings {
             config.set(k, v);
         }
+        let shared = Arc::new(Shared::default());
         let producer: Arc<ThreadedProducer<Reports>> = Arc::new(
             config
                 .create_with_context(Reports {
                     counters: Arc::clone(&queue.counters),
+                    shared: Arc::clone(&shared),
                 })
                 .map_err(|e| Error::Client(e.to_string()))?,
         );
@@ -176,39 +291,56 @@ impl KafkaDecisionSink {
         let backend = KafkaBackend {
             producer: Arc::clone(&producer),
             topic: Arc::clone(&topic),
+            shared: Arc::clone(&shared),
             buf: Vec::with_capacity(1024),
         };
-        spawn_writer(&queue, "elvon-kafka-sink", backend)
+        let writer = spawn_writer(&queue, "elvon-kafka-sink", backend)
             .map_err(|e| Error::Client(format!("cannot start the writer thread: {e}")))?;
         Ok(KafkaDecisionSink {
-            handle: Arc::new(Handle(queue)),
-            producer,
-            topic,
+            handle: Arc::new(Handle {
+                queue,
+                writer: Some(writer),
+                producer,
+                shared,
+                topic,
+                drain_timeout: options.drain_timeout,
+            }),
         })
     }
 
     /// The sink's counters; `offered == written + dropped + failed + pending`.
     #[must_use]
     pub fn stats(&self) -> SinkStats {
-        self.handle.0.stats()
+        self.handle.queue.stats()
     }
 
-    /// Waits until every accepted record is delivered or failed, at most `timeout`.
-    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+    /// Waits until every record offered before this call is delivered or failed, at most
+    /// `timeout`. Records offered afterwards (by other threads) do not extend the wait.
+    ///
+    /// # Errors
+    /// [`FlushError::Timeout`] with the records still pending, or [`FlushError::WriterGone`].
+    pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        let h = &*self.handle;
         let deadline = crate::clock::deadline(timeout);
+        let writer = h.writer.as_ref();
+        // First every record offered before now reaches librdkafka …
+        h.queue
+            .wait_flushed(timeout, || writer.is_some_and(|w| !w.is_finished()))?;
+        let upto = h.shared.handed.load(std::sync::atomic::Ordering::Acquire);
+        // … then each of those is reported.
         loop {
-            let pending = self.stats().pending();
-            if pending == 0 {
+            if h.shared.in_flight().lo >= upto {
                 return Ok(());
             }
             let now = std::time::Instant::now();
             if now >= deadline {
-                return Err(Error::FlushTimeout { pending, timeout });
+                return Err(FlushError::Timeout {
+                    timeout,
+                    pending: self.stats().pending(),
+                });
             }
-            // The writer may be sleeping on empty queues with records just offered.
-            self.handle.0.wake();
             // Sends what librdkafka holds back for batching; returns at once when empty.
-            let _ = self
+            let _ = h
                 .producer
                 .flush((deadline - now).min(Duration::from_millis(10)));
         }
@@ -219,6 +351,7 @@ impl KafkaDecisionSink {
 struct KafkaBackend {
     producer: Arc<ThreadedProducer<Reports>>,
     topic: Arc<str>,
+    shared: Arc<Shared>,
     buf: Vec<u8>,
 }
 
@@ -229,19 +362,31 @@ impl Backend for KafkaBackend {
             counters.failed(1);
             return;
         }
-        let mut record = BaseRecord::to(&self.topic)
+        let seq = self.shared.in_flight().next();
+        let mut record = BaseRecord::with_opaque_to(&self.topic, seq as usize)
             .key(r.user.as_bytes())
             .payload(&self.buf[..]);
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
+                    let give_up = self
+                        .shared
+                        .give_up_at_ms
+                        .load(std::sync::atomic::Ordering::Acquire);
+                    if give_up != 0 && crate::sink::now_ms() >= give_up {
+                        counters.failed(1);
+                        self.shared.in_flight().complete(seq);
+                        return;
+                    }
                     // The polling thread frees room as deliveries complete or time out.
                     std::thread::sleep(Duration::from_millis(1));
                     record = rec;
                 }
-                Err(_) => {
+                Err((e, _)) => {
                     counters.failed(1);
+                    counters.error(format_args!("kafka send: {e}"));
+                    self.shared.in_flight().complete(seq);
                     return;
                 }
             }
@@ -250,12 +395,25 @@ impl Backend for KafkaBackend {
 
     // Delivery reports count written and failed; librdkafka batches on its own.
     fn pass_done(&mut self, _: &Counters) {}
-    fn flush(&mut self, _: &Counters) {}
+
+    fn flush(&mut self, _: &Counters) {
+        let next = {
+            let f = self.shared.in_flight();
+            f.lo + f.done.len() as u64
+        };
+        self.shared
+            .handed
+            .store(next, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl DecisionSink for KafkaDecisionSink {
     fn record(&self, event: &DecisionEvent<'_>) {
-        self.handle.0.offer(event);
+        self.handle.queue.offer(event);
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        KafkaDecisionSink::flush(self, timeout)
     }
 }
 

@@ -12,14 +12,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::Message;
 
-/// The tests of this file run one at a time (two of them time `decide`).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+#[path = "common/kafka.rs"]
+mod kafka_common;
+use kafka_common::{read_back, serial};
 
 const CONFIG: &str = r#"{"version": "k1", "slots": [{
     "id": "banner",
@@ -28,36 +23,6 @@ const CONFIG: &str = r#"{"version": "k1", "slots": [{
     "rules": [{"split": {"variants": [
         {"variant": "a", "weight": 40}, {"variant": "b", "weight": 30}, {"variant": "c", "weight": 30}]}}]
 }]}"#;
-
-/// Reads `n` records from `topic` with a fresh consumer group, at most `within`.
-fn read_back(bootstrap: &str, topic: &str, n: usize, within: Duration) -> Vec<(String, Vec<u8>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("check-{}", std::process::id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut out = Vec::with_capacity(n);
-    let t = Instant::now();
-    while out.len() < n && t.elapsed() < within {
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m.expect("message");
-            let key = String::from_utf8(m.key().expect("keyed").to_vec()).expect("utf-8 key");
-            out.push((key, m.payload().expect("payload").to_vec()));
-        }
-    }
-    // Nothing more than `n` arrives.
-    let extra_until = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < extra_until {
-        if let Some(m) = consumer.poll(Duration::from_millis(50)) {
-            let m = m.expect("message");
-            out.push((String::new(), m.payload().unwrap_or_default().to_vec()));
-        }
-    }
-    out
-}
 
 #[test]
 fn every_decision_arrives_once_in_user_order_and_decodes_to_itself() {

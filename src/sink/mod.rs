@@ -10,9 +10,10 @@ mod queue;
 mod record;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-pub use jsonl::{FlushError, JsonlOptions, JsonlSink};
+pub use jsonl::{JsonlOptions, JsonlSink};
 pub use memory::MemorySink;
 #[cfg(feature = "kafka")]
 pub(crate) use queue::{spawn_writer, Backend, Captured, Queue};
@@ -61,21 +62,83 @@ impl<'a> DecisionEvent<'a> {
     }
 }
 
-/// Receives every decision. `record` must never block the caller: queue, drop and count.
+/// Why a flush did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// Records offered before the call were still pending when the timeout passed.
+    #[error(
+        "the decision sink did not flush within {timeout:?} ({pending} record(s) still pending)"
+    )]
+    Timeout {
+        /// The timeout given.
+        timeout: Duration,
+        /// Records still pending at the timeout (accepted, neither written nor failed yet).
+        pending: u64,
+    },
+    /// The writer thread is gone (it stopped after an unrecoverable error).
+    #[error("the decision-log writer has stopped")]
+    WriterGone,
+}
+
+/// What a sink does with a record when its queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Drop the record and count it (`SinkStats::dropped`): `record` never waits. The
+    /// default, and the right choice on a request path.
+    #[default]
+    Drop,
+    /// Wait up to this long for room (the writer is woken), then drop and count. For batch
+    /// jobs, backfills and examples that must not lose records to a burst; `record` may then
+    /// block the deciding thread for up to the bound.
+    Block(Duration),
+}
+
+/// Receives every decision. `record` must never block the caller: queue, drop and count
+/// (unless the sink was configured to [`Overflow::Block`]).
 pub trait DecisionSink: Send + Sync {
     /// Offers one decision.
     fn record(&self, event: &DecisionEvent<'_>);
+
+    /// Waits until every record offered **before this call** is written or failed, at most
+    /// `timeout` (`Duration::MAX`: no limit). Records offered by other threads after the
+    /// call do not extend the wait. The default does nothing: for sinks that keep nothing
+    /// pending.
+    ///
+    /// # Errors
+    /// [`FlushError::Timeout`] with the records still pending, or
+    /// [`FlushError::WriterGone`].
+    fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        let _ = timeout;
+        Ok(())
+    }
 }
 
 impl<S: DecisionSink + ?Sized> DecisionSink for Arc<S> {
     fn record(&self, event: &DecisionEvent<'_>) {
         (**self).record(event);
     }
+    fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        (**self).flush(timeout)
+    }
 }
 
 impl<S: DecisionSink + ?Sized> DecisionSink for Box<S> {
     fn record(&self, event: &DecisionEvent<'_>) {
         (**self).record(event);
+    }
+    fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        (**self).flush(timeout)
+    }
+}
+
+impl<S: DecisionSink + ?Sized> DecisionSink for &S {
+    fn record(&self, event: &DecisionEvent<'_>) {
+        (**self).record(event);
+    }
+    fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        (**self).flush(timeout)
     }
 }
 
@@ -89,7 +152,7 @@ impl DecisionSink for NoopSink {
 }
 
 /// A sink's counters. `offered == written + dropped + failed + pending`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SinkStats {
     /// Records handed to the sink.
@@ -98,8 +161,12 @@ pub struct SinkStats {
     pub written: u64,
     /// Records dropped because the queue was full (never blocked the caller).
     pub dropped: u64,
-    /// Records the backend failed to take (I/O errors, writer gone).
+    /// Records the backend failed to take (I/O errors, delivery failures, writer gone, or
+    /// still undelivered when the last handle was dropped and its drain timeout passed).
     pub failed: u64,
+    /// The backend's last error, with its context (`write decisions.jsonl: No space left on
+    /// device (os error 28)`), if any occurred.
+    pub last_error: Option<Arc<str>>,
 }
 
 impl SinkStats {
@@ -118,6 +185,7 @@ pub(crate) struct Counters {
     written: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
+    last_error: Mutex<Option<Arc<str>>>,
     metrics: crate::metrics::SinkMetrics,
 }
 
@@ -128,6 +196,7 @@ impl Counters {
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             metrics: crate::metrics::SinkMetrics::register(sink),
         }
     }
@@ -146,6 +215,14 @@ impl Counters {
     pub(crate) fn failed(&self, n: u64) {
         self.failed.fetch_add(n, Ordering::Relaxed);
         self.metrics.failed.increment(n);
+    }
+    /// Keeps the backend's last error (never on the deciding path).
+    pub(crate) fn error(&self, message: impl std::fmt::Display) {
+        let msg: Arc<str> = message.to_string().into();
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(msg);
     }
     /// Mirrors offered and dropped counts kept elsewhere (the capture rings) to metrics.
     pub(crate) fn mirror(&self, offered: u64, dropped: u64) {
@@ -166,11 +243,17 @@ impl Counters {
         let dropped = self.dropped.load(Ordering::Acquire);
         let failed = self.failed.load(Ordering::Acquire);
         let offered = self.offered.load(Ordering::Acquire);
+        let last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         SinkStats {
             offered,
             written,
             dropped,
             failed,
+            last_error,
         }
     }
 }

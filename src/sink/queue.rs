@@ -27,7 +27,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::record::{coarse_now_ms, status_name, ArmProbability, RecordReason, RECORD_SCHEMA};
-use super::{Counters, DecisionEvent, SinkStats};
+use super::{Counters, DecisionEvent, FlushError, Overflow, SinkStats};
 use crate::decision::{DecisionId, FeatureStatus};
 use crate::features::Value;
 use crate::snapshot::{RawCause, RawReason, Snapshot};
@@ -143,6 +143,16 @@ impl Drop for Producer {
     }
 }
 
+/// What became of one record offered to a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Push {
+    Done,
+    /// No room now (the writer is behind): waiting may help.
+    Full,
+    /// Can never fit this ring.
+    Never,
+}
+
 /// A thread's producers (one per sink it recorded to) and its encoding scratch.
 #[derive(Default)]
 struct Local {
@@ -158,11 +168,21 @@ thread_local! {
 const SCRATCH_KEEP: usize = 16 * 1024;
 
 impl Producer {
-    fn push(&mut self, event: &DecisionEvent<'_>, scratch: &mut Vec<u8>) {
+    fn push(&mut self, event: &DecisionEvent<'_>, scratch: &mut Vec<u8>, queue: &Queue) {
         let (ring, st) = (&*self.ring, &mut self.st);
         st.offered += 1;
         ring.producer.0.offered.store(st.offered, Relaxed);
-        if !st.try_push(ring, event, scratch) {
+        let mut outcome = st.try_push(ring, event, scratch);
+        if let (Push::Full, Overflow::Block(bound)) = (outcome, queue.overflow) {
+            // Wait for the writer to make room, at most `bound`.
+            let deadline = crate::clock::deadline(bound);
+            while outcome == Push::Full && std::time::Instant::now() < deadline {
+                queue.wake();
+                std::thread::sleep(Duration::from_micros(50));
+                outcome = st.try_push(ring, event, scratch);
+            }
+        }
+        if outcome != Push::Done {
             st.dropped += 1;
             ring.producer.0.dropped.store(st.dropped, Release);
         }
@@ -175,14 +195,15 @@ impl Producer {
 
 impl ProducerState {
     /// Writes the record; `false` when the ring has no room for it.
-    fn try_push(&mut self, ring: &Ring, event: &DecisionEvent<'_>, scratch: &mut Vec<u8>) -> bool {
+    /// Writes the record, or says why it could not.
+    fn try_push(&mut self, ring: &Ring, event: &DecisionEvent<'_>, scratch: &mut Vec<u8>) -> Push {
         let d = event.decision;
         let o = &d.outcome;
         // A full ring (by count) drops before paying for the encoding.
         if self.records - self.head_records >= self.capacity {
             self.head_records = ring.consumer.0.records.load(Acquire);
             if self.records - self.head_records >= self.capacity {
-                return false;
+                return Push::Full;
             }
         }
         scratch.clear();
@@ -202,7 +223,7 @@ impl ProducerState {
             u32::try_from(scratch.len()),
             u16::try_from(probs.len()),
         ) else {
-            return false;
+            return Push::Never;
         };
         let payload = event.user.len()
             + slot_name.map_or(0, |s| 4 + s.len())
@@ -218,13 +239,13 @@ impl ProducerState {
         let n = HEADER + u64::from(o.bandit.is_some()) + payload.div_ceil(8) as u64;
         let size = ring.mask + 1;
         if n > size || n > u64::from(u32::MAX) {
-            return false;
+            return Push::Never;
         }
         // Room by count was checked above; now room by words.
         if self.tail + n - self.head > size {
             self.head = ring.consumer.0.head.load(Acquire);
             if self.tail + n - self.head > size {
-                return false;
+                return Push::Full;
             }
         }
         let snap = Arc::as_ptr(&d.snap) as usize;
@@ -232,7 +253,7 @@ impl ProducerState {
             let mut snaps = lock(&ring.snaps);
             // Bounded and never grown here: a writer this far behind costs a record.
             if snaps.len() == SNAPS {
-                return false;
+                return Push::Full;
             }
             snaps.push_back(Arc::clone(&d.snap));
             self.snap = snap;
@@ -271,7 +292,7 @@ impl ProducerState {
         self.tail += n;
         self.records += 1;
         ring.producer.0.tail.store(self.tail, Release);
-        true
+        Push::Done
     }
 }
 
@@ -431,6 +452,7 @@ pub(crate) struct Queue {
     writer: OnceLock<Thread>,
     flush_asked: AtomicU64,
     flush_done: AtomicU64,
+    overflow: Overflow,
 }
 
 #[derive(Default)]
@@ -452,7 +474,7 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     /// A queue of `capacity` records per deciding thread, counting under sink name `sink`.
-    pub(crate) fn new(capacity: usize, sink: &'static str) -> Self {
+    pub(crate) fn new(capacity: usize, sink: &'static str, overflow: Overflow) -> Self {
         static IDS: AtomicU64 = AtomicU64::new(1);
         let capacity = capacity.max(1);
         Queue {
@@ -470,6 +492,7 @@ impl Queue {
             writer: OnceLock::new(),
             flush_asked: AtomicU64::new(0),
             flush_done: AtomicU64::new(0),
+            overflow,
         }
     }
 
@@ -505,14 +528,14 @@ impl Queue {
                         producers.len() - 1
                     }
                 };
-                producers[at].push(event, scratch);
+                producers[at].push(event, scratch, self);
                 true
             })
             .unwrap_or(false);
         if !done {
             let mut shared = lock(&self.shared);
             let (p, scratch) = shared.get_or_insert_with(|| (self.producer(), Vec::new()));
-            p.push(event, scratch);
+            p.push(event, scratch, self);
         }
     }
 
@@ -548,6 +571,33 @@ impl Queue {
 
     pub(crate) fn flushed(&self, ticket: u64) -> bool {
         self.flush_done.load(Acquire) >= ticket
+    }
+
+    /// Asks for a flush and waits, at most `timeout`, until the writer has done it: every
+    /// record offered before the call has been handed to the backend and the backend flushed.
+    /// `alive` says whether the writer thread still runs.
+    pub(crate) fn wait_flushed(
+        &self,
+        timeout: Duration,
+        alive: impl Fn() -> bool,
+    ) -> Result<(), FlushError> {
+        let deadline = crate::clock::deadline(timeout);
+        let ticket = self.ask_flush();
+        loop {
+            if self.flushed(ticket) {
+                return Ok(());
+            }
+            if !alive() {
+                return Err(FlushError::WriterGone);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(FlushError::Timeout {
+                    timeout,
+                    pending: self.stats().pending(),
+                });
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
 
     /// No more records will come (the last sink handle is gone): the writer drains every
@@ -992,7 +1042,7 @@ mod tests {
         Arc<Mutex<Vec<DecisionRecord>>>,
         std::thread::JoinHandle<()>,
     ) {
-        let queue = Arc::new(Queue::new(capacity, "test"));
+        let queue = Arc::new(Queue::new(capacity, "test", Overflow::Drop));
         let out = Arc::new(Mutex::new(Vec::new()));
         let mut backend = Collect(Arc::clone(&out));
         let q = Arc::clone(&queue);
