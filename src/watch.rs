@@ -17,6 +17,9 @@ pub enum WatchEvent {
     /// The file changed but could not be loaded; the previous config keeps serving.
     /// Reported once per distinct file content (or per change of read error).
     Rejected(ConfigError),
+    /// The config source could not be read (the Kafka watcher could not reach the broker);
+    /// the current config keeps serving and the watcher keeps trying.
+    SourceError(String),
 }
 
 /// Watches a config file by polling; loads it whenever its content changes. A bad file is

@@ -204,72 +204,13 @@ fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
 
 mod updater {
     use super::*;
-    use elvon::aggregate::{Aggregate, Aggregates, Event};
-    use elvon::kafka::{EventTarget, FeatureUpdater, MemoryTarget, UpdaterOptions};
+    use crate::kafka_common::{aggs, cluster, now_ms, produce, view, wait_for};
+    use elvon::aggregate::Event;
+    use elvon::kafka::{ApplyError, EventTarget, FeatureUpdater, MemoryTarget, UpdaterOptions};
     use elvon::MemoryStore;
     use rdkafka::message::Headers;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
-
-    fn aggs() -> Arc<Aggregates> {
-        Arc::new(
-            Aggregates::new(vec![
-                Aggregate::count("views", "view"),
-                Aggregate::sum("spend", "buy", "amount"),
-            ])
-            .expect("valid"),
-        )
-    }
-
-    fn now_ms() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as u64
-    }
-
-    fn produce(bootstrap: &str, topic: &str, payloads: &[String]) {
-        let p: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("queue.buffering.max.messages", "1000000")
-            .create()
-            .expect("producer");
-        for (i, body) in payloads.iter().enumerate() {
-            let key = format!("k{}", i % 37);
-            p.send(BaseRecord::to(topic).key(&key).payload(body))
-                .map_err(|(e, _)| e)
-                .expect("queued");
-        }
-        p.flush(Duration::from_secs(30)).expect("stored");
-    }
-
-    fn view(id: usize, user: &str) -> String {
-        serde_json::to_string(&Event::new(format!("ev-{id}"), user, "view", now_ms()))
-            .expect("json")
-    }
-
-    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-        let t = Instant::now();
-        while !done() {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn cluster() -> (
-        MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-        String,
-    ) {
-        let cluster = MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic("events", 4, 1).expect("topic");
-        cluster.create_topic("dead", 1, 1).expect("topic");
-        let b = cluster.bootstrap_servers();
-        (cluster, b)
-    }
 
     #[test]
     fn poison_goes_to_the_dead_letter_topic_and_rewards_to_the_engine() {
@@ -377,14 +318,14 @@ mod updater {
     }
 
     impl EventTarget for Crashes {
-        fn apply(&self, events: &[Event]) -> Result<(), String> {
+        fn apply(&self, events: &[Event]) -> Result<(), ApplyError> {
             if self.crashed.load(Ordering::SeqCst) {
-                return Err("crashed".into());
+                return Err(ApplyError::transient("crashed"));
             }
             if self.batches.fetch_add(1, Ordering::SeqCst) == 2 {
                 self.inner.apply(&events[..events.len() / 2])?;
                 self.crashed.store(true, Ordering::SeqCst);
-                return Err("crashed mid-batch".into());
+                return Err(ApplyError::transient("crashed mid-batch"));
             }
             self.inner.apply(events)
         }

@@ -4,8 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use elvon::aggregate::{Aggregate, Aggregates, Event};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
 
 /// The tests of a file run one at a time (some time `decide`).
@@ -50,4 +55,113 @@ pub fn read_back(
         }
     }
     out
+}
+
+pub fn aggs() -> Arc<Aggregates> {
+    Arc::new(
+        Aggregates::new(vec![
+            Aggregate::count("views", "view"),
+            Aggregate::sum("spend", "buy", "amount"),
+        ])
+        .expect("valid"),
+    )
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+pub fn produce(bootstrap: &str, topic: &str, payloads: &[String]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    for (i, body) in payloads.iter().enumerate() {
+        let key = format!("k{}", i % 37);
+        p.send(BaseRecord::to(topic).key(&key).payload(body))
+            .map_err(|(e, _)| e)
+            .expect("queued");
+    }
+    p.flush(Duration::from_secs(30)).expect("stored");
+}
+
+pub fn view(id: usize, user: &str) -> String {
+    serde_json::to_string(&Event::new(format!("ev-{id}"), user, "view", now_ms())).expect("json")
+}
+
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn cluster() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("events", 4, 1).expect("topic");
+    cluster.create_topic("dead", 1, 1).expect("topic");
+    let b = cluster.bootstrap_servers();
+    (cluster, b)
+}
+
+/// Every message of `topic` (from the start) with its headers, read with a fresh group
+/// until `n` arrived or `within` passed.
+pub fn read_with_headers(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<(Vec<u8>, std::collections::HashMap<String, String>)> {
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("headers-{topic}-{}", now_ms()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let t = Instant::now();
+    while out.len() < n && t.elapsed() < within {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_owned(), v.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((m.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    out
+}
+
+/// Produces `payloads` to `topic` under one key, in order, and waits until stored.
+pub fn produce_keyed(bootstrap: &str, topic: &str, key: &str, payloads: &[String]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    for body in payloads {
+        p.send(BaseRecord::to(topic).key(key).payload(body))
+            .map_err(|(e, _)| e)
+            .expect("queued");
+        p.flush(Duration::from_secs(10)).expect("stored");
+    }
 }

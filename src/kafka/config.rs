@@ -1,0 +1,262 @@
+//! Config broadcast: publishing configs to a compacted topic and following it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+use super::{kafka_ms, kafka_timeout, Error};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::watch::WatchEvent;
+
+/// The message key configs are published under. The config topic should have one partition
+/// (it is compacted, so it keeps the latest config per key); the watcher loads configs in
+/// the order the partition holds them.
+pub const CONFIG_KEY: &str = "config";
+
+/// Validates `config_json` as an elvon config and publishes it to `topic` (key
+/// [`CONFIG_KEY`]), waiting at most `timeout` for the broker to store it. An invalid config
+/// is not published: the error lists every problem with its path.
+pub fn publish_config(
+    brokers: &str,
+    topic: &str,
+    config_json: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    Config::from_json(config_json).and_then(|c| c.validate())?;
+    let producer: BaseProducer<Confirm> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("message.timeout.ms", kafka_ms(timeout).max(1).to_string())
+        .create_with_context(Confirm::default())
+        .map_err(|e| Error::Client(e.to_string()))?;
+    producer
+        .send(BaseRecord::to(topic).key(CONFIG_KEY).payload(config_json))
+        .map_err(|(e, _)| Error::Client(e.to_string()))?;
+    producer
+        .flush(kafka_timeout(timeout))
+        .map_err(|e| Error::Client(format!("config not confirmed: {e}")))?;
+    let outcome = producer.context().0.lock().map_or(None, |mut g| g.take());
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(Error::Client(format!("config not stored: {e}"))),
+        None => Err(Error::Client("config not confirmed in time".into())),
+    }
+}
+
+/// Keeps the delivery result of the one config message.
+#[derive(Default)]
+struct Confirm(std::sync::Mutex<Option<Result<(), String>>>);
+
+impl ClientContext for Confirm {}
+
+impl ProducerContext for Confirm {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
+        }
+    }
+}
+
+/// Follows a compacted config topic and swaps the newest valid config into the engine.
+///
+/// On start it reads the topic to its end and loads only the newest valid config there
+/// (newer invalid ones are reported as [`WatchEvent::Rejected`]; older ones are not loaded
+/// at all), then it is [ready](KafkaConfigWatcher::is_ready) and follows the topic: every
+/// valid config published later is swapped in, an invalid one is reported (`on_event` with
+/// [`WatchEvent::Rejected`], and `elvon_config_rejections_total`) and the current config
+/// keeps serving. Errors reaching the broker are reported as [`WatchEvent::SourceError`]
+/// (and `elvon_config_watch_errors_total`). Every instance reads the whole topic (no
+/// consumer group offsets), so all instances end on the same newest valid config. Stops when
+/// dropped.
+#[derive(Debug)]
+#[must_use = "dropping the handle stops the watcher thread"]
+pub struct KafkaConfigWatcher {
+    stop: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaConfigWatcher {
+    /// Starts following partition 0 of `topic` on `brokers`.
+    pub fn spawn(
+        engine: Engine,
+        brokers: &str,
+        topic: &str,
+        on_event: impl Fn(&WatchEvent) + Send + 'static,
+    ) -> Result<Self, Error> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "elvon-config-watcher")
+            .set("enable.auto.commit", "false")
+            // The end of the partition tells the watcher it has caught up.
+            .set("enable.partition.eof", "true")
+            // Configs are rare and small: ask the broker not to hold fetches back for long,
+            // so a new config is seen within tens of milliseconds.
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(|e| Error::Client(e.to_string()))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicBool::new(false));
+        let (stopped, is_ready, topic) = (Arc::clone(&stop), Arc::clone(&ready), topic.to_owned());
+        let handle = std::thread::Builder::new()
+            .name("elvon-kafka-config".into())
+            .spawn(move || {
+                let w = Watch {
+                    consumer: &consumer,
+                    engine: &engine,
+                    topic: &topic,
+                    stop: &stopped,
+                    on_event: &on_event,
+                };
+                if w.catch_up() {
+                    is_ready.store(true, Ordering::Release);
+                    w.follow();
+                }
+            })
+            .map_err(|e| Error::Client(format!("cannot start the watcher: {e}")))?;
+        Ok(KafkaConfigWatcher {
+            stop,
+            ready,
+            handle: Some(handle),
+        })
+    }
+
+    /// Whether the watcher has read the topic to its end and loaded the newest valid config
+    /// there (or found none): from then on the engine serves what the topic says.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Waits at most `timeout` for [`is_ready`](Self::is_ready); returns it.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = crate::clock::deadline(timeout);
+        while !self.is_ready() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.is_ready()
+    }
+}
+
+impl Drop for KafkaConfigWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The watcher thread's state.
+struct Watch<'a> {
+    consumer: &'a BaseConsumer,
+    engine: &'a Engine,
+    topic: &'a str,
+    stop: &'a AtomicBool,
+    on_event: &'a (dyn Fn(&WatchEvent) + Send),
+}
+
+impl Watch<'_> {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn error(&self, what: &str, e: &rdkafka::error::KafkaError) {
+        metrics::counter!("elvon_config_watch_errors_total").increment(1);
+        (self.on_event)(&WatchEvent::SourceError(format!(
+            "kafka config topic {what}: {e}"
+        )));
+    }
+
+    /// Reads the topic up to the end it had at the start, then loads the newest valid config
+    /// read. `false` when stopped first.
+    fn catch_up(&self) -> bool {
+        let end = loop {
+            if self.stopped() {
+                return false;
+            }
+            match self
+                .consumer
+                .fetch_watermarks(self.topic, 0, Duration::from_secs(1))
+            {
+                Ok((_, high)) => break high,
+                // No such topic (yet): nothing to catch up on.
+                Err(e)
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                                | rdkafka::types::RDKafkaErrorCode::UnknownPartition
+                                | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+                        )
+                    ) =>
+                {
+                    break 0
+                }
+                Err(e) => {
+                    self.error("watermarks", &e);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        };
+        // Offsets below `end` that are still in the (compacted) topic, oldest first.
+        let mut read: Vec<Vec<u8>> = Vec::new();
+        let mut next = 0;
+        while next < end {
+            if self.stopped() {
+                return false;
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                // The end of the partition (compaction may leave `end` itself unused).
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => self.error("poll", &e),
+                Some(Ok(m)) => {
+                    next = m.offset() + 1;
+                    if let Some(p) = m.payload() {
+                        read.push(p.to_vec());
+                    }
+                }
+            }
+        }
+        for payload in read.iter().rev() {
+            let event = crate::watch::load_bytes(self.engine, payload);
+            let loaded = matches!(event, WatchEvent::Loaded(_));
+            (self.on_event)(&event);
+            if loaded {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Loads every config published from now on.
+    fn follow(&self) {
+        while !self.stopped() {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => self.error("poll", &e),
+                Some(Ok(m)) => {
+                    if let Some(payload) = m.payload() {
+                        (self.on_event)(&crate::watch::load_bytes(self.engine, payload));
+                    }
+                }
+            }
+        }
+    }
+}
