@@ -1,0 +1,81 @@
+//! The connection (one node or a cluster), the private runtime and blocking calls on it.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture};
+
+use super::*;
+
+/// The connection: one node or a cluster. Both pipeline concurrent requests.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The source's private runtime, owned by the source and its writers (never by the tasks
+/// running on it, so it is not dropped on its own worker), and shut down without blocking,
+/// so dropping the source inside async code is fine.
+pub(super) struct OwnedRuntime(pub(super) Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs `fut` on `rt`, waiting on the calling thread at most `timeout` for it.
+pub(super) fn run_on<T: Send + 'static>(
+    rt: &tokio::runtime::Handle,
+    timeout: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
+) -> Result<T, RedisError> {
+    let task = rt.spawn(async move { tokio::time::timeout(timeout, fut).await });
+    let deadline = crate::clock::deadline(timeout.saturating_add(Duration::from_millis(100)));
+    match crate::features::block_on(task, deadline) {
+        Some(Ok(Ok(Ok(v)))) => Ok(v),
+        Some(Ok(Ok(Err(e)))) => Err(command_error(what, e)),
+        Some(Err(e)) => Err(RedisError::Command {
+            what: what.to_owned(),
+            source: Box::new(e),
+        }),
+        Some(Ok(Err(_))) | None => Err(RedisError::Timeout(what.to_owned())),
+    }
+}
+
+pub(super) fn hmget(key: &str, fields: &[String]) -> Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(key).arg(fields);
+    cmd
+}

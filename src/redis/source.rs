@@ -1,0 +1,386 @@
+//! The feature source, its builder and `fetch`.
+
+use std::future::ready;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::aggregate::Aggregates;
+use crate::features::{FeatureSource, Features, FetchFuture, FetchRequest, SourceError};
+
+use super::*;
+
+pub(super) struct Shared {
+    // Field order matters for drop: connections before the runtime that drives them.
+    pub(super) conn: Conn,
+    pub(super) prefix: String,
+    pub(super) breaker: Breaker,
+    pub(super) cache: Option<Cache>,
+    pub(super) aggregates: Aggregates,
+    pub(super) clock: Clock,
+    pub(super) command_timeout: Duration,
+    /// Where tasks run (the private runtime's handle, or the application's).
+    pub(super) rt: tokio::runtime::Handle,
+}
+
+/// Reads user features from Redis (see the [module docs](self) for the layout), under the
+/// request's deadline, behind a circuit breaker and an optional local cache.
+///
+/// Cheap to clone; clones share the connection, breaker and cache.
+#[derive(Clone)]
+pub struct RedisFeatureSource {
+    pub(super) shared: Arc<Shared>,
+    pub(super) _runtime: Option<Arc<OwnedRuntime>>,
+}
+
+impl std::fmt::Debug for RedisFeatureSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisFeatureSource")
+            .field("prefix", &self.shared.prefix)
+            .field("cluster", &matches!(self.shared.conn, Conn::Cluster(_)))
+            .field("breaker", &self.breaker_state())
+            .finish()
+    }
+}
+
+/// Builds a [`RedisFeatureSource`].
+#[must_use]
+pub struct RedisFeatureSourceBuilder {
+    urls: Vec<String>,
+    cluster: bool,
+    prefix: String,
+    breaker_failures: u32,
+    breaker_cool_down: Duration,
+    cache: Option<(Duration, u64)>,
+    aggregates: Aggregates,
+    clock: Option<Clock>,
+    runtime: Option<tokio::runtime::Handle>,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl RedisFeatureSource {
+    /// A builder for one Redis node at `url` (`redis://127.0.0.1:6379/0`).
+    pub fn builder(url: impl Into<String>) -> RedisFeatureSourceBuilder {
+        RedisFeatureSourceBuilder {
+            urls: vec![url.into()],
+            cluster: false,
+            prefix: "elvon:f:".to_owned(),
+            breaker_failures: 5,
+            breaker_cool_down: Duration::from_secs(1),
+            cache: None,
+            aggregates: Aggregates::default(),
+            clock: None,
+            runtime: None,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// A builder for a Redis Cluster reached through any of `urls`.
+    pub fn cluster_builder<S: Into<String>>(
+        urls: impl IntoIterator<Item = S>,
+    ) -> RedisFeatureSourceBuilder {
+        let mut b = Self::builder(String::new());
+        b.urls = urls.into_iter().map(Into::into).collect();
+        b.cluster = true;
+        b
+    }
+
+    /// The state of the circuit breaker.
+    #[must_use]
+    pub fn breaker_state(&self) -> BreakerState {
+        match self.shared.breaker.state.load(Ordering::Acquire) {
+            CLOSED => BreakerState::Closed,
+            OPEN => BreakerState::Open,
+            _ => BreakerState::Probing,
+        }
+    }
+
+    /// The hash key of `user`.
+    #[must_use]
+    pub fn key(&self, user: &str) -> String {
+        self.shared.key(user)
+    }
+
+    /// An [`AggregatesWriter`] sharing this source's connection, clock and aggregates.
+    #[must_use]
+    pub fn writer(&self) -> AggregatesWriter {
+        AggregatesWriter {
+            shared: Arc::clone(&self.shared),
+            _runtime: self._runtime.clone(),
+            dedup_ttl: Duration::from_secs(86_400),
+            key_ttl: None,
+        }
+    }
+
+    /// Writes plain features of `user` (JSON-encoded `HSET`; non-finite floats are
+    /// rejected). Blocks the calling thread for at most the command timeout (from async code,
+    /// call it through `spawn_blocking`).
+    pub fn set_features(&self, user: &str, features: &Features) -> Result<(), RedisError> {
+        if features.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.key(user));
+        for (name, v) in features.iter() {
+            cmd.arg(name).arg(encode(v).map_err(|m| {
+                RedisError::Config(format!("feature {name:?} of user {user:?}: {m}"))
+            })?);
+        }
+        let sh = Arc::clone(&self.shared);
+        self.run("HSET", async move {
+            let mut c = sh.conn.clone();
+            cmd.query_async::<()>(&mut c).await
+        })
+    }
+
+    /// Fetches `names` of many users in one pipeline (single node) or in concurrent requests
+    /// (cluster, one per node's share); the answer is in the order of `users`. Bypasses the
+    /// cache and the breaker; blocks the calling thread for at most the command timeout (from
+    /// async code, call it through `spawn_blocking`).
+    pub fn fetch_many(&self, users: &[&str], names: &[&str]) -> Result<Vec<Features>, RedisError> {
+        let now = (self.shared.clock)();
+        let names: Vec<Box<str>> = names.iter().map(|&n| n.into()).collect();
+        let (fields, plan) = self.shared.plan(&names, now);
+        let keys: Vec<String> = users.iter().map(|u| self.key(u)).collect();
+        let sh = Arc::clone(&self.shared);
+        let rows: Vec<Vec<Option<String>>> = self.run("HMGET (batch)", async move {
+            let mut conn = sh.conn.clone();
+            if matches!(conn, Conn::Cluster(_)) {
+                let futs = keys.iter().map(|k| {
+                    let mut c = conn.clone();
+                    let cmd = hmget(k, &fields);
+                    async move { cmd.query_async::<Vec<Option<String>>>(&mut c).await }
+                });
+                futures_util::future::try_join_all(futs).await
+            } else {
+                let mut p = redis::pipe();
+                for k in &keys {
+                    p.add_command(hmget(k, &fields));
+                }
+                p.query_async(&mut conn).await
+            }
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|vals| decode(&names, &plan, vals))
+            .collect())
+    }
+
+    /// Runs `fut` on the source's runtime, waiting at most the command timeout.
+    fn run<T: Send + 'static>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
+    ) -> Result<T, RedisError> {
+        run_on(&self.shared.rt, self.shared.command_timeout, what, fut)
+    }
+}
+
+impl std::fmt::Debug for RedisFeatureSourceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisFeatureSourceBuilder")
+            .field("urls", &self.urls)
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisFeatureSourceBuilder {
+    /// Key prefix of the user hashes (default `elvon:f:`). Must not contain `{` or `}`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Consecutive failures (timeouts or errors) that open the breaker (default 5).
+    pub fn breaker_failures(mut self, n: u32) -> Self {
+        self.breaker_failures = n;
+        self
+    }
+
+    /// How long an open breaker waits before letting a probe through (default 1 s).
+    pub fn breaker_cool_down(mut self, d: Duration) -> Self {
+        self.breaker_cool_down = d;
+        self
+    }
+
+    /// Caches answers locally for `ttl`, at most `max_entries` of them (default: no cache).
+    /// A cached answer does not see writes made during its TTL.
+    pub fn cache(mut self, ttl: Duration, max_entries: u64) -> Self {
+        self.cache = Some((ttl, max_entries));
+        self
+    }
+
+    /// The aggregate definitions, so reads of windowed features sum their live buckets and
+    /// the [`AggregatesWriter`] knows what events do.
+    pub fn aggregates(mut self, aggregates: Aggregates) -> Self {
+        self.aggregates = aggregates;
+        self
+    }
+
+    /// The clock windows are read and written against (default: the system clock).
+    pub fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Runs the client on this Tokio runtime instead of a private one-thread runtime.
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Limit on writes and batch fetches (default [`DEFAULT_COMMAND_TIMEOUT`]); fetches for
+    /// decisions use the engine's deadline instead.
+    pub fn command_timeout(mut self, d: Duration) -> Self {
+        self.command_timeout = d;
+        self
+    }
+
+    /// Limit on establishing a connection (default 1 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// The source. A single-node source connects lazily (it can be built while Redis is
+    /// down, and reconnects on its own); a cluster source connects here to learn the slots.
+    pub fn build(self) -> Result<RedisFeatureSource, RedisError> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(RedisError::Config(format!(
+                "key prefix {:?} must not contain braces (the user is the hash tag)",
+                self.prefix
+            )));
+        }
+        if self.urls.is_empty() || self.urls.iter().any(String::is_empty) {
+            return Err(RedisError::Config("no Redis URL given".into()));
+        }
+        let (rt, owned) = match self.runtime {
+            Some(h) => (h, None),
+            None => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("elvon-redis")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| RedisError::Connect {
+                        target: "tokio runtime".into(),
+                        source: Box::new(e),
+                    })?;
+                (rt.handle().clone(), Some(Arc::new(OwnedRuntime(Some(rt)))))
+            }
+        };
+        let target = self.urls.join(",");
+        let connect_err = |e: redis::RedisError| RedisError::Connect {
+            target: target.clone(),
+            source: Box::new(e),
+        };
+        let conn = if self.cluster {
+            let client = redis::cluster::ClusterClient::builder(self.urls.clone())
+                .connection_timeout(self.connect_timeout)
+                .retries(2)
+                .build()
+                .map_err(connect_err)?;
+            let connect = async move { client.get_async_connection().await };
+            let what = format!("connect to {target}");
+            match run_on(&rt, self.connect_timeout.saturating_mul(2), &what, connect) {
+                Ok(c) => Conn::Cluster(c),
+                Err(RedisError::Command { source, .. }) => {
+                    return Err(RedisError::Connect {
+                        target: target.clone(),
+                        source,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            let client = redis::Client::open(self.urls[0].as_str()).map_err(connect_err)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.connect_timeout))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(10))
+                .set_max_delay(Duration::from_millis(100));
+            let _guard = rt.enter();
+            Conn::Single(
+                ConnectionManager::new_lazy_with_config(client, config).map_err(connect_err)?,
+            )
+        };
+        let cache = self.cache.map(|(ttl, n)| Cache {
+            map: quick_cache::sync::Cache::new(usize::try_from(n).unwrap_or(usize::MAX).max(1)),
+            ttl,
+        });
+        Ok(RedisFeatureSource {
+            shared: Arc::new(Shared {
+                conn,
+                prefix: self.prefix,
+                breaker: Breaker::new(self.breaker_failures, self.breaker_cool_down),
+                cache,
+                aggregates: self.aggregates,
+                clock: self.clock.unwrap_or_else(|| Arc::new(crate::sink::now_ms)),
+                command_timeout: self.command_timeout,
+                rt,
+            }),
+            _runtime: owned,
+        })
+    }
+}
+
+impl FeatureSource for RedisFeatureSource {
+    fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> FetchFuture<'a> {
+        let sh = &self.shared;
+        let mut names_id = 0;
+        if let Some(c) = &sh.cache {
+            names_id = Cache::names_id(request.names);
+            if let Some(hit) = c.get(names_id, request.user) {
+                metrics::counter!("elvon_feature_cache_total", "result" => "hit").increment(1);
+                return Box::pin(ready(Ok(hit)));
+            }
+            metrics::counter!("elvon_feature_cache_total", "result" => "miss").increment(1);
+        }
+        if let Err(e) = sh.breaker.admit() {
+            return Box::pin(ready(Err(e)));
+        }
+        let names: Vec<Box<str>> = request.names.to_vec();
+        let (fields, plan) = sh.plan(&names, (sh.clock)());
+        let cmd = hmget(&sh.key(request.user), &fields);
+        let shared = Arc::clone(sh);
+        let user = sh.cache.as_ref().map(|_| request.user.to_owned());
+        let sent = Instant::now();
+        let deadline = tokio::time::Instant::from_std(request.deadline);
+        let task = sh.rt.spawn(async move {
+            let mut conn = shared.conn.clone();
+            let answer = tokio::time::timeout_at(
+                deadline,
+                cmd.query_async::<Vec<Option<String>>>(&mut conn),
+            )
+            .await;
+            match answer {
+                Err(_) => {
+                    shared.breaker.failure();
+                    Err(SourceError::Timeout)
+                }
+                Ok(Err(e)) => {
+                    shared.breaker.failure();
+                    Err(SourceError::backend("redis HMGET", e))
+                }
+                Ok(Ok(vals)) => {
+                    shared.breaker.success();
+                    let f = decode(&names, &plan, vals);
+                    if let (Some(c), Some(user)) = (&shared.cache, user) {
+                        c.insert(names_id, &user, f.clone(), sent);
+                    }
+                    Ok(f)
+                }
+            }
+        });
+        Box::pin(async move {
+            task.await
+                .unwrap_or_else(|e| Err(SourceError::backend("redis fetch task", e)))
+        })
+    }
+}
