@@ -332,6 +332,9 @@ impl Engine {
                         FeatureStatus::Unavailable,
                         RawCause::SourceUnavailable,
                     ),
+                    SourceError::Data(_) => {
+                        ("data_error", FeatureStatus::Failed, RawCause::SourceError)
+                    }
                     _ => ("error", FeatureStatus::Failed, RawCause::SourceError),
                 };
                 crate::metrics::feature_fetch(secs, outcome);

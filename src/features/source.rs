@@ -49,6 +49,11 @@ pub enum SourceError {
     /// The source refused to try (for example, an open circuit breaker).
     #[error("feature source unavailable: {0}")]
     Unavailable(String),
+    /// The source answered, but this user's stored data cannot be used (a key of the wrong
+    /// type, a value that does not decode, a reply over the size cap). About one user, not
+    /// about the source: a circuit breaker does not count it.
+    #[error("feature data unusable: {0}")]
+    Data(String),
     /// The backend failed; the underlying error is available through `source()`.
     #[error("feature source failed: {message}")]
     Backend {

@@ -235,7 +235,7 @@ impl ProducerContext for Reports {
 /// The producer in use, replaced after a fatal error.
 type Cell = Arc<arc_swap::ArcSwap<ThreadedProducer<Reports>>>;
 
-/// The decision log on Kafka. See the [module docs](self).
+/// The decision log on Kafka. See the [module docs](crate::kafka).
 #[derive(Clone)]
 pub struct KafkaDecisionSink {
     handle: Arc<Handle>,

@@ -83,14 +83,14 @@ impl EventTarget for MemoryTarget {
 #[cfg(feature = "redis")]
 impl EventTarget for crate::redis::AggregatesWriter {
     fn apply(&self, events: &[crate::aggregate::Event]) -> Result<(), ApplyError> {
-        use crate::redis::RedisError;
         crate::redis::AggregatesWriter::apply(self, events)
             .map(|_| ())
-            .map_err(|e| match e {
-                RedisError::Event(_) | RedisError::Config(_) => {
+            .map_err(|e| {
+                if e.is_transient() {
+                    ApplyError::transient(e.to_string())
+                } else {
                     ApplyError::permanent(e.to_string())
                 }
-                _ => ApplyError::transient(e.to_string()),
             })
     }
 }

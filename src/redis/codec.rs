@@ -50,26 +50,43 @@ impl Shared {
     }
 }
 
-/// Turns HMGET answers back into features, following `plan`.
-pub(super) fn decode(names: &[Box<str>], plan: &[Part], vals: Vec<Option<String>>) -> Features {
-    let mut f = Features::with_capacity(names.len());
+/// Turns HMGET answers back into features, following `plan`. A value that is not UTF-8, or a
+/// counter that is not a number, is an error about this user's data.
+pub(super) fn decode(
+    names: &[Box<str>],
+    plan: &[Part],
+    vals: Vec<Option<Vec<u8>>>,
+) -> Result<Features, String> {
+    let mut out = Vec::with_capacity(names.len());
     let mut vals = vals.into_iter();
-    let num = |v: Option<String>| v.and_then(|s| s.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let text = |name: &str, raw: Vec<u8>| {
+        String::from_utf8(raw).map_err(|_| format!("feature {name:?} is not UTF-8 text"))
+    };
+    let num = |name: &str, v: Option<Vec<u8>>| -> Result<f64, String> {
+        let Some(raw) = v else { return Ok(0.0) };
+        let s = text(name, raw)?;
+        s.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("aggregate {name:?} holds {s:.40?}, not a number"))
+    };
     for (name, part) in names.iter().zip(plan) {
         let value = match part {
             Part::Plain => match vals.next().flatten() {
-                Some(raw) => decode_value(raw),
+                Some(raw) => decode_value(text(name, raw)?),
                 None => continue,
             },
-            Part::Total(kind) => kind.total_value(num(vals.next().flatten())),
+            Part::Total(kind) => kind.total_value(num(name, vals.next().flatten())?),
             Part::Window(kind, n) => {
-                let total: f64 = vals.by_ref().take(*n).map(num).sum();
+                let mut total = 0.0;
+                for v in vals.by_ref().take(*n) {
+                    total += num(name, v)?;
+                }
                 kind.total_value(total)
             }
         };
-        f.insert(name.to_string(), value);
+        out.push((name.to_string(), value));
     }
-    f
+    Ok(out.into_iter().collect())
 }
 
 /// A field's text as a value: JSON if it parses as one of the value types, else the string.

@@ -79,3 +79,32 @@ pub(super) fn hmget(key: &str, fields: &[String]) -> Cmd {
     cmd.arg(key).arg(fields);
     cmd
 }
+
+/// Fetches fields of one user's hash, refusing (error `ELVONTOOBIG`) when their values add up
+/// to more than `ARGV[1]` bytes, before any value is sent. KEYS: the hash. ARGV: the byte cap,
+/// then the fields.
+const FETCH_LUA: &str = include_str!("fetch.lua");
+
+pub(super) static FETCH_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(FETCH_LUA));
+
+/// Whether a Redis error is about one user's data (the breaker does not count those).
+pub(super) fn is_per_key(e: &redis::RedisError) -> bool {
+    matches!(e.code(), Some("WRONGTYPE" | "ELVONTOOBIG"))
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse
+        ) && !e.is_io_error()
+}
+
+/// The message of a per-key error.
+pub(super) fn data_message(e: &redis::RedisError) -> String {
+    match e.code() {
+        Some("WRONGTYPE") => "the user's key holds a value of the wrong type (not a hash)".into(),
+        Some("ELVONTOOBIG") => format!(
+            "the user's reply is too large: {}",
+            e.detail().unwrap_or_default()
+        ),
+        _ => format!("the user's reply does not decode: {e}"),
+    }
+}

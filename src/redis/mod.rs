@@ -1,4 +1,4 @@
-//! Redis online feature store (cargo feature `redis`): a [`FeatureSource`] with a deadline,
+//! Redis online feature store (cargo feature `redis`): a [`FeatureSource`](crate::FeatureSource) with a deadline,
 //! a circuit breaker and an optional local cache, and an [`AggregatesWriter`] that applies
 //! behaviour events to Redis atomically and idempotently.
 //!
@@ -26,9 +26,22 @@
 //!
 //! Every fetch is bounded by the request's deadline (the engine's fetch deadline); on timeout
 //! or error the engine decides on defaults with a `source_timeout` or `source_error`
-//! fallback. After `breaker_failures` consecutive failures the breaker opens: fetches fail at
-//! once with [`SourceError::Unavailable`] (a `source_unavailable` fallback) until the
-//! cool-down passes; then one probe is let through, and the breaker closes when it succeeds.
+//! fallback. The breaker opens when, within its sliding window (default 1 s), at least
+//! `breaker_failures` fetches failed and they were at least `breaker_failure_rate` (default
+//! half) of the window's fetches: then fetches fail at once with
+//! [`SourceError::Unavailable`](crate::SourceError::Unavailable) (a `source_unavailable`
+//! fallback) until the cool-down passes; then one probe is let through, and the breaker
+//! closes when it succeeds. A failed probe is followed by one more 50 ms later (the first
+//! probe after Redis comes back often races the reconnect), then by the next cool-down.
+//!
+//! Errors about one user's data are not failures of Redis and never count: a key of the
+//! wrong type (`WRONGTYPE`), a field that is not UTF-8 or an aggregate that is not a number,
+//! or a reply whose values add up to more than
+//! [`max_reply_bytes`](RedisFeatureSourceBuilder::max_reply_bytes) (default 1 MiB; Redis
+//! checks the sizes with `HSTRLEN` in the fetch script before it sends any value). That user
+//! gets [`SourceError::Data`](crate::SourceError::Data) (a `source_error` fallback), everyone
+//! else keeps their features. The [`AggregatesWriter`] writes over a connection of its own,
+//! so its batches never queue in front of the deciding reads.
 //! Gauge `elvon_redis_breaker_state` (0 closed, 1 open, 2 probing). With a cache, answers
 //! are kept per (user, requested names) for the TTL; counters
 //! `elvon_feature_cache_total{result="hit"|"miss"}`.
@@ -50,11 +63,14 @@ pub use writer::{AggregatesWriter, WriteReport};
 use breaker::{Breaker, CLOSED, OPEN};
 use cache::Cache;
 use codec::{decode, encode};
-use conn::{hmget, run_on, Conn, OwnedRuntime};
+use conn::{data_message, hmget, is_per_key, run_on, Conn, OwnedRuntime, FETCH_SCRIPT};
 use source::Shared;
 
 /// Default deadline-independent limit on one Redis command (writes, batch fetches).
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Default cap on the bytes of field values one fetch reads for one user (1 MiB).
+pub const DEFAULT_MAX_REPLY_BYTES: u64 = 1 << 20;
 
 /// A clock: unix milliseconds.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -87,9 +103,40 @@ pub enum RedisError {
     /// A command did not finish in time.
     #[error("redis {0}: timed out")]
     Timeout(String),
+    /// A user's stored data could not be used (a key of the wrong type, a value that does
+    /// not decode).
+    #[error("redis data of user {user:?}: {message}")]
+    Data {
+        /// The user.
+        user: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An event was rejected by the aggregate definitions.
     #[error(transparent)]
     Event(#[from] crate::aggregate::AggregateError),
+}
+
+impl RedisError {
+    /// Whether the connection to Redis broke (the server went away or restarted); a retry
+    /// on the reconnected connection may succeed.
+    #[must_use]
+    pub fn is_connection_dropped(&self) -> bool {
+        match self {
+            RedisError::Command { source, .. } => source
+                .downcast_ref::<redis::RedisError>()
+                .is_some_and(|e| e.is_connection_dropped() || e.is_io_error()),
+            _ => false,
+        }
+    }
+
+    /// Whether retrying may help: timeouts and broken connections, not bad settings or
+    /// bad data.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RedisError::Timeout(_) | RedisError::Connect { .. })
+            || self.is_connection_dropped()
+    }
 }
 
 pub(crate) fn command_error(what: &str, e: redis::RedisError) -> RedisError {

@@ -15,6 +15,10 @@ use super::*;
 pub(super) struct Shared {
     // Field order matters for drop: connections before the runtime that drives them.
     pub(super) conn: Conn,
+    /// The writer's connection (see [`RedisFeatureSource::writer`]).
+    pub(super) write_conn: Conn,
+    /// Cap on the value bytes of one fetch.
+    pub(super) max_reply_bytes: u64,
     pub(super) prefix: String,
     pub(super) breaker: Breaker,
     pub(super) cache: Option<Cache>,
@@ -25,7 +29,7 @@ pub(super) struct Shared {
     pub(super) rt: tokio::runtime::Handle,
 }
 
-/// Reads user features from Redis (see the [module docs](self) for the layout), under the
+/// Reads user features from Redis (see the [module docs](crate::redis) for the layout), under the
 /// request's deadline, behind a circuit breaker and an optional local cache.
 ///
 /// Cheap to clone; clones share the connection, breaker and cache.
@@ -52,7 +56,10 @@ pub struct RedisFeatureSourceBuilder {
     cluster: bool,
     prefix: String,
     breaker_failures: u32,
+    breaker_rate: f64,
+    breaker_window: Duration,
     breaker_cool_down: Duration,
+    max_reply_bytes: u64,
     cache: Option<(Duration, u64)>,
     aggregates: Aggregates,
     clock: Option<Clock>,
@@ -69,7 +76,10 @@ impl RedisFeatureSource {
             cluster: false,
             prefix: "elvon:f:".to_owned(),
             breaker_failures: 5,
+            breaker_rate: 0.5,
+            breaker_window: Duration::from_secs(1),
             breaker_cool_down: Duration::from_secs(1),
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             cache: None,
             aggregates: Aggregates::default(),
             clock: None,
@@ -105,7 +115,9 @@ impl RedisFeatureSource {
         self.shared.key(user)
     }
 
-    /// An [`AggregatesWriter`] sharing this source's connection, clock and aggregates.
+    /// An [`AggregatesWriter`] sharing this source's clock and aggregates. It writes over a
+    /// connection of its own (made when the source was built), so its batches never delay
+    /// the source's reads.
     #[must_use]
     pub fn writer(&self) -> AggregatesWriter {
         AggregatesWriter {
@@ -147,13 +159,13 @@ impl RedisFeatureSource {
         let (fields, plan) = self.shared.plan(&names, now);
         let keys: Vec<String> = users.iter().map(|u| self.key(u)).collect();
         let sh = Arc::clone(&self.shared);
-        let rows: Vec<Vec<Option<String>>> = self.run("HMGET (batch)", async move {
+        let rows: Vec<Vec<Option<Vec<u8>>>> = self.run("HMGET (batch)", async move {
             let mut conn = sh.conn.clone();
             if matches!(conn, Conn::Cluster(_)) {
                 let futs = keys.iter().map(|k| {
                     let mut c = conn.clone();
                     let cmd = hmget(k, &fields);
-                    async move { cmd.query_async::<Vec<Option<String>>>(&mut c).await }
+                    async move { cmd.query_async::<Vec<Option<Vec<u8>>>>(&mut c).await }
                 });
                 futures_util::future::try_join_all(futs).await
             } else {
@@ -164,10 +176,15 @@ impl RedisFeatureSource {
                 p.query_async(&mut conn).await
             }
         })?;
-        Ok(rows
-            .into_iter()
-            .map(|vals| decode(&names, &plan, vals))
-            .collect())
+        rows.into_iter()
+            .zip(users)
+            .map(|(vals, user)| {
+                decode(&names, &plan, vals).map_err(|m| RedisError::Data {
+                    user: (*user).to_owned(),
+                    message: m,
+                })
+            })
+            .collect()
     }
 
     /// Runs `fut` on the source's runtime, waiting at most the command timeout.
@@ -197,9 +214,39 @@ impl RedisFeatureSourceBuilder {
         self
     }
 
-    /// Consecutive failures (timeouts or errors) that open the breaker (default 5).
+    /// Failures (timeouts or errors reaching Redis) within the breaker's window that open
+    /// it, when they are also at least [`breaker_failure_rate`](Self::breaker_failure_rate)
+    /// of the window's calls (default 5). Errors about one user's data (a key of the wrong
+    /// type, a value that does not decode, a reply over
+    /// [`max_reply_bytes`](Self::max_reply_bytes)) are not failures of Redis: that user gets
+    /// a fallback, the breaker does not count them.
     pub fn breaker_failures(mut self, n: u32) -> Self {
-        self.breaker_failures = n;
+        self.breaker_failures = n.max(1);
+        self
+    }
+
+    /// Share of the window's calls that must fail for the breaker to open (default 0.5).
+    pub fn breaker_failure_rate(mut self, rate: f64) -> Self {
+        self.breaker_rate = if rate.is_finite() {
+            rate.clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        self
+    }
+
+    /// The sliding window the breaker counts calls over (default 1 s, in 10 buckets).
+    pub fn breaker_window(mut self, d: Duration) -> Self {
+        self.breaker_window = d.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The most bytes of field values one fetch reads for one user (default
+    /// [`DEFAULT_MAX_REPLY_BYTES`]): Redis checks the sizes (`HSTRLEN`) before sending the
+    /// values, so one user with a huge field cannot tie up the connection; that user gets a
+    /// fallback.
+    pub fn max_reply_bytes(mut self, n: u64) -> Self {
+        self.max_reply_bytes = n;
         self
     }
 
@@ -260,7 +307,7 @@ impl RedisFeatureSourceBuilder {
         if self.urls.is_empty() || self.urls.iter().any(String::is_empty) {
             return Err(RedisError::Config("no Redis URL given".into()));
         }
-        let (rt, owned) = match self.runtime {
+        let (rt, owned) = match self.runtime.clone() {
             Some(h) => (h, None),
             None => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
@@ -275,41 +322,11 @@ impl RedisFeatureSourceBuilder {
                 (rt.handle().clone(), Some(Arc::new(OwnedRuntime(Some(rt)))))
             }
         };
-        let target = self.urls.join(",");
-        let connect_err = |e: redis::RedisError| RedisError::Connect {
-            target: target.clone(),
-            source: Box::new(e),
-        };
-        let conn = if self.cluster {
-            let client = redis::cluster::ClusterClient::builder(self.urls.clone())
-                .connection_timeout(self.connect_timeout)
-                .retries(2)
-                .build()
-                .map_err(connect_err)?;
-            let connect = async move { client.get_async_connection().await };
-            let what = format!("connect to {target}");
-            match run_on(&rt, self.connect_timeout.saturating_mul(2), &what, connect) {
-                Ok(c) => Conn::Cluster(c),
-                Err(RedisError::Command { source, .. }) => {
-                    return Err(RedisError::Connect {
-                        target: target.clone(),
-                        source,
-                    })
-                }
-                Err(e) => return Err(e),
-            }
-        } else {
-            let client = redis::Client::open(self.urls[0].as_str()).map_err(connect_err)?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.connect_timeout))
-                .set_number_of_retries(1)
-                .set_min_delay(Duration::from_millis(10))
-                .set_max_delay(Duration::from_millis(100));
-            let _guard = rt.enter();
-            Conn::Single(
-                ConnectionManager::new_lazy_with_config(client, config).map_err(connect_err)?,
-            )
-        };
+        let conn = self.connect(&rt)?;
+        // The writer's own connection: its Lua batches must not queue in front of the
+        // deciding reads on one multiplexed connection (they made HMGETs miss their
+        // deadline and open the breaker).
+        let write_conn = self.connect(&rt)?;
         let cache = self.cache.map(|(ttl, n)| Cache {
             map: quick_cache::sync::Cache::new(usize::try_from(n).unwrap_or(usize::MAX).max(1)),
             ttl,
@@ -317,8 +334,15 @@ impl RedisFeatureSourceBuilder {
         Ok(RedisFeatureSource {
             shared: Arc::new(Shared {
                 conn,
+                write_conn,
+                max_reply_bytes: self.max_reply_bytes,
                 prefix: self.prefix,
-                breaker: Breaker::new(self.breaker_failures, self.breaker_cool_down),
+                breaker: Breaker::new(
+                    self.breaker_failures,
+                    self.breaker_rate,
+                    self.breaker_window,
+                    self.breaker_cool_down,
+                ),
                 cache,
                 aggregates: self.aggregates,
                 clock: self.clock.unwrap_or_else(|| Arc::new(crate::sink::now_ms)),
@@ -327,6 +351,44 @@ impl RedisFeatureSourceBuilder {
             }),
             _runtime: owned,
         })
+    }
+}
+
+impl RedisFeatureSourceBuilder {
+    /// One connection to the configured node or cluster.
+    fn connect(&self, rt: &tokio::runtime::Handle) -> Result<Conn, RedisError> {
+        let target = self.urls.join(",");
+        let connect_err = |e: redis::RedisError| RedisError::Connect {
+            target: target.clone(),
+            source: Box::new(e),
+        };
+        if self.cluster {
+            let client = redis::cluster::ClusterClient::builder(self.urls.clone())
+                .connection_timeout(self.connect_timeout)
+                .retries(2)
+                .build()
+                .map_err(connect_err)?;
+            let connect = async move { client.get_async_connection().await };
+            let what = format!("connect to {target}");
+            return match run_on(rt, self.connect_timeout.saturating_mul(2), &what, connect) {
+                Ok(c) => Ok(Conn::Cluster(c)),
+                Err(RedisError::Command { source, .. }) => Err(RedisError::Connect {
+                    target: target.clone(),
+                    source,
+                }),
+                Err(e) => Err(e),
+            };
+        }
+        let client = redis::Client::open(self.urls[0].as_str()).map_err(connect_err)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let _guard = rt.enter();
+        Ok(Conn::Single(
+            ConnectionManager::new_lazy_with_config(client, config).map_err(connect_err)?,
+        ))
     }
 }
 
@@ -347,7 +409,8 @@ impl FeatureSource for RedisFeatureSource {
         }
         let names: Vec<Box<str>> = request.names.to_vec();
         let (fields, plan) = sh.plan(&names, (sh.clock)());
-        let cmd = hmget(&sh.key(request.user), &fields);
+        let mut inv = FETCH_SCRIPT.key(sh.key(request.user));
+        inv.arg(sh.max_reply_bytes).arg(&fields);
         let shared = Arc::clone(sh);
         let user = sh.cache.as_ref().map(|_| request.user.to_owned());
         let sent = Instant::now();
@@ -356,7 +419,7 @@ impl FeatureSource for RedisFeatureSource {
             let mut conn = shared.conn.clone();
             let answer = tokio::time::timeout_at(
                 deadline,
-                cmd.query_async::<Vec<Option<String>>>(&mut conn),
+                inv.invoke_async::<Vec<Option<Vec<u8>>>>(&mut conn),
             )
             .await;
             match answer {
@@ -364,13 +427,18 @@ impl FeatureSource for RedisFeatureSource {
                     shared.breaker.failure();
                     Err(SourceError::Timeout)
                 }
+                // About this user's data, not about Redis: Redis answered.
+                Ok(Err(e)) if is_per_key(&e) => {
+                    shared.breaker.success();
+                    Err(SourceError::Data(data_message(&e)))
+                }
                 Ok(Err(e)) => {
                     shared.breaker.failure();
                     Err(SourceError::backend("redis HMGET", e))
                 }
                 Ok(Ok(vals)) => {
                     shared.breaker.success();
-                    let f = decode(&names, &plan, vals);
+                    let f = decode(&names, &plan, vals).map_err(SourceError::Data)?;
                     if let (Some(c), Some(user)) = (&shared.cache, user) {
                         c.insert(names_id, &user, f.clone(), sent);
                     }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::aggregate::{Event, Op};
 
 use super::*;
@@ -64,7 +63,7 @@ impl AggregatesWriter {
 
     /// A TTL the writer sets on a user's hash after each event, so users who stop sending
     /// events disappear (default none: the hash may hold features written by others). Set
-    /// it at least to the longest window ([`Aggregates::longest_window_ms`]).
+    /// it at least to the longest window ([`Aggregates::longest_window_ms`](crate::aggregate::Aggregates::longest_window_ms)).
     #[must_use]
     pub fn key_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.key_ttl = ttl;
@@ -130,8 +129,12 @@ impl AggregatesWriter {
                 }
                 batch.push((key, dedup_key, args));
             }
-            let conn = sh.conn.clone();
-            let results: Vec<i64> =
+            // Safe to send again only when every event carries an id (the script skips ids
+            // it has applied).
+            let idempotent = chunk.iter().all(|(e, _)| !e.id.is_empty());
+            let batch = Arc::new(batch);
+            let send = |batch: Arc<Vec<(String, String, Vec<String>)>>| {
+                let conn = sh.write_conn.clone();
                 run_on(&sh.rt, sh.command_timeout, "apply events", async move {
                     let futs = batch.iter().map(|(key, dedup_key, args)| {
                         let mut c = conn.clone();
@@ -140,7 +143,14 @@ impl AggregatesWriter {
                         async move { inv.invoke_async::<i64>(&mut c).await }
                     });
                     futures_util::future::try_join_all(futs).await
-                })?;
+                })
+            };
+            let results: Vec<i64> = match send(Arc::clone(&batch)) {
+                // The writer's connection is idle between batches, so it may find out only
+                // now that Redis restarted; the connection manager has reconnected since.
+                Err(e) if idempotent && e.is_connection_dropped() => send(batch)?,
+                other => other?,
+            };
             for r in results {
                 if r == 1 {
                     report.applied += 1;
