@@ -408,3 +408,45 @@ fn restore_races_with_rewards_and_refresh_without_panicking() {
         .collect();
     assert_eq!(arms.len(), 6, "{arms:?}");
 }
+
+/// Point 9: a counter stored near `i64::MAX` saturates instead of overflowing (a panic in a
+/// debug build), and an event dated far in the future (`u64::MAX`) is rejected with its path
+/// instead of creating buckets that never leave their window.
+#[test]
+fn counters_saturate_and_future_events_are_rejected() {
+    use elvon::aggregate::{Aggregate, Aggregates, Event};
+    let aggs = Aggregates::new(vec![
+        Aggregate::count("views", "view"),
+        Aggregate::count("views_7d", "view").window(Duration::from_millis(86_400_000), 7),
+    ])
+    .expect("valid");
+    let store = elvon::MemoryStore::new();
+    store.set_feature("u", "views", i64::MAX - 1);
+    let now = 1_800_000_000_000;
+    for i in 0..3 {
+        let e = Event::new(format!("e{i}"), "u", "view", now);
+        store.apply(&aggs, &e, now).expect("applied");
+    }
+    let f = store.read(&aggs, "u", now);
+    assert_eq!(f.get("views"), Some(&elvon::Value::Int(i64::MAX)));
+    let future = Event::new("late", "u", "view", u64::MAX);
+    let err = store
+        .apply(&aggs, &future, now)
+        .expect_err("dated in the future");
+    assert!(err.to_string().contains("time_ms"), "{err}");
+    assert!(err.to_string().contains("future"), "{err}");
+    // Within the allowed skew (one hour by default) is fine; the skew is configurable.
+    let soon = Event::new("soon", "u", "view", now + 60_000);
+    store
+        .apply(&aggs, &soon, now)
+        .expect("a minute ahead is fine");
+    let strict = aggs.clone().max_future_skew(Duration::from_secs(1));
+    let err = store
+        .apply(
+            &strict,
+            &Event::new("soon2", "u", "view", now + 60_000),
+            now,
+        )
+        .expect_err("a minute ahead is too far with a 1 s skew");
+    assert!(err.to_string().contains("future"), "{err}");
+}

@@ -239,3 +239,39 @@ fn recovery_after_a_restart_does_not_wait_an_extra_cool_down() {
     eprintln!("fetching again {:?} after the restart", back.elapsed());
     assert!(back.elapsed() < cool_down / 2, "{:?}", back.elapsed());
 }
+
+/// Point 9: Redis saturates a counter near `i64::MAX` like the memory store (it used to fail
+/// the script, so the stores diverged), and rejects events dated far in the future.
+#[test]
+fn redis_counters_saturate_like_memory_and_future_events_are_rejected() {
+    use elvon::aggregate::{Aggregate, Aggregates, Event};
+    let _serial = serial();
+    let server = Server::start(&[]);
+    let aggs = Aggregates::new(vec![Aggregate::count("views", "view")]).expect("valid");
+    let src = RedisFeatureSource::builder(server.url())
+        .aggregates(aggs.clone())
+        .build()
+        .expect("source");
+    let now = wall_ms();
+    server.cli(&["HSET", &src.key("u"), "views", &(i64::MAX - 1).to_string()]);
+    let memory = elvon::MemoryStore::new();
+    memory.set_feature("u", "views", i64::MAX - 1);
+    let events: Vec<Event> = (0..3)
+        .map(|i| Event::new(format!("e{i}"), "u", "view", now))
+        .collect();
+    src.writer().apply(&events).expect("applied, saturating");
+    for e in &events {
+        memory.apply(&aggs, e, now).expect("applied");
+    }
+    let from_redis = src.fetch_many(&["u"], &["views"]).expect("fetch");
+    assert_eq!(
+        from_redis[0].get("views"),
+        Some(&elvon::Value::Int(i64::MAX))
+    );
+    assert_eq!(from_redis[0], memory.read(&aggs, "u", now));
+    let err = src
+        .writer()
+        .apply(&[Event::new("late", "u", "view", u64::MAX)])
+        .expect_err("dated in the future");
+    assert!(err.to_string().contains("future"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! JSON-lines round trip: decisions for arbitrary users and features are written by the
 //! JSON-lines sink and every line must decode to a record with the same id, user, slot,
-//! variant, reason kind, propensity and used features.
+//! variant, reason kind, propensity and used features. The log is started afresh once it
+//! holds `MAX_LOG` bytes, so a long run keeps the temp filesystem bounded.
 #![no_main]
 
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -27,10 +28,15 @@ mod tempfile_dir {
     }
 }
 
-fn rig() -> &'static Mutex<Rig> {
-    static R: OnceLock<Mutex<Rig>> = OnceLock::new();
-    R.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("elvon-fuzz-record-{}", std::process::id()));
+/// The log is replaced by a new one (in a new directory) past this size.
+const MAX_LOG: u64 = 8 << 20;
+
+impl Rig {
+    fn new() -> Rig {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("elvon-fuzz-record-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("log.jsonl");
         let sink = JsonlSink::create(&path, Default::default()).expect("sink");
@@ -40,13 +46,18 @@ fn rig() -> &'static Mutex<Rig> {
             .expect("valid");
         let mut file = std::fs::File::open(&path).expect("open log");
         file.seek(SeekFrom::End(0)).expect("seek");
-        Mutex::new(Rig {
+        Rig {
             engine,
             sink,
             reader: BufReader::new(file),
             _dir: tempfile_dir::Dir(dir),
-        })
-    })
+        }
+    }
+}
+
+fn rig() -> &'static Mutex<Rig> {
+    static R: OnceLock<Mutex<Rig>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(Rig::new()))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -104,5 +115,10 @@ fuzz_target!(|data: &[u8]| {
         for (name, v) in r.features.iter() {
             assert_eq!(f.get(name), Some(v), "logged feature {name} differs");
         }
+    }
+    let size = rig.reader.stream_position().expect("position");
+    if size >= MAX_LOG {
+        // Everything written is checked: start a new log (the old directory is removed).
+        *rig = Rig::new();
     }
 });

@@ -123,7 +123,9 @@ impl Window {
     /// The first bucket still inside the window at `now_ms`.
     #[must_use]
     pub fn first_live(&self, now_ms: u64) -> u64 {
-        (self.bucket(now_ms) + 1).saturating_sub(u64::from(self.buckets))
+        self.bucket(now_ms)
+            .saturating_add(1)
+            .saturating_sub(u64::from(self.buckets))
     }
 
     /// The window's length in milliseconds.
@@ -231,10 +233,23 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> AggregateErro
     }
 }
 
+/// How far in the future (by the store's clock) an event may be dated by default: one hour.
+pub const DEFAULT_MAX_FUTURE_SKEW_MS: u64 = 3_600_000;
+
 /// A validated set of aggregates.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Aggregates {
     defs: Vec<Aggregate>,
+    max_future_skew_ms: u64,
+}
+
+impl Default for Aggregates {
+    fn default() -> Self {
+        Aggregates {
+            defs: Vec::new(),
+            max_future_skew_ms: DEFAULT_MAX_FUTURE_SKEW_MS,
+        }
+    }
 }
 
 /// One change an event makes to a user's stored aggregates (see [`Aggregates::updates`]).
@@ -326,7 +341,19 @@ impl Aggregates {
                 }
             }
         }
-        Ok(Aggregates { defs })
+        Ok(Aggregates {
+            defs,
+            max_future_skew_ms: DEFAULT_MAX_FUTURE_SKEW_MS,
+        })
+    }
+
+    /// How far ahead of the store's clock an event may be dated (default
+    /// [`DEFAULT_MAX_FUTURE_SKEW_MS`]); a later one is rejected, so a bad `time_ms` cannot
+    /// create buckets that never leave their window.
+    #[must_use]
+    pub fn max_future_skew(mut self, skew: std::time::Duration) -> Self {
+        self.max_future_skew_ms = u64::try_from(skew.as_millis()).unwrap_or(u64::MAX);
+        self
     }
 
     /// The definitions.
@@ -354,8 +381,10 @@ impl Aggregates {
 
     /// The changes `event` makes at `now_ms`, and how many windowed updates were left out
     /// because the event is older than their window. This is the aggregation every store
-    /// applies. The whole event is checked first: an empty user, or a `sum` value that is
-    /// missing or not a finite number, rejects the event, so it changes nothing.
+    /// applies. The whole event is checked first: an empty user, a `time_ms` more than
+    /// [`max_future_skew`](Self::max_future_skew) after `now_ms`, or a `sum` value that is
+    /// missing or not a finite number, rejects the event, so it changes nothing. Counters
+    /// saturate at `i64::MAX` in every store.
     pub fn updates<'a>(
         &'a self,
         event: &Event,
@@ -363,6 +392,15 @@ impl Aggregates {
     ) -> Result<(Vec<Update<'a>>, usize), AggregateError> {
         if event.user.is_empty() {
             return Err(problem(event_path(event, "user"), "must be non-empty"));
+        }
+        if event.time_ms > now_ms.saturating_add(self.max_future_skew_ms) {
+            return Err(problem(
+                event_path(event, "time_ms"),
+                format!(
+                    "{} is more than {} ms after now ({now_ms}): dated in the future",
+                    event.time_ms, self.max_future_skew_ms
+                ),
+            ));
         }
         let mut out = Vec::new();
         let mut stale = 0;

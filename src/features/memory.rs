@@ -142,10 +142,16 @@ impl MemoryStore {
             for u in &updates {
                 let name = &u.def.feature;
                 let field = u.field();
-                let old = f.get(&field).and_then(Value::as_f64).unwrap_or(0.0);
+                let old = f.get(&field);
                 let new = match &u.op {
-                    Op::Incr(n) => Value::Int(old as i64 + n),
-                    Op::Add(x) => Value::Float(old + x),
+                    // Saturating, as the Redis writer's script does.
+                    Op::Incr(n) => Value::Int(match old {
+                        Some(Value::Int(i)) => i.saturating_add(*n),
+                        other => {
+                            (other.and_then(Value::as_f64).unwrap_or(0.0) as i64).saturating_add(*n)
+                        }
+                    }),
+                    Op::Add(x) => Value::Float(old.and_then(Value::as_f64).unwrap_or(0.0) + x),
                     Op::Set(v) => v.clone(),
                 };
                 f.insert(field, new);

@@ -6,7 +6,18 @@ local i = 3
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'i' then
-    redis.call('HINCRBY', KEYS[1], ARGV[i+1], ARGV[i+2]); i = i + 3
+    -- Saturate at the 64-bit limits instead of failing, as the memory store does.
+    local r = redis.pcall('HINCRBY', KEYS[1], ARGV[i+1], ARGV[i+2])
+    if type(r) == 'table' and r.err then
+      if string.find(r.err, 'overflow') then
+        local lim = '9223372036854775807'
+        if string.sub(ARGV[i+2], 1, 1) == '-' then lim = '-9223372036854775808' end
+        redis.call('HSET', KEYS[1], ARGV[i+1], lim)
+      else
+        return redis.error_reply(r.err)
+      end
+    end
+    i = i + 3
   elseif op == 'f' then
     redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 's' then
