@@ -197,7 +197,10 @@ impl Engine {
                 let mut snapshot = c.snapshot;
                 let version = snapshot.version.to_string();
                 self.inner.learner.attach(&mut snapshot);
-                self.inner.snapshot.store(Arc::new(snapshot));
+                // The old snapshot is freed here or by the reclaimer, never by the request
+                // thread that happens to drop its last decision.
+                let old = self.inner.snapshot.swap(Arc::new(snapshot));
+                crate::snapshot::reclaim::retire(old);
                 crate::config::prune_regexes();
                 crate::metrics::config_swapped();
                 Ok(LoadOutcome {

@@ -450,3 +450,38 @@ fn counters_saturate_and_future_events_are_rejected() {
         .expect_err("a minute ahead is too far with a 1 s skew");
     assert!(err.to_string().contains("future"), "{err}");
 }
+
+/// Point 24: the request thread that drops the last decision of a replaced snapshot does not
+/// free it (with a large config that took 215 ms on a request thread); the reclaimer does,
+/// soon after.
+#[test]
+fn the_last_decision_of_an_old_snapshot_does_not_free_it() {
+    let engine = Engine::default();
+    let config = |v: &str| {
+        let slots: Vec<_> = (0..2_000)
+            .map(|i| two_arm_split(&format!("s{i}"), Some("r")))
+            .collect();
+        json!({"version": v, "slots": slots}).to_string()
+    };
+    engine.load_config_json(&config("1")).expect("valid");
+    let old = std::sync::Arc::downgrade(&engine.snapshot());
+    let held = engine.decide("s1", "u", &Features::new());
+    engine.load_config_json(&config("2")).expect("valid");
+    assert!(old.upgrade().is_some(), "the held decision keeps it alive");
+    // The "request thread" lets go of the last decision of version 1 …
+    drop(held);
+    // … and the snapshot is still there: it was not freed on this thread.
+    assert!(
+        old.upgrade().is_some(),
+        "the old snapshot was freed by the thread that dropped the decision"
+    );
+    let t = std::time::Instant::now();
+    while old.upgrade().is_some() {
+        assert!(t.elapsed() < Duration::from_secs(10), "never freed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A swap with no decision outstanding frees the old snapshot on the swapping thread.
+    let v2 = std::sync::Arc::downgrade(&engine.snapshot());
+    engine.load_config_json(&config("3")).expect("valid");
+    assert!(v2.upgrade().is_none(), "freed by the swap itself");
+}

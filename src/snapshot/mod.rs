@@ -3,6 +3,7 @@
 pub(crate) mod condition;
 mod eval;
 pub(crate) mod lookup;
+pub(crate) mod reclaim;
 pub(crate) mod trace;
 
 use std::cell::Cell;
