@@ -14,7 +14,7 @@ use rdkafka::Message;
 
 #[path = "common/kafka.rs"]
 mod kafka_common;
-use kafka_common::{read_back, serial};
+use kafka_common::{read_back, serial, Broker};
 
 const CONFIG: &str = r#"{"version": "k1", "slots": [{
     "id": "banner",
@@ -27,15 +27,13 @@ const CONFIG: &str = r#"{"version": "k1", "slots": [{
 #[test]
 fn every_decision_arrives_once_in_user_order_and_decodes_to_itself() {
     let _serial = serial();
-    let cluster = MockCluster::new(3).expect("mock cluster");
-    cluster.create_topic("decisions", 6, 1).expect("topic");
-    let bootstrap = cluster.bootstrap_servers();
+    let broker = Broker::new(3, &[("decisions", 6)]);
+    let (bootstrap, topic) = (broker.bootstrap(), broker.t("decisions"));
     // Room for all of them: deciding in a tight loop outruns the writer, and this test is
     // about delivery, not overload (the next one is).
-    let sink = KafkaDecisionSink::new(
-        KafkaSinkOptions::new(&bootstrap, "decisions").queue_capacity(100_000),
-    )
-    .expect("sink");
+    let sink =
+        KafkaDecisionSink::new(KafkaSinkOptions::new(&bootstrap, &topic).queue_capacity(100_000))
+            .expect("sink");
     let engine = Engine::builder().sink(sink.clone()).build();
     engine.load_config_json(CONFIG).expect("config");
     let n = 100_000;
@@ -56,7 +54,7 @@ fn every_decision_arrives_once_in_user_order_and_decodes_to_itself() {
         (n as u64, n as u64, 0, 0)
     );
 
-    let got = read_back(&bootstrap, "decisions", n, Duration::from_secs(60));
+    let got = read_back(&bootstrap, &topic, n, Duration::from_secs(60));
     assert_eq!(got.len(), n, "each decision exactly once");
     let mut last_seq: HashMap<String, u128> = HashMap::new();
     for (key, payload) in &got {
@@ -204,7 +202,7 @@ fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
 
 mod updater {
     use super::*;
-    use crate::kafka_common::{aggs, cluster, now_ms, produce, view, wait_for};
+    use crate::kafka_common::{aggs, now_ms, produce, view, wait_for, Broker};
     use elvon::aggregate::Event;
     use elvon::kafka::{ApplyError, EventTarget, FeatureUpdater, MemoryTarget, UpdaterOptions};
     use elvon::MemoryStore;
@@ -215,7 +213,9 @@ mod updater {
     #[test]
     fn poison_goes_to_the_dead_letter_topic_and_rewards_to_the_engine() {
         let _serial = serial();
-        let (_cluster, bootstrap) = cluster();
+        let broker = Broker::new(1, &[("events", 4), ("dead", 1)]);
+        let bootstrap = broker.bootstrap();
+        let (events_topic, dead) = (broker.t("events"), broker.t("dead"));
         let store = MemoryStore::new();
         let target = MemoryTarget {
             store: store.clone(),
@@ -234,9 +234,15 @@ mod updater {
         msgs.push(view(2, "u1"));
         msgs.push(format!(r#"{{"decision_id": "{}", "reward": 1.0}}"#, d.id()));
         msgs.push(r#"{"id": "b2", "user": "u1", "kind": "buy", "time_ms": 1, "values": {"amount": 12.5}}"#.to_owned());
-        produce(&bootstrap, "events", &msgs);
+        produce(&bootstrap, &events_topic, &msgs);
         let updater = FeatureUpdater::spawn(
-            UpdaterOptions::new(&bootstrap, "g1", ["events"], "dead", aggs()),
+            UpdaterOptions::new(
+                &bootstrap,
+                broker.t("g1"),
+                [events_topic.as_str()],
+                dead.as_str(),
+                aggs(),
+            ),
             target,
             Some(engine.clone()),
         )
@@ -250,16 +256,16 @@ mod updater {
         assert_eq!(f.get("spend"), Some(&elvon::Value::Float(12.5)));
         assert_eq!(engine.reward_stats().applied, 1);
 
-        let dead = read_back(&bootstrap, "dead", 2, Duration::from_secs(10));
-        assert_eq!(dead.len(), 2);
+        let letters = read_back(&bootstrap, &dead, 2, Duration::from_secs(10));
+        assert_eq!(letters.len(), 2);
         // The error travels in a header; read it with a consumer that keeps headers.
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
-            .set("group.id", "dlq-check")
+            .set("group.id", broker.t("dlq-check"))
             .set("auto.offset.reset", "earliest")
             .create()
             .expect("consumer");
-        consumer.subscribe(&["dead"]).expect("subscribe");
+        consumer.subscribe(&[dead.as_str()]).expect("subscribe");
         let mut errors = Vec::new();
         let t = Instant::now();
         while errors.len() < 2 && t.elapsed() < Duration::from_secs(10) {
@@ -284,15 +290,23 @@ mod updater {
     #[test]
     fn events_delivered_twice_update_features_once() {
         let _serial = serial();
-        let (_cluster, bootstrap) = cluster();
+        let broker = Broker::new(1, &[("events", 4), ("dead", 1)]);
+        let bootstrap = broker.bootstrap();
+        let (events_topic, dead) = (broker.t("events"), broker.t("dead"));
         let store = MemoryStore::new();
         let events: Vec<String> = (0..10_000)
             .map(|i| view(i, &format!("u{}", i % 100)))
             .collect();
-        produce(&bootstrap, "events", &events);
-        produce(&bootstrap, "events", &events);
+        produce(&bootstrap, &events_topic, &events);
+        produce(&bootstrap, &events_topic, &events);
         let updater = FeatureUpdater::spawn(
-            UpdaterOptions::new(&bootstrap, "g2", ["events"], "dead", aggs()),
+            UpdaterOptions::new(
+                &bootstrap,
+                broker.t("g2"),
+                [events_topic.as_str()],
+                dead.as_str(),
+                aggs(),
+            ),
             MemoryTarget {
                 store: store.clone(),
                 aggregates: aggs(),
@@ -334,20 +348,28 @@ mod updater {
     #[test]
     fn a_consumer_killed_mid_batch_loses_nothing_when_another_takes_over() {
         let _serial = serial();
-        let (_cluster, bootstrap) = cluster();
+        let broker = Broker::new(1, &[("events", 4), ("dead", 1)]);
+        let bootstrap = broker.bootstrap();
+        let (events_topic, dead) = (broker.t("events"), broker.t("dead"));
         let store = MemoryStore::new();
         let events: Vec<String> = (0..5_000)
             .map(|i| view(i, &format!("u{}", i % 50)))
             .collect();
-        produce(&bootstrap, "events", &events);
+        produce(&bootstrap, &events_topic, &events);
         let crashed = Arc::new(AtomicBool::new(false));
         let first = FeatureUpdater::spawn(
             // A killed process does not leave its group: the group notices when its session
             // times out, so keep that short here.
-            UpdaterOptions::new(&bootstrap, "g3", ["events"], "dead", aggs())
-                .batch_size(200)
-                .set("session.timeout.ms", "6000")
-                .set("heartbeat.interval.ms", "500"),
+            UpdaterOptions::new(
+                &bootstrap,
+                broker.t("g3"),
+                [events_topic.as_str()],
+                dead.as_str(),
+                aggs(),
+            )
+            .batch_size(200)
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500"),
             Crashes {
                 inner: MemoryTarget {
                     store: store.clone(),
@@ -367,7 +389,13 @@ mod updater {
         eprintln!("first stopped after {:?}", t0.elapsed());
         assert!(before < 5_000, "{before}");
         let second = FeatureUpdater::spawn(
-            UpdaterOptions::new(&bootstrap, "g3", ["events"], "dead", aggs()),
+            UpdaterOptions::new(
+                &bootstrap,
+                broker.t("g3"),
+                [events_topic.as_str()],
+                dead.as_str(),
+                aggs(),
+            ),
             MemoryTarget {
                 store: store.clone(),
                 aggregates: aggs(),

@@ -35,6 +35,9 @@ impl Rig {
     fn new() -> Rig {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n == 0 {
+            remove_dead_runs();
+        }
         let dir =
             std::env::temp_dir().join(format!("elvon-fuzz-record-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -51,6 +54,28 @@ impl Rig {
             sink,
             reader: BufReader::new(file),
             _dir: tempfile_dir::Dir(dir),
+        }
+    }
+}
+
+/// Removes the last log of earlier runs whose process is gone (the static rig is never
+/// dropped, so each run leaves its last, at most `MAX_LOG`-sized, log behind).
+fn remove_dead_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("elvon-fuzz-record-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if pid != std::process::id().to_string()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }

@@ -165,3 +165,101 @@ pub fn produce_keyed(bootstrap: &str, topic: &str, key: &str, payloads: &[String
         p.flush(Duration::from_secs(10)).expect("stored");
     }
 }
+
+/// Where a Kafka test runs: librdkafka's in-process mock cluster by default, or the real
+/// cluster named by `KAFKA_BROKERS` (`host:port,...`). On a real cluster every topic and
+/// consumer group gets a suffix unique to this run (topics are created with the admin API),
+/// so runs never read each other's data; on the mock they keep their plain names.
+pub struct Broker {
+    pub mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    bootstrap: String,
+    suffix: String,
+}
+
+impl Broker {
+    /// A cluster of `brokers` mock brokers (ignored on a real cluster) with these topics and
+    /// partition counts.
+    pub fn new(brokers: i32, topics: &[(&str, i32)]) -> Broker {
+        match std::env::var("KAFKA_BROKERS") {
+            Ok(bootstrap) if !bootstrap.trim().is_empty() => {
+                let suffix = format!("-{}-{}", std::process::id(), now_ms());
+                let b = Broker {
+                    mock: None,
+                    bootstrap,
+                    suffix,
+                };
+                b.create_topics(topics);
+                b
+            }
+            _ => {
+                let mock = MockCluster::new(brokers).expect("mock cluster");
+                for (t, p) in topics {
+                    mock.create_topic(t, *p, 1).expect("topic");
+                }
+                let bootstrap = mock.bootstrap_servers();
+                Broker {
+                    mock: Some(mock),
+                    bootstrap,
+                    suffix: String::new(),
+                }
+            }
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.bootstrap.clone()
+    }
+
+    /// The run's name for a topic or consumer group.
+    pub fn t(&self, name: &str) -> String {
+        format!("{name}{}", self.suffix)
+    }
+
+    fn create_topics(&self, topics: &[(&str, i32)]) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("admin client");
+        let names: Vec<String> = topics.iter().map(|(t, _)| self.t(t)).collect();
+        let new: Vec<NewTopic<'_>> = names
+            .iter()
+            .zip(topics)
+            .map(|(n, (_, p))| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(10)));
+        // A broker without the admin API (librdkafka's mock run as a separate process)
+        // creates topics on first use instead; a real failure shows up as missing topics.
+        match block_on(admin.create_topics(&new, &opts)) {
+            Ok(results) => {
+                for r in results {
+                    r.unwrap_or_else(|(t, e)| panic!("topic {t} on {}: {e}", self.bootstrap));
+                }
+            }
+            Err(e) => eprintln!(
+                "creating topics on {} failed ({e}); relying on auto-creation",
+                self.bootstrap
+            ),
+        }
+    }
+}
+
+/// Polls a future to completion on this thread (rdkafka's futures are completed by
+/// librdkafka's own threads).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = std::task::Waker::from(Arc::new(Noop));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
