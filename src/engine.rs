@@ -75,6 +75,7 @@ pub struct EngineBuilder {
     deadline: Duration,
     pending: usize,
     prefix: Option<u64>,
+    clock: crate::clock::Clock,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -125,12 +126,21 @@ impl EngineBuilder {
         self
     }
 
+    /// The clock reward windows (`reward.window_ms`) and model refresh intervals
+    /// (`refresh.ms`) are measured on (default: the system clock). A
+    /// [`Clock::fake`](crate::clock::Clock::fake) lets tests and simulations move time
+    /// instead of sleeping.
+    pub fn clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The engine, serving an empty config (every slot unknown) until one is loaded.
     pub fn build(self) -> Engine {
         Engine {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-                learner: Learner::new(self.pending),
+                learner: Learner::new(self.pending, self.clock),
                 loading: Mutex::new(()),
                 sink: self.sink,
                 source: self.source,
@@ -178,6 +188,7 @@ impl Engine {
             prefix: None,
             source: None,
             deadline: DEFAULT_FETCH_DEADLINE,
+            clock: crate::clock::Clock::system(),
         }
     }
 

@@ -50,7 +50,7 @@
     rust_2018_idioms
 )]
 
-mod clock;
+pub mod clock;
 pub mod config;
 mod decision;
 mod engine;

@@ -485,3 +485,34 @@ fn the_last_decision_of_an_old_snapshot_does_not_free_it() {
     engine.load_config_json(&config("3")).expect("valid");
     assert!(v2.upgrade().is_none(), "freed by the swap itself");
 }
+
+/// Point 10 (in part): a reward that arrives after its decision's window is not applied;
+/// the decision expires instead (with the rule's default reward). Measured on a fake clock,
+/// without sleeping. Before, a late reward was applied whenever `refresh` had not yet run.
+#[test]
+fn a_reward_after_the_window_is_not_applied() {
+    let clock = elvon::clock::Clock::fake(1_000_000);
+    let engine = Engine::builder().clock(clock.clone()).id_prefix(5).build();
+    let eps = json!({"policy": "epsilon_greedy", "reward": {"window_ms": 1_000, "default": 0}});
+    engine
+        .load_config_json(&bandit_config("1", &["a", "b"], eps))
+        .expect("valid");
+    let none = Features::new();
+    let late = engine.decide("s", "u", &none).id();
+    let in_time = engine.decide("s", "u", &none).id();
+    clock.advance(Duration::from_millis(999));
+    assert_eq!(engine.reward(in_time, 1.0), RewardOutcome::Applied);
+    clock.advance(Duration::from_millis(2));
+    assert_eq!(engine.reward(late, 1.0), RewardOutcome::Unknown);
+    let s = engine.reward_stats();
+    assert_eq!((s.applied, s.unknown, s.defaulted), (1, 1, 1), "{s:?}");
+    let sum: f64 = engine.learner_state().bandits[0]
+        .arms
+        .iter()
+        .map(|a| a.sum)
+        .sum();
+    assert_eq!(
+        sum, 1.0,
+        "only the reward in time counted (the default is 0)"
+    );
+}

@@ -16,7 +16,6 @@ pub mod ope;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -24,12 +23,6 @@ use serde::{Deserialize, Serialize};
 use crate::snapshot::{Action, Snapshot};
 use model::{BanditSpec, Model, Policy};
 pub use model::{DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT, MAX_CONTEXT_VALUE};
-
-/// Milliseconds on a monotonic clock (since the first call in this process).
-pub(crate) fn mono_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these structures half-updated in a way
@@ -381,7 +374,7 @@ struct Bandit {
 
 impl Bandit {
     /// A key not served by any rule yet, with the prior model.
-    fn new(state: BanditState) -> Self {
+    fn new(state: BanditState, now_ms: u64) -> Self {
         Bandit {
             gens: (0..state.arms.len()).map(|_| next_gen()).collect(),
             state,
@@ -389,7 +382,7 @@ impl Bandit {
             active: None,
             version: 0,
             since_refresh: 0,
-            refreshed_ms: mono_ms(),
+            refreshed_ms: now_ms,
         }
     }
 }
@@ -411,6 +404,8 @@ pub(crate) struct Learner {
     shards: Box<[Padded<OnceLock<Mutex<Shard>>>]>,
     shard_cap: usize,
     counters: Counters,
+    /// Reward windows and refresh intervals are measured on this clock.
+    clock: crate::clock::Clock,
 }
 
 /// Number of pending-decision shards: four per core, as `EngineBuilder::pending_rewards`
@@ -431,13 +426,14 @@ thread_local! {
 
 impl Learner {
     /// `pending` is the number of decisions each shard remembers for joining rewards.
-    pub(crate) fn new(pending: usize) -> Self {
+    pub(crate) fn new(pending: usize, clock: crate::clock::Clock) -> Self {
         let n = shard_count();
         Learner {
             bandits: Mutex::new((HashMap::new(), Vec::new())),
             shards: (0..n).map(|_| Padded(OnceLock::new())).collect(),
             shard_cap: pending.clamp(16, 1 << 24),
             counters: Counters::default(),
+            clock,
         }
     }
 
@@ -460,11 +456,15 @@ impl Learner {
                 let Action::Bandit(spec) = &mut rule.action else {
                     continue;
                 };
+                let now = self.clock.monotonic_ms();
                 let id = *keys.entry(spec.key.to_string()).or_insert_with(|| {
-                    bandits.push(Bandit::new(BanditState {
-                        key: spec.key.to_string(),
-                        ..BanditState::default()
-                    }));
+                    bandits.push(Bandit::new(
+                        BanditState {
+                            key: spec.key.to_string(),
+                            ..BanditState::default()
+                        },
+                        now,
+                    ));
                     (bandits.len() - 1) as u32
                 });
                 let b = &mut bandits[id as usize];
@@ -488,7 +488,7 @@ impl Learner {
                 spec.learner_id = id;
                 spec.learner_gens = order.iter().map(|&i| b.gens[i as usize]).collect();
                 spec.learner_arms = order;
-                publish(b, &self.counters);
+                publish(b, &self.counters, self.clock.monotonic_ms());
             }
         }
     }
@@ -511,7 +511,7 @@ impl Learner {
             learner: spec.learner_id,
             arm,
             gen,
-            expires_ms: mono_ms().saturating_add(spec.window_ms),
+            expires_ms: self.clock.monotonic_ms().saturating_add(spec.window_ms),
             dim: x.len() as u8,
         };
         let shard = SHARD.with(|s| *s);
@@ -532,11 +532,19 @@ impl Learner {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return RewardOutcome::Unknown;
         };
+        let now = self.clock.monotonic_ms();
         let mut guard = lock(&self.bandits);
         let Some(b) = guard.1.get_mut(t.p.learner as usize) else {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return RewardOutcome::Unknown;
         };
+        if now > t.p.expires_ms {
+            // The window passed before the reward came: the decision is expired, as if
+            // `refresh` had got to it first (its default applies), and the late reward is not.
+            self.expire(b, &t);
+            self.counters.unknown.fetch_add(1, Ordering::Relaxed);
+            return RewardOutcome::Unknown;
+        }
         let out = check(b, t.p.arm, t.p.gen, value);
         if out != RewardOutcome::Applied {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -544,7 +552,7 @@ impl Learner {
         }
         apply(b, t.p.arm, value, t.x());
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
-        maybe_refresh(b, &self.counters);
+        maybe_refresh(b, &self.counters, self.clock.monotonic_ms());
         RewardOutcome::Applied
     }
 
@@ -562,7 +570,7 @@ impl Learner {
                     RewardOutcome::Applied => {
                         apply(b, arm, value, &[]);
                         self.counters.applied.fetch_add(1, Ordering::Relaxed);
-                        maybe_refresh(b, &self.counters);
+                        maybe_refresh(b, &self.counters, self.clock.monotonic_ms());
                         return RewardOutcome::Applied;
                     }
                     other => other,
@@ -579,7 +587,7 @@ impl Learner {
     /// Expires pending decisions whose window has passed (applying default rewards), then
     /// republishes models that are due (`force`: all of them).
     pub(crate) fn refresh(&self, force: bool) {
-        let now = mono_ms();
+        let now = self.clock.monotonic_ms();
         let mut due: Vec<Taken> = Vec::new();
         for s in self.shards.iter().filter_map(|s| s.0.get()) {
             let mut s = lock(s);
@@ -597,27 +605,32 @@ impl Learner {
         }
         let mut guard = lock(&self.bandits);
         for t in due {
-            let Some(b) = guard.1.get_mut(t.p.learner as usize) else {
-                continue;
-            };
-            let default = b.active.as_ref().and_then(|a| a.default_reward);
-            match default.filter(|&r| check(b, t.p.arm, t.p.gen, r) == RewardOutcome::Applied) {
-                Some(r) => {
-                    apply(b, t.p.arm, r, t.x());
-                    self.counters.defaulted.fetch_add(1, Ordering::Relaxed);
-                    crate::metrics::reward("defaulted");
-                }
-                None => {
-                    self.counters.expired.fetch_add(1, Ordering::Relaxed);
-                    crate::metrics::reward("expired");
-                }
+            if let Some(b) = guard.1.get_mut(t.p.learner as usize) {
+                self.expire(b, &t);
             }
         }
         for b in guard.1.iter_mut() {
             let Some(a) = &b.active else { continue };
             let stale = now.saturating_sub(b.refreshed_ms) >= a.refresh_ms && b.since_refresh > 0;
             if force || stale || b.since_refresh >= a.refresh_rewards {
-                publish(b, &self.counters);
+                publish(b, &self.counters, self.clock.monotonic_ms());
+            }
+        }
+    }
+
+    /// A decision whose window passed: the rule's default reward if it has one (and the arm
+    /// is still the decision's), else only counted.
+    fn expire(&self, b: &mut Bandit, t: &Taken) {
+        let default = b.active.as_ref().and_then(|a| a.default_reward);
+        match default.filter(|&r| check(b, t.p.arm, t.p.gen, r) == RewardOutcome::Applied) {
+            Some(r) => {
+                apply(b, t.p.arm, r, t.x());
+                self.counters.defaulted.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::reward("defaulted");
+            }
+            None => {
+                self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::reward("expired");
             }
         }
     }
@@ -681,7 +694,7 @@ impl Learner {
                 }
                 None => {
                     keys.insert(s.key.clone(), bandits.len() as u32);
-                    bandits.push(Bandit::new(s));
+                    bandits.push(Bandit::new(s, self.clock.monotonic_ms()));
                 }
             }
         }
@@ -737,7 +750,7 @@ impl Learner {
                     arms,
                 };
                 b.gens = gens;
-                publish(b, &self.counters);
+                publish(b, &self.counters, self.clock.monotonic_ms());
             }
         }
     }
@@ -831,19 +844,18 @@ fn apply(b: &mut Bandit, arm: u32, value: f64, x: &[f64]) {
     b.since_refresh += 1;
 }
 
-fn maybe_refresh(b: &mut Bandit, counters: &Counters) {
+fn maybe_refresh(b: &mut Bandit, counters: &Counters, now: u64) {
     if let Some(a) = &b.active {
-        let now = mono_ms();
         if b.since_refresh >= a.refresh_rewards
             || now.saturating_sub(b.refreshed_ms) >= a.refresh_ms
         {
-            publish(b, counters);
+            publish(b, counters, now);
         }
     }
 }
 
 /// Computes and publishes the model of an active rule.
-fn publish(b: &mut Bandit, counters: &Counters) {
+fn publish(b: &mut Bandit, counters: &Counters, now: u64) {
     let Some(a) = &b.active else {
         return;
     };
@@ -851,7 +863,7 @@ fn publish(b: &mut Bandit, counters: &Counters) {
     let model = build_model(&b.state, a, b.version);
     b.cell.store(Arc::new(model));
     b.since_refresh = 0;
-    b.refreshed_ms = mono_ms();
+    b.refreshed_ms = now;
     counters.refreshes.fetch_add(1, Ordering::Relaxed);
     crate::metrics::model_refreshed();
 }
