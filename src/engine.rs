@@ -105,10 +105,12 @@ impl EngineBuilder {
         self
     }
 
-    /// How many bandit decisions each deciding thread remembers for joining rewards by
-    /// decision id (default [`DEFAULT_PENDING_REWARDS`]). Threads are spread over shards (four
-    /// per core, assigned round-robin); each shard holds `n` and, when full, forgets its oldest
-    /// decision (counted in [`RewardStats::evicted`]). Size it above one thread's bandit
+    /// How many bandit decisions each shard of the pending-reward store remembers for joining
+    /// rewards by decision id (default [`DEFAULT_PENDING_REWARDS`]). There are four shards
+    /// per core; a decision goes to the shard of its id's sequence block (each deciding
+    /// thread takes its ids in blocks of 65,536), so a reward finds it in one lookup and
+    /// threads deciding at the same time use different shards. A full shard forgets its
+    /// oldest decision (counted in [`RewardStats::evicted`]). Size it above one thread's bandit
     /// decisions per second × the longest reward window. `n` is clamped to 16..=2^24. A shard
     /// takes about 64 bytes per entry (192 once a contextual rule uses it), allocated on its
     /// first bandit decision.

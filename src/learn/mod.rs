@@ -14,7 +14,7 @@ pub(crate) mod model;
 pub mod ope;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -225,9 +225,6 @@ struct Shard {
     head: usize,
     len: usize,
     index: Index,
-    /// Still-pending entries dropped because the ring was full (kept here, not in a shared
-    /// counter, so deciding threads write no shared cache line).
-    evicted: u64,
 }
 
 impl Shard {
@@ -238,7 +235,6 @@ impl Shard {
             head: 0,
             len: 0,
             index: Index::new(cap),
-            evicted: 0,
         }
     }
 
@@ -266,12 +262,12 @@ impl Shard {
         Some(self.taken(pos, p))
     }
 
-    /// Inserts; counts a still-pending entry evicted to make room.
-    fn push(&mut self, p: Pending, x: &[f64]) {
+    /// Inserts; returns whether a still-pending entry was evicted to make room.
+    fn push(&mut self, p: Pending, x: &[f64]) -> bool {
         let cap = self.ring.len();
+        let mut evicted = false;
         if self.len == cap {
-            let evicted = self.pop_front().is_some();
-            self.evicted += u64::from(evicted);
+            evicted = self.pop_front().is_some();
         }
         let pos = (self.head + self.len) % cap;
         if !x.is_empty() {
@@ -283,6 +279,7 @@ impl Shard {
         self.ring[pos] = Some(p);
         self.len += 1;
         self.index.insert(Index::key(p.id), pos);
+        evicted
     }
 
     fn take(&mut self, id: u128) -> Option<Taken> {
@@ -398,10 +395,17 @@ fn next_gen() -> u32 {
 #[repr(align(128))]
 struct Padded<T>(T);
 
+/// A shard, allocated on first use, and its count of evicted decisions (outside the lock,
+/// so reading the stats takes no shard lock).
+type ShardCell = (OnceLock<Mutex<Shard>>, AtomicU64);
+
 /// The engine's learner: per-rule statistics, pending decisions and model publishing.
 pub(crate) struct Learner {
     bandits: Mutex<(HashMap<String, u32>, Vec<Bandit>)>,
-    shards: Box<[Padded<OnceLock<Mutex<Shard>>>]>,
+    /// Each shard (allocated on first use) with its count of evicted decisions.
+    shards: Box<[Padded<ShardCell>]>,
+    /// `block << 8 | shard` for recent id blocks, at `block % OWNERS`.
+    owners: Box<[AtomicU64]>,
     shard_cap: usize,
     counters: Counters,
     /// Reward windows and refresh intervals are measured on this clock.
@@ -419,9 +423,18 @@ fn shard_count() -> usize {
 
 thread_local! {
     static SHARD: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         NEXT.fetch_add(1, Ordering::Relaxed)
     };
+}
+
+/// Entries of the block-owner table: which shard holds the decisions of each recent id block.
+const OWNERS: usize = 4_096;
+
+/// The sequence block of a decision id (each deciding thread takes its ids in blocks of
+/// 2^16, see `decision::next_id`).
+fn block_of(id: u128) -> u64 {
+    (id as u64) >> 16
 }
 
 impl Learner {
@@ -430,7 +443,10 @@ impl Learner {
         let n = shard_count();
         Learner {
             bandits: Mutex::new((HashMap::new(), Vec::new())),
-            shards: (0..n).map(|_| Padded(OnceLock::new())).collect(),
+            shards: (0..n)
+                .map(|_| Padded((OnceLock::new(), AtomicU64::new(0))))
+                .collect(),
+            owners: (0..OWNERS).map(|_| AtomicU64::new(u64::MAX)).collect(),
             shard_cap: pending.clamp(16, 1 << 24),
             counters: Counters::default(),
             clock,
@@ -440,6 +456,7 @@ impl Learner {
     fn shard(&self, i: usize) -> &Mutex<Shard> {
         self.shards[i % self.shards.len()]
             .0
+             .0
             .get_or_init(|| Mutex::new(Shard::new(self.shard_cap)))
     }
 
@@ -514,8 +531,18 @@ impl Learner {
             expires_ms: self.clock.monotonic_ms().saturating_add(spec.window_ms),
             dim: x.len() as u8,
         };
-        let shard = SHARD.with(|s| *s);
-        lock(self.shard(shard)).push(p, x);
+        let i = SHARD.with(|s| *s) % self.shards.len();
+        // Note which shard this id block lives in, so its rewards go straight there (one
+        // store per block of 65,536 ids; a load otherwise).
+        let block = block_of(id);
+        let owner = block << 8 | i as u64;
+        let slot = &self.owners[block as usize % OWNERS];
+        if slot.load(Ordering::Relaxed) != owner {
+            slot.store(owner, Ordering::Relaxed);
+        }
+        if lock(self.shard(i)).push(p, x) {
+            self.shards[i].0 .1.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Applies a reward to a remembered decision.
@@ -524,10 +551,16 @@ impl Learner {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return RewardOutcome::Invalid;
         }
-        let own = SHARD.with(|s| *s) % self.shards.len();
-        let found = std::iter::once(own)
-            .chain((0..self.shards.len()).filter(|&i| i != own))
-            .find_map(|i| self.shards[i].0.get().and_then(|s| lock(s).take(id)));
+        // O(1): the block-owner table names the id's shard. A block too old for the table
+        // (OWNERS blocks of decisions ago) is looked for in every shard.
+        let block = block_of(id);
+        let owner = self.owners[block as usize % OWNERS].load(Ordering::Relaxed);
+        let take = |i: usize| self.shards[i].0 .0.get().and_then(|s| lock(s).take(id));
+        let found = if owner >> 8 == block {
+            take((owner & 0xff) as usize % self.shards.len())
+        } else {
+            (0..self.shards.len()).find_map(take)
+        };
         let Some(t) = found else {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return RewardOutcome::Unknown;
@@ -589,7 +622,7 @@ impl Learner {
     pub(crate) fn refresh(&self, force: bool) {
         let now = self.clock.monotonic_ms();
         let mut due: Vec<Taken> = Vec::new();
-        for s in self.shards.iter().filter_map(|s| s.0.get()) {
+        for s in self.shards.iter().filter_map(|s| s.0 .0.get()) {
             let mut s = lock(s);
             while s.len > 0 {
                 let head = s.head;
@@ -648,12 +681,8 @@ impl Learner {
             rejected: l(&c.rejected),
             defaulted: l(&c.defaulted),
             expired: l(&c.expired),
-            evicted: self
-                .shards
-                .iter()
-                .filter_map(|s| s.0.get())
-                .map(|s| lock(s).evicted)
-                .sum(),
+            // No shard lock: eviction counts are atomics beside the shards.
+            evicted: self.shards.iter().map(|s| l(&s.0 .1)).sum(),
             refreshes: l(&c.refreshes),
         }
     }
