@@ -270,7 +270,9 @@ impl Engine {
 
     /// Decides which variant `user` sees in `slot`, given their `features`.
     ///
-    /// Synchronous and pure: no I/O, no locks, no allocation with the no-op sink. Never fails:
+    /// Synchronous and pure: no I/O, no allocation with the no-op sink, and no locks except
+    /// that a decision of a `bandit` rule is remembered for its reward under the (uncontended,
+    /// per-thread) lock of its pending-reward shard. Never fails:
     /// an unknown slot, a missing feature or a type mismatch is a [`Reason`](crate::Reason).
     #[inline]
     pub fn decide(&self, slot: &str, user: &str, features: &Features) -> Decision {
