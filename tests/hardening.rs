@@ -523,3 +523,36 @@ fn a_reward_after_the_window_is_not_applied() {
         "only the reward in time counted (the default is 0)"
     );
 }
+
+/// Point 10 (in part): a decision evicted because the pending store is full gets its rule's
+/// default reward (before, it was only counted, which biases every policy under load).
+#[test]
+fn evicted_decisions_get_the_default_reward() {
+    let clock = elvon::clock::Clock::fake(0);
+    let engine = Engine::builder()
+        .clock(clock)
+        .pending_rewards(16)
+        .id_prefix(9)
+        .build();
+    let eps = json!({"policy": "epsilon_greedy", "reward": {"window_ms": 3_600_000, "default": 0}});
+    engine
+        .load_config_json(&bandit_config("1", &["a", "b"], eps))
+        .expect("valid");
+    let none = Features::new();
+    for _ in 0..40 {
+        engine.decide("s", "u", &none);
+    }
+    engine.refresh();
+    let s = engine.reward_stats();
+    assert_eq!(s.evicted, 24, "{s:?}");
+    assert_eq!(
+        s.defaulted, 24,
+        "every evicted decision got the default: {s:?}"
+    );
+    let n: f64 = engine.learner_state().bandits[0]
+        .arms
+        .iter()
+        .map(|a| a.n)
+        .sum();
+    assert_eq!(n, 24.0);
+}

@@ -87,6 +87,9 @@ pub struct RewardStats {
     /// Decisions whose window passed without a reward, for rules with no default reward.
     pub expired: u64,
     /// Decisions forgotten before their window passed because the pending store was full.
+    /// Each also gets its rule's default reward (counted in `defaulted`, or in `expired`
+    /// without one) at the next refresh or reward of its shard, up to 256 per shard in
+    /// between; beyond that it is only counted here.
     pub evicted: u64,
     /// Model refreshes published.
     pub refreshes: u64,
@@ -225,7 +228,14 @@ struct Shard {
     head: usize,
     len: usize,
     index: Index,
+    /// Decisions evicted while still pending, waiting for their rule's default reward
+    /// (at most [`EVICTED_KEEP`], room reserved up front so `push` never allocates).
+    evicted_due: Vec<Taken>,
 }
+
+/// Evicted decisions a shard keeps for their default reward between two refreshes (or
+/// rewards of the shard); beyond that an evicted decision is only counted.
+const EVICTED_KEEP: usize = 256;
 
 impl Shard {
     fn new(cap: usize) -> Self {
@@ -235,6 +245,7 @@ impl Shard {
             head: 0,
             len: 0,
             index: Index::new(cap),
+            evicted_due: Vec::with_capacity(EVICTED_KEEP),
         }
     }
 
@@ -267,7 +278,12 @@ impl Shard {
         let cap = self.ring.len();
         let mut evicted = false;
         if self.len == cap {
-            evicted = self.pop_front().is_some();
+            if let Some(t) = self.pop_front() {
+                evicted = true;
+                if self.evicted_due.len() < EVICTED_KEEP {
+                    self.evicted_due.push(t);
+                }
+            }
         }
         let pos = (self.head + self.len) % cap;
         if !x.is_empty() {
@@ -555,12 +571,28 @@ impl Learner {
         // (OWNERS blocks of decisions ago) is looked for in every shard.
         let block = block_of(id);
         let owner = self.owners[block as usize % OWNERS].load(Ordering::Relaxed);
-        let take = |i: usize| self.shards[i].0 .0.get().and_then(|s| lock(s).take(id));
+        let mut evicted = Vec::new();
+        let mut take = |i: usize| {
+            self.shards[i].0 .0.get().and_then(|s| {
+                let mut s = lock(s);
+                // Lazily, without a thread: evicted decisions of this shard get their default.
+                evicted.append(&mut s.evicted_due);
+                s.take(id)
+            })
+        };
         let found = if owner >> 8 == block {
             take((owner & 0xff) as usize % self.shards.len())
         } else {
             (0..self.shards.len()).find_map(take)
         };
+        if !evicted.is_empty() {
+            let mut guard = lock(&self.bandits);
+            for t in &evicted {
+                if let Some(b) = guard.1.get_mut(t.p.learner as usize) {
+                    self.expire(b, t);
+                }
+            }
+        }
         let Some(t) = found else {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
             return RewardOutcome::Unknown;
@@ -624,6 +656,7 @@ impl Learner {
         let mut due: Vec<Taken> = Vec::new();
         for s in self.shards.iter().filter_map(|s| s.0 .0.get()) {
             let mut s = lock(s);
+            due.append(&mut s.evicted_due);
             while s.len > 0 {
                 let head = s.head;
                 match &s.ring[head] {
