@@ -556,3 +556,24 @@ fn evicted_decisions_get_the_default_reward() {
         .sum();
     assert_eq!(n, 24.0);
 }
+
+/// Point 10 (in part): decisions expire lazily, without `refresh` or the learner thread: a
+/// later reward (or decision) of the same shard gives the expired ones their default.
+#[test]
+fn decisions_expire_without_a_refresh() {
+    let clock = elvon::clock::Clock::fake(0);
+    let engine = Engine::builder().clock(clock.clone()).id_prefix(11).build();
+    let eps = json!({"policy": "epsilon_greedy", "reward": {"window_ms": 1_000, "default": 0}});
+    engine
+        .load_config_json(&bandit_config("1", &["a", "b"], eps))
+        .expect("valid");
+    let none = Features::new();
+    for _ in 0..10 {
+        engine.decide("s", "u", &none);
+    }
+    clock.advance(Duration::from_secs(2));
+    let fresh = engine.decide("s", "u", &none).id();
+    assert_eq!(engine.reward(fresh, 1.0), RewardOutcome::Applied);
+    let s = engine.reward_stats();
+    assert_eq!((s.defaulted, s.applied), (10, 1), "{s:?}");
+}

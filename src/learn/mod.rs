@@ -228,8 +228,9 @@ struct Shard {
     head: usize,
     len: usize,
     index: Index,
-    /// Decisions evicted while still pending, waiting for their rule's default reward
-    /// (at most [`EVICTED_KEEP`], room reserved up front so `push` never allocates).
+    /// Decisions evicted while still pending, or found expired by `push`, waiting for their
+    /// rule's default reward (at most [`EVICTED_KEEP`], room reserved up front so `push`
+    /// never allocates).
     evicted_due: Vec<Taken>,
 }
 
@@ -273,8 +274,27 @@ impl Shard {
         Some(self.taken(pos, p))
     }
 
+    /// Moves up to `n` expired decisions from the front of the ring to `evicted_due`, while
+    /// there is room (lazy expiry, without a thread).
+    fn expire_front(&mut self, now: u64, n: usize) {
+        for _ in 0..n {
+            if self.len == 0 || self.evicted_due.len() >= EVICTED_KEEP {
+                return;
+            }
+            match self.ring[self.head] {
+                Some(p) if p.expires_ms >= now => return,
+                _ => {
+                    if let Some(t) = self.pop_front() {
+                        self.evicted_due.push(t);
+                    }
+                }
+            }
+        }
+    }
+
     /// Inserts; returns whether a still-pending entry was evicted to make room.
-    fn push(&mut self, p: Pending, x: &[f64]) -> bool {
+    fn push(&mut self, p: Pending, x: &[f64], now: u64) -> bool {
+        self.expire_front(now, 2);
         let cap = self.ring.len();
         let mut evicted = false;
         if self.len == cap {
@@ -539,12 +559,13 @@ impl Learner {
             return;
         }
         let x = &x[..x.len().min(MAX_CONTEXT)];
+        let now = self.clock.monotonic_ms();
         let p = Pending {
             id,
             learner: spec.learner_id,
             arm,
             gen,
-            expires_ms: self.clock.monotonic_ms().saturating_add(spec.window_ms),
+            expires_ms: now.saturating_add(spec.window_ms),
             dim: x.len() as u8,
         };
         let i = SHARD.with(|s| *s) % self.shards.len();
@@ -556,7 +577,7 @@ impl Learner {
         if slot.load(Ordering::Relaxed) != owner {
             slot.store(owner, Ordering::Relaxed);
         }
-        if lock(self.shard(i)).push(p, x) {
+        if lock(self.shard(i)).push(p, x, now) {
             self.shards[i].0 .1.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -571,11 +592,14 @@ impl Learner {
         // (OWNERS blocks of decisions ago) is looked for in every shard.
         let block = block_of(id);
         let owner = self.owners[block as usize % OWNERS].load(Ordering::Relaxed);
+        let now = self.clock.monotonic_ms();
         let mut evicted = Vec::new();
         let mut take = |i: usize| {
             self.shards[i].0 .0.get().and_then(|s| {
                 let mut s = lock(s);
-                // Lazily, without a thread: evicted decisions of this shard get their default.
+                // Lazily, without a thread: this shard's evicted and expired decisions get
+                // their default now.
+                s.expire_front(now, 64);
                 evicted.append(&mut s.evicted_due);
                 s.take(id)
             })
@@ -1094,7 +1118,7 @@ mod tests {
                     let old = order.pop_front().unwrap_or_default();
                     model.remove(&old);
                 }
-                shard.push(p, &[]);
+                shard.push(p, &[], 0);
                 order.push_back(id);
                 model.insert(id, ());
                 if rand() % 3 == 0 {
