@@ -577,3 +577,27 @@ fn decisions_expire_without_a_refresh() {
     let s = engine.reward_stats();
     assert_eq!((s.defaulted, s.applied), (10, 1), "{s:?}");
 }
+
+/// Point 10: expiry is per decision. A long-window decision at the front of the pending store
+/// no longer holds back the expiry (and default reward) of short-window decisions behind it.
+#[test]
+fn a_long_window_does_not_hold_back_short_ones() {
+    let clock = elvon::clock::Clock::fake(0);
+    let engine = Engine::builder().clock(clock.clone()).id_prefix(13).build();
+    let slot = |id: &str, window: u64| {
+        json!({"id": id, "variants": [{"id": "a"}, {"id": "b"}], "default": "a", "rules": [
+            {"bandit": {"policy": "epsilon_greedy", "arms": ["a", "b"],
+                        "reward": {"window_ms": window, "default": 0}}}]})
+    };
+    let config = json!({"version": "1", "slots": [slot("long", 86_400_000), slot("short", 1_000)]});
+    engine.load_config_json(&config.to_string()).expect("valid");
+    let none = Features::new();
+    engine.decide("long", "u", &none);
+    for _ in 0..10 {
+        engine.decide("short", "u", &none);
+    }
+    clock.advance(Duration::from_secs(5));
+    engine.refresh();
+    let s = engine.reward_stats();
+    assert_eq!(s.defaulted, 10, "the short-window decisions expired: {s:?}");
+}

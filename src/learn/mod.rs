@@ -232,6 +232,8 @@ struct Shard {
     /// rule's default reward (at most [`EVICTED_KEEP`], room reserved up front so `push`
     /// never allocates).
     evicted_due: Vec<Taken>,
+    /// Where [`Shard::sweep`] looks next.
+    cursor: usize,
 }
 
 /// Evicted decisions a shard keeps for their default reward between two refreshes (or
@@ -247,6 +249,7 @@ impl Shard {
             len: 0,
             index: Index::new(cap),
             evicted_due: Vec::with_capacity(EVICTED_KEEP),
+            cursor: 0,
         }
     }
 
@@ -274,27 +277,41 @@ impl Shard {
         Some(self.taken(pos, p))
     }
 
-    /// Moves up to `n` expired decisions from the front of the ring to `evicted_due`, while
-    /// there is room (lazy expiry, without a thread).
-    fn expire_front(&mut self, now: u64, n: usize) {
-        for _ in 0..n {
-            if self.len == 0 || self.evicted_due.len() >= EVICTED_KEEP {
+    /// Looks at up to `n` ring positions from a cursor that keeps going round the ring, and
+    /// moves the expired decisions there to `evicted_due` (while there is room). Expiry is
+    /// therefore per decision: a long-window decision does not hold back the expiry of the
+    /// short-window ones behind it. Lazy: decides and rewards of the shard do it as they go.
+    fn sweep(&mut self, now: u64, n: usize) {
+        let cap = self.ring.len();
+        for _ in 0..n.min(self.len) {
+            if self.evicted_due.len() >= EVICTED_KEEP {
                 return;
             }
-            match self.ring[self.head] {
-                Some(p) if p.expires_ms >= now => return,
-                _ => {
-                    if let Some(t) = self.pop_front() {
-                        self.evicted_due.push(t);
-                    }
-                }
+            // The cursor goes round the occupied part of the ring only.
+            let offset = (self.cursor + cap - self.head) % cap;
+            if offset >= self.len {
+                self.cursor = self.head;
             }
+            let pos = self.cursor;
+            self.cursor = (self.cursor + 1) % cap;
+            let Some(p) = self.ring[pos] else { continue };
+            if now <= p.expires_ms {
+                continue;
+            }
+            // Out of the middle of the ring: the slot stays (as an empty one) until the
+            // front passes it, like a rewarded decision's.
+            self.ring[pos] = None;
+            if let Some(i) = self.index.find(Index::key(p.id), |at| at == pos) {
+                self.index.remove_at(i);
+            }
+            let t = self.taken(pos, p);
+            self.evicted_due.push(t);
         }
     }
 
     /// Inserts; returns whether a still-pending entry was evicted to make room.
     fn push(&mut self, p: Pending, x: &[f64], now: u64) -> bool {
-        self.expire_front(now, 2);
+        self.sweep(now, 2);
         let cap = self.ring.len();
         let mut evicted = false;
         if self.len == cap {
@@ -599,7 +616,7 @@ impl Learner {
                 let mut s = lock(s);
                 // Lazily, without a thread: this shard's evicted and expired decisions get
                 // their default now.
-                s.expire_front(now, 64);
+                s.sweep(now, 64);
                 evicted.append(&mut s.evicted_due);
                 s.take(id)
             })
@@ -680,17 +697,17 @@ impl Learner {
         let mut due: Vec<Taken> = Vec::new();
         for s in self.shards.iter().filter_map(|s| s.0 .0.get()) {
             let mut s = lock(s);
-            due.append(&mut s.evicted_due);
-            while s.len > 0 {
-                let head = s.head;
-                match &s.ring[head] {
-                    Some(p) if p.expires_ms > now => break,
-                    _ => {
-                        if let Some(p) = s.pop_front() {
-                            due.push(p);
-                        }
-                    }
+            // The whole ring, in rounds that empty `evicted_due` between them.
+            let len = s.len;
+            let mut looked = 0;
+            loop {
+                due.append(&mut s.evicted_due);
+                if looked >= len {
+                    break;
                 }
+                let step = EVICTED_KEEP.min(len - looked);
+                s.sweep(now, step);
+                looked += step;
             }
         }
         let mut guard = lock(&self.bandits);
