@@ -1,5 +1,10 @@
 //! [`Engine`]: load configs, decide, explain.
 
+mod explain;
+mod learning;
+
+pub use learning::LearnerThread;
+
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -8,9 +13,9 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, Guard};
 
 use crate::config::{compile, Config, ConfigError, ConfigProblem};
-use crate::decision::{next_id, random_prefix, Decision, DecisionId, FeatureStatus, Reason};
+use crate::decision::{next_id, random_prefix, Decision, FeatureStatus, Reason};
 use crate::features::{block_on, FeatureSource, Features, FetchRequest, SourceError};
-use crate::learn::{Learner, LearnerState, RewardOutcome, RewardStats};
+use crate::learn::Learner;
 use crate::sink::{DecisionEvent, DecisionSink};
 use crate::snapshot::trace::NoTrace;
 use crate::snapshot::{RawCause, RawReason, Snapshot, NO_VARIANT};
@@ -110,7 +115,7 @@ impl EngineBuilder {
     /// per core; a decision goes to the shard of its id's sequence block (each deciding
     /// thread takes its ids in blocks of 65,536), so a reward finds it in one lookup and
     /// threads deciding at the same time use different shards. A full shard forgets its
-    /// oldest decision (counted in [`RewardStats::evicted`]). Size it above one thread's bandit
+    /// oldest decision (counted in [`RewardStats::evicted`](crate::RewardStats::evicted)). Size it above one thread's bandit
     /// decisions per second × the longest reward window. `n` is clamped to 16..=2^24. A shard
     /// takes about 64 bytes per entry (192 once a contextual rule uses it), allocated on its
     /// first bandit decision.
@@ -423,207 +428,6 @@ impl Engine {
             None => Ok(()),
         }
     }
-
-    /// Reports the reward of a bandit decision, joined by its id.
-    ///
-    /// Decisions are remembered for their rule's `reward.window_ms`; a reward for an unknown,
-    /// already rewarded or expired decision is counted and returns
-    /// [`RewardOutcome::Unknown`] — never an error the caller must handle. Non-finite values
-    /// return [`RewardOutcome::Invalid`]. The rule's model is republished after
-    /// `refresh.rewards` rewards (on this thread) or `refresh.ms` milliseconds (on the next
-    /// reward or [`Engine::refresh`]).
-    pub fn reward(&self, decision: DecisionId, value: f64) -> RewardOutcome {
-        let out = self.inner.learner.reward(decision.as_u128(), value);
-        crate::metrics::reward(out.metric_name());
-        out
-    }
-
-    /// Reports a reward for a variant of a slot's bandit rule without a decision id (for
-    /// rewards whose decision was not kept). Context-free policies only: a contextual policy
-    /// needs the decision's features and returns [`RewardOutcome::NeedsContext`]. With several
-    /// bandit rules in the slot, the first with that arm gets it.
-    pub fn reward_variant(&self, slot: &str, variant: &str, value: f64) -> RewardOutcome {
-        let snap = self.inner.snapshot.load();
-        let spec = snap.slot(slot).and_then(|s| {
-            s.rules.iter().find_map(|r| match &r.action {
-                crate::snapshot::Action::Bandit(b) if b.arm_ids.iter().any(|a| **a == *variant) => {
-                    Some(b)
-                }
-                _ => None,
-            })
-        });
-        let out = match spec {
-            Some(spec) => self.inner.learner.reward_arm(spec, variant, value),
-            None => {
-                self.inner.learner.count_rejected();
-                RewardOutcome::NoSuchArm
-            }
-        };
-        crate::metrics::reward(out.metric_name());
-        out
-    }
-
-    /// Expires remembered decisions whose reward window has passed (giving them the rule's
-    /// default reward, if it has one) and republishes every bandit model now. Call it from
-    /// tests or on your own schedule; [`Engine::spawn_learner`] does it periodically.
-    pub fn refresh(&self) {
-        self.inner.learner.refresh(true);
-    }
-
-    /// Starts a background thread that, every `period`, expires due decisions and
-    /// republishes the models whose `refresh.ms` has passed. The thread stops when the
-    /// returned handle is dropped or [`LearnerThread::stop`] is called.
-    ///
-    /// # Errors
-    /// The OS error if the thread cannot be spawned.
-    pub fn spawn_learner(&self, period: Duration) -> std::io::Result<LearnerThread> {
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let (engine, flag) = (self.clone(), Arc::clone(&stop));
-        let handle = std::thread::Builder::new()
-            .name("elvon-learner".into())
-            .spawn(move || {
-                let (m, cv) = &*flag;
-                let mut stopped = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                while !*stopped {
-                    let (g, _) = cv
-                        .wait_timeout(stopped, period)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    stopped = g;
-                    if !*stopped {
-                        engine.inner.learner.refresh(false);
-                    }
-                }
-            })?;
-        Ok(LearnerThread {
-            stop,
-            handle: Some(handle),
-        })
-    }
-
-    /// Counts of rewards and remembered decisions.
-    #[must_use]
-    pub fn reward_stats(&self) -> RewardStats {
-        self.inner.learner.stats()
-    }
-
-    /// Everything the learner knows, to save (serde) and [`restore`](Self::restore_learner)
-    /// after a restart.
-    #[must_use]
-    pub fn learner_state(&self) -> LearnerState {
-        self.inner.learner.save()
-    }
-
-    /// Restores saved learner state: each bandit key in `state` replaces the engine's
-    /// statistics for that key and the serving models are republished. Statistics that do
-    /// not fit the rule now serving the key (another policy, another context dimension, arms
-    /// no longer in the config) are dropped, as on a config swap.
-    pub fn restore_learner(&self, state: LearnerState) {
-        let _serial = self
-            .inner
-            .loading
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let snap = self.inner.snapshot.load();
-        self.inner.learner.restore(state, &snap);
-    }
-
-    /// Re-evaluates a decision as if it had been made with id `id`, against the current
-    /// snapshot and models: a bandit rule draws the same arm with the same probabilities as
-    /// the original decision did if the snapshot and model version are the same. Not sent to
-    /// the sink, not counted, not remembered for rewards. For audits, debugging and offline
-    /// evaluation of a candidate config over logged decisions.
-    #[must_use]
-    pub fn replay(&self, slot: &str, user: &str, features: &Features, id: DecisionId) -> Decision {
-        let snap = self.inner.snapshot.load();
-        let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
-        let outcome = snap.evaluate(idx, user, features, None, id.as_u128(), NoTrace);
-        Decision {
-            snap,
-            slot: idx,
-            outcome,
-            id,
-            features: FeatureStatus::Provided,
-        }
-    }
-
-    /// Decides like [`Engine::decide`] and returns every evaluation step. For debugging: the
-    /// decision is neither logged to the sink nor counted in metrics.
-    #[must_use]
-    pub fn explain(&self, slot: &str, user: &str, features: &Features) -> Explanation {
-        let snap = self.inner.snapshot.load();
-        let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
-        let mut steps = Vec::new();
-        if idx == NO_VARIANT {
-            steps.push(format!(
-                "slot {slot:?} is not in config version {:?}",
-                snap.version
-            ));
-        }
-        let id = next_id(self.inner.prefix, self.inner.serial, &self.inner.blocks);
-        let outcome = snap.evaluate(idx, user, features, None, id.as_u128(), &mut steps);
-        let decision = Decision {
-            snap,
-            slot: idx,
-            outcome,
-            id,
-            features: FeatureStatus::Provided,
-        };
-        steps.push(format!(
-            "decided {:?} ({}), propensity {}",
-            decision.variant().unwrap_or("<none>"),
-            decision.reason().kind(),
-            decision.propensity()
-        ));
-        Explanation { decision, steps }
-    }
-}
-
-/// The background learner thread of [`Engine::spawn_learner`]; stops when dropped.
-///
-/// The handle is `#[must_use]`: discarding it stops the thread at once.
-///
-/// ```compile_fail
-/// #![deny(unused_must_use)]
-/// fn start(engine: &elvon::Engine) -> std::io::Result<()> {
-///     engine.spawn_learner(std::time::Duration::from_millis(100))?;
-///     Ok(())
-/// }
-/// ```
-/// ```
-/// #![deny(unused_must_use)]
-/// fn start(engine: &elvon::Engine) -> std::io::Result<elvon::LearnerThread> {
-///     let learner = engine.spawn_learner(std::time::Duration::from_millis(100))?;
-///     Ok(learner)
-/// }
-/// # start(&elvon::Engine::default()).unwrap().stop();
-/// ```
-#[derive(Debug)]
-#[must_use = "dropping the handle stops the learner thread"]
-pub struct LearnerThread {
-    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl LearnerThread {
-    /// Stops the thread and waits for it.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        let (m, cv) = &*self.stop;
-        *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
-        cv.notify_all();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for LearnerThread {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
 }
 
 /// Increments the pre-registered per-slot counters (no-ops without a metrics recorder).
@@ -649,7 +453,7 @@ mod tests {
     fn raw_reason_kinds_agree_with_resolved_reasons() {
         let engine = Engine::default();
         engine
-            .load_config_json(include_str!("../tests/data/kinds.json"))
+            .load_config_json(include_str!("../../tests/data/kinds.json"))
             .expect("fixture config is valid");
         let snap = engine.snapshot();
         let mut seen = std::collections::BTreeSet::new();
