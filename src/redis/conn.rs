@@ -90,11 +90,10 @@ pub(super) static FETCH_SCRIPT: std::sync::LazyLock<redis::Script> =
 
 /// Whether a Redis error is about one user's data (the breaker does not count those).
 pub(super) fn is_per_key(e: &redis::RedisError) -> bool {
+    // A reply of an unexpected shape for this key; not `Parse`, which means the connection's
+    // byte stream is broken (a failure of the connection, which the breaker must count).
     matches!(e.code(), Some("WRONGTYPE" | "ELVONTOOBIG"))
-        || matches!(
-            e.kind(),
-            redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse
-        ) && !e.is_io_error()
+        || e.kind() == redis::ErrorKind::UnexpectedReturnType && !e.is_io_error()
 }
 
 /// The message of a per-key error.
