@@ -351,6 +351,16 @@ mod updater {
         let broker = Broker::new(1, &[("events", 4), ("dead", 1)]);
         let bootstrap = broker.bootstrap();
         let (events_topic, dead) = (broker.t("events"), broker.t("dead"));
+        // Both consumers join group g3 on the same topics.
+        let g3 = || {
+            UpdaterOptions::new(
+                &bootstrap,
+                broker.t("g3"),
+                [events_topic.as_str()],
+                dead.as_str(),
+                aggs(),
+            )
+        };
         let store = MemoryStore::new();
         let events: Vec<String> = (0..5_000)
             .map(|i| view(i, &format!("u{}", i % 50)))
@@ -360,16 +370,9 @@ mod updater {
         let first = FeatureUpdater::spawn(
             // A killed process does not leave its group: the group notices when its session
             // times out, so keep that short here.
-            UpdaterOptions::new(
-                &bootstrap,
-                broker.t("g3"),
-                [events_topic.as_str()],
-                dead.as_str(),
-                aggs(),
-            )
-            .batch_size(200)
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500"),
+            g3().batch_size(200)
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "500"),
             Crashes {
                 inner: MemoryTarget {
                     store: store.clone(),
@@ -389,13 +392,7 @@ mod updater {
         eprintln!("first stopped after {:?}", t0.elapsed());
         assert!(before < 5_000, "{before}");
         let second = FeatureUpdater::spawn(
-            UpdaterOptions::new(
-                &bootstrap,
-                broker.t("g3"),
-                [events_topic.as_str()],
-                dead.as_str(),
-                aggs(),
-            ),
+            g3(),
             MemoryTarget {
                 store: store.clone(),
                 aggregates: aggs(),

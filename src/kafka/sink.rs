@@ -29,18 +29,6 @@ pub struct KafkaSinkOptions {
 
 type OnFatal = Arc<dyn Fn(&str) + Send + Sync>;
 
-impl std::fmt::Debug for OnFatalDebug<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Some(<fn>)"
-        } else {
-            "None"
-        })
-    }
-}
-
-struct OnFatalDebug<'a>(&'a Option<OnFatal>);
-
 impl std::fmt::Debug for KafkaSinkOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSinkOptions")
@@ -50,7 +38,7 @@ impl std::fmt::Debug for KafkaSinkOptions {
             .field("queue", &self.queue)
             .field("overflow", &self.overflow)
             .field("drain_timeout", &self.drain_timeout)
-            .field("on_fatal", &OnFatalDebug(&self.on_fatal))
+            .field("on_fatal", &self.on_fatal.is_some())
             .finish()
     }
 }
