@@ -15,8 +15,9 @@ use crate::snapshot::{Action, Outcome, RawCause, RawReason, Snapshot, Variant};
 /// A unique id for one decision, used to join rewards and outcomes later.
 ///
 /// 128 bits: a random per-engine prefix (high 64) and a sequence number (low 64) handed out in
-/// per-thread blocks, so generating one touches no shared cache line. Formatted as 32 lowercase
-/// hex digits.
+/// per-thread blocks, so generating one touches no shared cache line. Bandit decisions number
+/// from a sequence of their own, marked by the top bit of the low half. Formatted as 32
+/// lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DecisionId(u128);
 
@@ -78,9 +79,38 @@ impl<'de> serde::Deserialize<'de> for DecisionId {
 
 const BLOCK: u64 = 1 << 16;
 
+/// Set in the sequence half of a bandit decision's id: bandit decisions number from a
+/// sequence of their own, so the pending-reward store can index them directly.
+pub(crate) const BANDIT_SEQ: u64 = 1 << 63;
+
+type LocalSeq = std::thread::LocalKey<Cell<(u64, u64, u64)>>;
+
 thread_local! {
     /// `(engine, next, end)`: this thread's current block of an engine's sequence.
     static LOCAL_SEQ: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+    /// The same for the engine's bandit sequence.
+    static LOCAL_BANDIT_SEQ: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+}
+
+/// The next number of a sequence handed out in per-thread blocks of `block` from `blocks`.
+#[inline]
+fn take_seq(local: &'static LocalSeq, engine: u64, blocks: &AtomicU64, block: u64) -> u64 {
+    local.with(|c| {
+        let (mut owner, mut n, mut end) = c.get();
+        if owner != engine || n == end {
+            owner = engine;
+            n = blocks.fetch_add(block, Ordering::Relaxed);
+            end = n + block;
+        }
+        c.set((owner, n + 1, end));
+        n
+    })
+}
+
+/// The next number of an engine's bandit sequence (see [`BANDIT_SEQ`]).
+#[inline]
+pub(crate) fn next_bandit_seq(engine: u64, blocks: &AtomicU64, block: u64) -> u64 {
+    take_seq(&LOCAL_BANDIT_SEQ, engine, blocks, block)
 }
 
 /// A process-unique engine serial number (starting at 1).
@@ -108,16 +138,7 @@ pub(crate) fn random_prefix() -> u64 {
 /// same order on one thread.
 #[inline]
 pub(crate) fn next_id(prefix: u64, engine: u64, blocks: &AtomicU64) -> DecisionId {
-    let seq = LOCAL_SEQ.with(|c| {
-        let (mut owner, mut n, mut end) = c.get();
-        if owner != engine || n == end {
-            owner = engine;
-            n = blocks.fetch_add(BLOCK, Ordering::Relaxed);
-            end = n + BLOCK;
-        }
-        c.set((owner, n + 1, end));
-        n
-    });
+    let seq = take_seq(&LOCAL_SEQ, engine, blocks, BLOCK);
     DecisionId((u128::from(prefix) << 64) | u128::from(seq))
 }
 

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `elvon_decisions_total` | counter | `slot`, `reason` (see [`Reason::kind`](crate::Reason::kind)) |
 //! | `elvon_fallbacks_total` | counter | `slot`, `cause` (`feature_missing`, `feature_type`, `source_timeout`, `source_error`, `source_unavailable`) |
-//! | `elvon_rewards_total` | counter | `outcome` (`applied`, `unknown`, `rejected`, `defaulted`, `expired`; evictions are in `Engine::reward_stats`) |
+//! | `elvon_rewards_total` | counter | `outcome` (`applied`, `unknown`, `rejected`, `defaulted`, `expired`, the last also for decisions the decide path found expired, reported at the next reward or refresh; evictions are in `Engine::reward_stats`) |
 //! | `elvon_model_refreshes_total` | counter | |
 //! | `elvon_config_swaps_total` | counter | |
 //! | `elvon_config_rejections_total` | counter | |
@@ -107,7 +107,11 @@ impl SinkMetrics {
 }
 
 pub(crate) fn reward(outcome: &'static str) {
-    counter!("elvon_rewards_total", "outcome" => outcome).increment(1);
+    rewards(outcome, 1);
+}
+
+pub(crate) fn rewards(outcome: &'static str, n: u64) {
+    counter!("elvon_rewards_total", "outcome" => outcome).increment(n);
 }
 
 pub(crate) fn model_refreshed() {

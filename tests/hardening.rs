@@ -557,6 +557,48 @@ fn evicted_decisions_get_the_default_reward() {
     assert_eq!(n, 24.0);
 }
 
+/// Point 10: with no default reward, a decision that takes the place of an expired one counts
+/// it as expired (not evicted), once; one that takes the place of a pending one counts an
+/// eviction. A refresh afterwards finds nothing more to count.
+#[test]
+fn overwritten_decisions_without_a_default_are_counted_once() {
+    let clock = elvon::clock::Clock::fake(0);
+    let engine = Engine::builder()
+        .clock(clock.clone())
+        .pending_rewards(16)
+        .id_prefix(10)
+        .build();
+    let eps = json!({"policy": "epsilon_greedy", "reward": {"window_ms": 1_000}});
+    engine
+        .load_config_json(&bandit_config("1", &["a", "b"], eps))
+        .expect("valid");
+    let none = Features::new();
+    for _ in 0..16 {
+        engine.decide("s", "u", &none);
+    }
+    clock.advance(Duration::from_secs(2));
+    for _ in 0..20 {
+        engine.decide("s", "u", &none);
+    }
+    let s = engine.reward_stats();
+    assert_eq!((s.expired, s.evicted, s.defaulted), (16, 4, 0), "{s:?}");
+    engine.refresh();
+    let after = engine.reward_stats();
+    assert_eq!(
+        (after.expired, after.evicted),
+        (16, 4),
+        "nothing new: {after:?}"
+    );
+    clock.advance(Duration::from_secs(2));
+    engine.refresh();
+    let s = engine.reward_stats();
+    assert_eq!(
+        (s.expired, s.evicted),
+        (32, 4),
+        "the 16 in the store expired: {s:?}"
+    );
+}
+
 /// Point 10 (in part): decisions expire lazily, without `refresh` or the learner thread: a
 /// later reward (or decision) of the same shard gives the expired ones their default.
 #[test]

@@ -334,6 +334,76 @@ fn rewards_join_by_id_within_the_window_and_default_after() {
     assert_eq!((n, sum), (11.0, 1.0));
 }
 
+/// Deciding threads hand their decision ids to rewarding threads while the learner thread
+/// refreshes: every reward joins its decision exactly once (a second reward is unknown), and
+/// the learner's statistics count each rewarded decision once.
+#[test]
+fn concurrent_decisions_and_rewards_join_exactly_once() {
+    let engine = Engine::builder().pending_rewards(1 << 18).build();
+    engine
+        .load_config_json(&config_with_arms(&["a", "b", "c"]))
+        .expect("valid");
+    let learner = engine
+        .spawn_learner(std::time::Duration::from_millis(1))
+        .expect("learner thread");
+    let (deciders, per) = (3, 20_000);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<elvon::DecisionId>(1_024);
+    let rx = std::sync::Mutex::new(rx);
+    let outcomes = std::thread::scope(|s| {
+        for t in 0..deciders {
+            let (engine, tx) = (&engine, tx.clone());
+            s.spawn(move || {
+                let f = Features::new();
+                for i in 0..per {
+                    let d = engine.decide("s", &format!("u{t}-{i}"), &f);
+                    tx.send(d.id()).expect("a rewarder is listening");
+                }
+            });
+        }
+        drop(tx);
+        let rewarders: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut seen = [0u64; 3];
+                    loop {
+                        let next = rx.lock().map(|r| r.recv());
+                        let Ok(Ok(id)) = next else { break };
+                        let first = engine.reward(id, 1.0);
+                        let second = engine.reward(id, 1.0);
+                        seen[0] += u64::from(first == RewardOutcome::Applied);
+                        seen[1] += u64::from(second == RewardOutcome::Unknown);
+                        seen[2] += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        rewarders
+            .into_iter()
+            .map(|h| h.join().expect("rewarder"))
+            .fold([0u64; 3], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]])
+    });
+    drop(learner);
+    let total = (deciders * per) as u64;
+    assert_eq!(
+        outcomes,
+        [total, total, total],
+        "applied once, then unknown"
+    );
+    let s = engine.reward_stats();
+    assert_eq!(
+        (s.applied, s.unknown, s.evicted),
+        (total, total, 0),
+        "{s:?}"
+    );
+    let n: f64 = engine.learner_state().bandits[0]
+        .arms
+        .iter()
+        .map(|a| a.n)
+        .sum();
+    assert_eq!(n, total as f64);
+}
+
 #[test]
 fn pending_store_is_bounded() {
     let config = config_with_arms(&["a", "b"]);

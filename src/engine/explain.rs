@@ -1,7 +1,7 @@
 //! Replaying and explaining decisions.
 
 use super::{Engine, Explanation};
-use crate::decision::{next_id, Decision, DecisionId, FeatureStatus};
+use crate::decision::{Decision, DecisionId, FeatureStatus};
 use crate::features::Features;
 use crate::snapshot::trace::NoTrace;
 use crate::snapshot::NO_VARIANT;
@@ -16,7 +16,7 @@ impl Engine {
     pub fn replay(&self, slot: &str, user: &str, features: &Features, id: DecisionId) -> Decision {
         let snap = self.inner.snapshot.load();
         let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
-        let outcome = snap.evaluate(idx, user, features, None, id.as_u128(), NoTrace);
+        let outcome = snap.evaluate(idx, user, features, None, &mut id.as_u128(), NoTrace);
         Decision {
             snap,
             slot: idx,
@@ -39,13 +39,13 @@ impl Engine {
                 snap.version
             ));
         }
-        let id = next_id(self.inner.prefix, self.inner.serial, &self.inner.blocks);
-        let outcome = snap.evaluate(idx, user, features, None, id.as_u128(), &mut steps);
+        let mut ids = super::Ids::new(&self.inner);
+        let outcome = snap.evaluate(idx, user, features, None, &mut ids, &mut steps);
         let decision = Decision {
             snap,
             slot: idx,
             outcome,
-            id,
+            id: ids.id(),
             features: FeatureStatus::Provided,
         };
         steps.push(format!(

@@ -13,18 +13,18 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, Guard};
 
 use crate::config::{compile, Config, ConfigError, ConfigProblem};
-use crate::decision::{next_id, random_prefix, Decision, FeatureStatus, Reason};
+use crate::decision::{next_id, random_prefix, Decision, DecisionId, FeatureStatus, Reason};
 use crate::features::{block_on, FeatureSource, Features, FetchRequest, SourceError};
 use crate::learn::Learner;
 use crate::sink::{DecisionEvent, DecisionSink};
 use crate::snapshot::trace::NoTrace;
-use crate::snapshot::{RawCause, RawReason, Snapshot, NO_VARIANT};
+use crate::snapshot::{BanditId, RawCause, RawReason, Snapshot, NO_VARIANT};
 
 /// Default deadline for feature fetches in [`Engine::decide_for`].
 pub const DEFAULT_FETCH_DEADLINE: Duration = Duration::from_millis(5);
 
-/// Default number of bandit decisions remembered per thread (shard) for joining rewards by id.
-pub const DEFAULT_PENDING_REWARDS: usize = 16_384;
+/// Default number of bandit decisions the engine remembers for joining rewards by id.
+pub const DEFAULT_PENDING_REWARDS: usize = 131_072;
 
 /// The decision engine: a cheap-to-clone handle on a lock-free, hot-swappable config snapshot,
 /// a feature source and a decision sink.
@@ -110,15 +110,18 @@ impl EngineBuilder {
         self
     }
 
-    /// How many bandit decisions each shard of the pending-reward store remembers for joining
-    /// rewards by decision id (default [`DEFAULT_PENDING_REWARDS`]). There are four shards
-    /// per core; a decision goes to the shard of its id's sequence block (each deciding
-    /// thread takes its ids in blocks of 65,536), so a reward finds it in one lookup and
-    /// threads deciding at the same time use different shards. A full shard forgets its
-    /// oldest decision (counted in [`RewardStats::evicted`](crate::RewardStats::evicted)). Size it above one thread's bandit
-    /// decisions per second × the longest reward window. `n` is clamped to 16..=2^24. A shard
-    /// takes about 64 bytes per entry (192 once a contextual rule uses it), allocated on its
-    /// first bandit decision.
+    /// How many bandit decisions the engine remembers for joining rewards by decision id
+    /// (default [`DEFAULT_PENDING_REWARDS`]; `n` is clamped to 16..=2^24 and rounded up to a
+    /// power of two). The pending-reward store is one lock-free ring for the whole engine:
+    /// bandit decisions number from a sequence of their own, a decision sits at its number
+    /// modulo the size, so a reward finds it with one lookup, and each new decision takes the
+    /// place of the one `n` bandit decisions before it. A decision replaced before its reward
+    /// window passed is evicted (counted in
+    /// [`RewardStats::evicted`](crate::RewardStats::evicted), and given the rule's default
+    /// reward). Size it above the engine's bandit decisions per second × the longest reward
+    /// window. Threads take numbers in blocks of up to 256, so a thread that stops deciding
+    /// part-way through a block leaves up to 255 places unused. The store takes 32 bytes per
+    /// entry (160 once a contextual rule uses it), allocated on the first bandit decision.
     pub fn pending_rewards(mut self, n: usize) -> Self {
         self.pending = n;
         self
@@ -144,15 +147,16 @@ impl EngineBuilder {
 
     /// The engine, serving an empty config (every slot unknown) until one is loaded.
     pub fn build(self) -> Engine {
+        let prefix = self.prefix.unwrap_or_else(random_prefix);
         Engine {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-                learner: Learner::new(self.pending, self.clock),
+                learner: Learner::new(self.pending, prefix, self.clock),
                 loading: Mutex::new(()),
                 sink: self.sink,
                 source: self.source,
                 deadline: self.deadline,
-                prefix: self.prefix.unwrap_or_else(random_prefix),
+                prefix,
                 blocks: std::sync::atomic::AtomicU64::new(0),
                 serial: crate::decision::engine_serial(),
             }),
@@ -275,10 +279,10 @@ impl Engine {
 
     /// Decides which variant `user` sees in `slot`, given their `features`.
     ///
-    /// Synchronous and pure: no I/O, no allocation with the no-op sink, and no locks except
-    /// that a decision of a `bandit` rule is remembered for its reward under the (uncontended,
-    /// per-thread) lock of its pending-reward shard. Never fails:
-    /// an unknown slot, a missing feature or a type mismatch is a [`Reason`](crate::Reason).
+    /// Synchronous and pure: no I/O, no allocation with the no-op sink, and no locks (a
+    /// decision of a `bandit` rule is remembered for its reward in a lock-free store, see
+    /// [`EngineBuilder::pending_rewards`]). Never fails: an unknown slot, a missing feature
+    /// or a type mismatch is a [`Reason`](crate::Reason).
     #[inline]
     pub fn decide(&self, slot: &str, user: &str, features: &Features) -> Decision {
         let snap = self.inner.snapshot.load();
@@ -385,13 +389,13 @@ impl Engine {
         degraded: Option<RawCause>,
     ) -> Decision {
         let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
-        let id = next_id(self.inner.prefix, self.inner.serial, &self.inner.blocks);
+        let mut ids = Ids::new(&self.inner);
         // Evaluated straight into the decision (no copy of the outcome).
         let decision = Decision {
-            outcome: snap.evaluate(idx, user, features, degraded, id.as_u128(), NoTrace),
+            outcome: snap.evaluate(idx, user, features, degraded, &mut ids, NoTrace),
             snap,
             slot: idx,
-            id,
+            id: ids.id(),
             features: status,
         };
         count(&decision.snap, idx, decision.outcome.reason);
@@ -427,6 +431,41 @@ impl Engine {
             Some(sink) => sink.flush(timeout),
             None => Ok(()),
         }
+    }
+}
+
+/// A decision's id, taken when needed: a bandit rule's draw asks for one from the engine's
+/// bandit sequence (which indexes the pending-reward store); any other decision takes one
+/// from the main sequence after evaluation.
+pub(super) struct Ids<'a> {
+    inner: &'a Inner,
+    bandit: Option<u128>,
+}
+
+impl<'a> Ids<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        Ids {
+            inner,
+            bandit: None,
+        }
+    }
+
+    #[inline]
+    fn id(self) -> DecisionId {
+        match self.bandit {
+            Some(id) => DecisionId::from_u128(id),
+            None => next_id(self.inner.prefix, self.inner.serial, &self.inner.blocks),
+        }
+    }
+}
+
+impl BanditId for Ids<'_> {
+    #[inline]
+    fn bandit_id(&mut self) -> u128 {
+        let inner = self.inner;
+        *self
+            .bandit
+            .get_or_insert_with(|| inner.learner.next_id(inner.serial))
     }
 }
 

@@ -6,8 +6,8 @@
 //! slot id, or `slot/rule-id`) and by arm (variant) id, so it survives config swaps: arms
 //! added start fresh, arms removed are dropped. Decide reads only a frozen
 //! [`Model`](model::Model) that the learner republishes (an `ArcSwap` per rule) every N
-//! rewards or T milliseconds, so it stays O(arms) and lock-free except for one uncontended
-//! per-thread lock that remembers the decision for joining its reward.
+//! rewards or T milliseconds, so it stays O(arms) and lock-free, including remembering the
+//! decision for joining its reward (see the `pending` module).
 
 mod arms;
 mod build;
@@ -22,12 +22,12 @@ pub use outcome::{RewardOutcome, RewardStats};
 
 use arms::{apply, check, fresh_arm, reconcile};
 use build::build_model;
-use pending::{Pending, Shard, Taken, EVICTED_KEEP};
+use pending::{Pending, Store, Taken};
 pub use state::{ArmState, BanditState, LearnerState};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
@@ -99,74 +99,38 @@ fn next_gen() -> u32 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Keeps each shard (its lock and ring indices) on cache lines of its own, so threads
-/// deciding on different shards never write to the same line.
-#[repr(align(128))]
-struct Padded<T>(T);
-
-/// A shard, allocated on first use, and its count of evicted decisions (outside the lock,
-/// so reading the stats takes no shard lock).
-type ShardCell = (OnceLock<Mutex<Shard>>, AtomicU64);
-
 /// The engine's learner: per-rule statistics, pending decisions and model publishing.
 pub(crate) struct Learner {
     bandits: Mutex<(HashMap<String, u32>, Vec<Bandit>)>,
-    /// Each shard (allocated on first use) with its count of evicted decisions.
-    shards: Box<[Padded<ShardCell>]>,
-    /// `block << 8 | shard` for recent id blocks, at `block % OWNERS`.
-    owners: Box<[AtomicU64]>,
-    shard_cap: usize,
+    /// Bandit decisions waiting for their reward (lock-free).
+    pending: Store,
     counters: Counters,
+    /// How many of the store's own expired count the metric has been given.
+    expired_reported: AtomicU64,
     /// Reward windows and refresh intervals are measured on this clock.
     clock: crate::clock::Clock,
 }
 
-/// Number of pending-decision shards: four per core, as `EngineBuilder::pending_rewards`
-/// documents. Threads are assigned shards round-robin, so with up to this many deciding
-/// threads none shares a shard (and its lock) with another.
-fn shard_count() -> usize {
-    std::thread::available_parallelism()
-        .map_or(16, |n| n.get() * 4)
-        .clamp(8, 256)
-}
-
-thread_local! {
-    static SHARD: usize = {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    };
-}
-
-/// Entries of the block-owner table: which shard holds the decisions of each recent id block.
-const OWNERS: usize = 4_096;
-
-/// The sequence block of a decision id (each deciding thread takes its ids in blocks of
-/// 2^16, see `decision::next_id`).
-fn block_of(id: u128) -> u64 {
-    (id as u64) >> 16
-}
+/// Positions of the pending store a reward looks at for expired decisions.
+const REWARD_SWEEP: usize = 64;
 
 impl Learner {
-    /// `pending` is the number of decisions each shard remembers for joining rewards.
-    pub(crate) fn new(pending: usize, clock: crate::clock::Clock) -> Self {
-        let n = shard_count();
+    /// `pending` is the number of bandit decisions remembered for joining rewards (clamped
+    /// to 16..=2^24, rounded up to a power of two); `prefix` is the engine's id prefix.
+    pub(crate) fn new(pending: usize, prefix: u64, clock: crate::clock::Clock) -> Self {
         Learner {
             bandits: Mutex::new((HashMap::new(), Vec::new())),
-            shards: (0..n)
-                .map(|_| Padded((OnceLock::new(), AtomicU64::new(0))))
-                .collect(),
-            owners: (0..OWNERS).map(|_| AtomicU64::new(u64::MAX)).collect(),
-            shard_cap: pending.clamp(16, 1 << 24),
+            pending: Store::new(pending.clamp(16, 1 << 24), prefix),
             counters: Counters::default(),
+            expired_reported: AtomicU64::new(0),
             clock,
         }
     }
 
-    fn shard(&self, i: usize) -> &Mutex<Shard> {
-        self.shards[i % self.shards.len()]
-            .0
-             .0
-            .get_or_init(|| Mutex::new(Shard::new(self.shard_cap)))
+    /// The id of the next bandit decision of engine `engine` on this thread.
+    #[inline]
+    pub(crate) fn next_id(&self, engine: u64) -> u128 {
+        self.pending.next_id(engine)
     }
 
     /// Connects the bandit rules of a freshly compiled snapshot to their learner state and
@@ -219,8 +183,8 @@ impl Learner {
         }
     }
 
-    /// Remembers a bandit decision for joining its reward (decide path: no allocation after
-    /// the thread's shard exists, one uncontended lock).
+    /// Remembers a bandit decision for joining its reward (decide path: no lock, no
+    /// allocation after the store's first use).
     #[inline]
     pub(crate) fn remember(&self, id: u128, spec: &BanditSpec, chosen: usize, x: &[f64]) {
         let (Some(&arm), Some(&gen)) =
@@ -234,25 +198,15 @@ impl Learner {
         let x = &x[..x.len().min(MAX_CONTEXT)];
         let now = self.clock.monotonic_ms();
         let p = Pending {
-            id,
             learner: spec.learner_id,
             arm,
             gen,
             expires_ms: now.saturating_add(spec.window_ms),
             dim: x.len() as u8,
+            has_default: spec.default_reward.is_some(),
+            evicted: false,
         };
-        let i = SHARD.with(|s| *s) % self.shards.len();
-        // Note which shard this id block lives in, so its rewards go straight there (one
-        // store per block of 65,536 ids; a load otherwise).
-        let block = block_of(id);
-        let owner = block << 8 | i as u64;
-        let slot = &self.owners[block as usize % OWNERS];
-        if slot.load(Ordering::Relaxed) != owner {
-            slot.store(owner, Ordering::Relaxed);
-        }
-        if lock(self.shard(i)).push(p, x, now) {
-            self.shards[i].0 .1.fetch_add(1, Ordering::Relaxed);
-        }
+        self.pending.remember(id, &p, x, now);
     }
 
     /// Applies a reward to a remembered decision.
@@ -261,27 +215,15 @@ impl Learner {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return RewardOutcome::Invalid;
         }
-        // O(1): the block-owner table names the id's shard. A block too old for the table
-        // (OWNERS blocks of decisions ago) is looked for in every shard.
-        let block = block_of(id);
-        let owner = self.owners[block as usize % OWNERS].load(Ordering::Relaxed);
+        // O(1): the id's sequence number is its position in the pending store.
+        let found = self.pending.take(id);
+        // Lazily, without a thread: evicted decisions, and expired ones in a stretch of the
+        // store, get their default now.
         let now = self.clock.monotonic_ms();
         let mut evicted = Vec::new();
-        let mut take = |i: usize| {
-            self.shards[i].0 .0.get().and_then(|s| {
-                let mut s = lock(s);
-                // Lazily, without a thread: this shard's evicted and expired decisions get
-                // their default now.
-                s.sweep(now, 64);
-                evicted.append(&mut s.evicted_due);
-                s.take(id)
-            })
-        };
-        let found = if owner >> 8 == block {
-            take((owner & 0xff) as usize % self.shards.len())
-        } else {
-            (0..self.shards.len()).find_map(take)
-        };
+        self.pending.drain_due(&mut evicted);
+        self.pending.sweep(now, REWARD_SWEEP, &mut evicted);
+        self.report_expired();
         if !evicted.is_empty() {
             let mut guard = lock(&self.bandits);
             for t in &evicted {
@@ -351,21 +293,8 @@ impl Learner {
     pub(crate) fn refresh(&self, force: bool) {
         let now = self.clock.monotonic_ms();
         let mut due: Vec<Taken> = Vec::new();
-        for s in self.shards.iter().filter_map(|s| s.0 .0.get()) {
-            let mut s = lock(s);
-            // The whole ring, in rounds that empty `evicted_due` between them.
-            let len = s.len;
-            let mut looked = 0;
-            loop {
-                due.append(&mut s.evicted_due);
-                if looked >= len {
-                    break;
-                }
-                let step = EVICTED_KEEP.min(len - looked);
-                s.sweep(now, step);
-                looked += step;
-            }
-        }
+        self.pending.sweep_all(now, &mut due);
+        self.report_expired();
         let mut guard = lock(&self.bandits);
         for t in due {
             if let Some(b) = guard.1.get_mut(t.p.learner as usize) {
@@ -398,6 +327,16 @@ impl Learner {
         }
     }
 
+    /// Gives the metric the decisions the store counted as expired since the last report
+    /// (the decide path counts them without touching the metrics recorder).
+    fn report_expired(&self) {
+        let total = self.pending.expired();
+        let before = self.expired_reported.fetch_max(total, Ordering::Relaxed);
+        if total > before {
+            crate::metrics::rewards("expired", total - before);
+        }
+    }
+
     pub(crate) fn count_rejected(&self) {
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
     }
@@ -410,9 +349,9 @@ impl Learner {
             unknown: l(&c.unknown),
             rejected: l(&c.rejected),
             defaulted: l(&c.defaulted),
-            expired: l(&c.expired),
-            // No shard lock: eviction counts are atomics beside the shards.
-            evicted: self.shards.iter().map(|s| l(&s.0 .1)).sum(),
+            // With those the store only counted (no default applied).
+            expired: l(&c.expired) + self.pending.expired(),
+            evicted: self.pending.evicted(),
             refreshes: l(&c.refreshes),
         }
     }
@@ -537,4 +476,75 @@ fn publish(b: &mut Bandit, counters: &Counters, now: u64) {
     b.refreshed_ms = now;
     counters.refreshes.fetch_add(1, Ordering::Relaxed);
     crate::metrics::model_refreshed();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use crate::{Engine, Features, RewardOutcome};
+
+    /// Issue 13, point 11: the decide path takes no lock a reward holds. A reward is stopped
+    /// in the middle of taking a decision from the pending store (after reading the slot,
+    /// before claiming it); the thread that made that decision goes on making bandit
+    /// decisions into the same store. Before, the reward held the mutex of that thread's
+    /// shard there, and the thread's next bandit decision blocked until the reward went on.
+    #[test]
+    fn decisions_complete_while_a_reward_is_stopped_mid_take() {
+        let engine = Engine::builder().id_prefix(3).build();
+        let config = r#"{"version": "1", "slots": [{"id": "s", "variants": [{"id": "a"}, {"id": "b"}],
+            "default": "a", "rules": [{"bandit": {"policy": "epsilon_greedy", "arms": ["a", "b"]}}]}]}"#;
+        engine.load_config_json(config).expect("valid");
+        let wait = Duration::from_secs(20);
+        // The deciding thread: one decision, then (when told) a thousand more.
+        let (first_id, first) = mpsc::channel();
+        let (start, started) = mpsc::channel::<()>();
+        let (done, finished) = mpsc::channel();
+        let decider = {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let none = Features::new();
+                let _ = first_id.send(engine.decide("s", "u", &none).id());
+                if started.recv_timeout(wait * 2).is_ok() {
+                    let bandit = (0..1_000)
+                        .filter(|_| engine.decide("s", "u", &none).model_version().is_some())
+                        .count();
+                    let _ = done.send(bandit);
+                }
+            })
+        };
+        let first = first.recv_timeout(wait).expect("the first decision");
+        let (inside, stopped) = mpsc::channel();
+        let (resume, go) = mpsc::channel::<()>();
+        let rewarder = {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let mut go = Some(go);
+                super::pending::hooks::set(move || {
+                    if let Some(go) = go.take() {
+                        let _ = inside.send(());
+                        let _ = go.recv_timeout(Duration::from_secs(60));
+                    }
+                });
+                let out = engine.reward(first, 1.0);
+                super::pending::hooks::clear();
+                out
+            })
+        };
+        stopped
+            .recv_timeout(wait)
+            .expect("the reward reached the pending store");
+        let _ = start.send(());
+        let decided = finished.recv_timeout(wait);
+        let _ = resume.send(());
+        assert_eq!(
+            decided,
+            Ok(1_000),
+            "bandit decisions completed while a reward was stopped mid-take"
+        );
+        assert_eq!(rewarder.join().ok(), Some(RewardOutcome::Applied));
+        let _ = decider.join();
+        assert_eq!(engine.reward_stats().applied, 1);
+    }
 }

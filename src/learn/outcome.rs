@@ -54,12 +54,16 @@ pub struct RewardStats {
     pub rejected: u64,
     /// Decisions whose window passed without a reward and got the rule's default reward.
     pub defaulted: u64,
-    /// Decisions whose window passed without a reward, for rules with no default reward.
+    /// Decisions whose window passed without a reward, for rules with no default reward
+    /// (and expired decisions that overflowed the 4,096 places kept for their default, see
+    /// `evicted`).
     pub expired: u64,
-    /// Decisions forgotten before their window passed because the pending store was full.
-    /// Each also gets its rule's default reward (counted in `defaulted`, or in `expired`
-    /// without one) at the next refresh or reward of its shard, up to 256 per shard in
-    /// between; beyond that it is only counted here.
+    /// Decisions forgotten before their window passed because a newer decision took their
+    /// place in the pending store (see
+    /// [`EngineBuilder::pending_rewards`](crate::EngineBuilder::pending_rewards)). A rule
+    /// with a default reward still gets it for each (counted in `defaulted`) at the next
+    /// reward or refresh, up to 4,096 in between; beyond that, and for rules without a
+    /// default, an evicted decision is only counted here.
     pub evicted: u64,
     /// Model refreshes published.
     pub refreshes: u64,

@@ -1,18 +1,45 @@
-//! The pending-reward store: bandit decisions waiting for their reward, by shard.
+//! The pending-reward store: bandit decisions waiting for their reward, without a lock.
+//!
+//! Bandit decisions number from a sequence of their own (see
+//! [`BANDIT_SEQ`](crate::decision::BANDIT_SEQ)), handed to threads in small blocks, and
+//! decision `n` lives in slot `n % capacity` of one table per engine. A reward finds its
+//! decision with one load; the table is a ring in which new decisions overwrite the oldest.
+//!
+//! Each slot is a state word, `seq << 2 | tag`, guarding a payload of plain atomics, in the
+//! manner of a seqlock:
+//! - a writer (the deciding thread) takes the slot by CAS to `n | WRITING`, writes the
+//!   payload, then publishes `n | PENDING` with release ordering;
+//! - a reader (a reward, a sweep, a writer about to overwrite a pending decision) copies the
+//!   payload after an acquire load of `m | PENDING`, then claims the slot by CAS from exactly
+//!   that word. The CAS succeeds only if no writer took the slot in between, so the copy is
+//!   whole; a sequence number is written once, so the word cannot come back (no ABA).
+//!
+//! Nobody waits for anybody: a writer that finds the slot being written by another thread
+//! (only when the ring laps a stalled writer) or holding a newer decision gives its own
+//! decision up as evicted. Evicted and expired decisions found on the decide path go to a
+//! second, smaller ring of the same slots (the *due* ring) from which rewards and refreshes
+//! take them to apply the rule's default reward.
+
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use super::MAX_CONTEXT;
+use crate::decision::BANDIT_SEQ;
 
-/// One remembered bandit decision, waiting for its reward. Its context (contextual rules
-/// only) is in the shard's `contexts`, at the same ring position.
-#[derive(Clone, Copy)]
+/// One remembered bandit decision, waiting for its reward.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct Pending {
-    pub(super) id: u128,
     pub(super) learner: u32,
     pub(super) arm: u32,
     /// The arm's generation when the decision was made (see `Bandit::gens`).
     pub(super) gen: u32,
     pub(super) expires_ms: u64,
     pub(super) dim: u8,
+    /// The rule had a default reward when the decision was made: an evicted or expired
+    /// decision goes to the due ring for it. Without one, it is only counted.
+    pub(super) has_default: bool,
+    /// In the due ring: the decision was evicted (already counted in `evicted`), not expired.
+    pub(super) evicted: bool,
 }
 
 /// A taken pending decision with its context.
@@ -27,219 +54,398 @@ impl Taken {
     }
 }
 
-/// The pending index: decision id → ring position, open addressing with Robin Hood
-/// linear probing and backward-shift deletion, at most half full.
-///
-/// An entry packs the id's 32-bit key (its low bits, folded with the high ones) above the
-/// ring position + 1 (0 = empty). The key's low bits are the home slot, so the ids of one
-/// thread, which are consecutive, land on consecutive slots: remembering a decision and
-/// evicting the oldest one touch two sliding windows of the table instead of two random
-/// cache lines, and the table itself is 8 bytes a slot (a quarter of a general hash map's).
-/// Robin Hood order keeps a lookup of an absent id short even inside a long run of
-/// consecutive ids: it stops at the first entry closer to its home than the probe.
-pub(super) struct Index {
-    pub(super) slots: Box<[u64]>,
-    pub(super) mask: usize,
+const EMPTY: u64 = 0;
+const WRITING: u64 = 1;
+const PENDING: u64 = 2;
+const CLAIMED: u64 = 3;
+
+/// A slot: the state word and the payload it guards (32 bytes, two per cache line).
+#[derive(Default)]
+struct Slot {
+    state: AtomicU64,
+    /// `learner << 32 | arm`
+    who: AtomicU64,
+    /// `gen << 32 | dim << 2 | has_default << 1 | evicted`
+    gen: AtomicU64,
+    expires: AtomicU64,
 }
 
-impl Index {
-    pub(super) fn new(cap: usize) -> Self {
-        let n = (cap * 2).next_power_of_two().max(16);
-        Index {
-            slots: vec![0; n].into_boxed_slice(),
-            mask: n - 1,
-        }
-    }
+type Ctx = [AtomicU64; MAX_CONTEXT];
 
-    pub(super) fn key(id: u128) -> u32 {
-        let (lo, hi) = (id as u64, (id >> 64) as u64);
-        (lo ^ hi ^ (hi >> 32)) as u32
-    }
-
-    pub(super) fn dist(&self, slot: usize, entry: u64) -> usize {
-        slot.wrapping_sub((entry >> 32) as usize) & self.mask
-    }
-
-    /// Inserts a position for a key not in the table (decision ids are unique). The table
-    /// is never more than half full, so there is always an empty slot.
-    pub(super) fn insert(&mut self, key: u32, pos: usize) {
-        let mut e = (u64::from(key) << 32) | (pos as u64 + 1);
-        let mut i = key as usize & self.mask;
-        let mut d = 0;
-        loop {
-            let cur = self.slots[i];
-            if cur == 0 {
-                self.slots[i] = e;
-                return;
-            }
-            let cd = self.dist(i, cur);
-            if cd < d {
-                self.slots[i] = e;
-                e = cur;
-                d = cd;
-            }
-            i = (i + 1) & self.mask;
-            d += 1;
-        }
-    }
-
-    /// The table slot holding `key` whose position satisfies `is`.
-    pub(super) fn find(&self, key: u32, mut is: impl FnMut(usize) -> bool) -> Option<usize> {
-        let mut i = key as usize & self.mask;
-        let mut d = 0;
-        loop {
-            let cur = self.slots[i];
-            if cur == 0 || self.dist(i, cur) < d {
-                return None;
-            }
-            if (cur >> 32) as u32 == key && is((cur as u32 - 1) as usize) {
-                return Some(i);
-            }
-            i = (i + 1) & self.mask;
-            d += 1;
-        }
-    }
-
-    /// Removes the entry at table slot `i`, shifting the run after it back.
-    pub(super) fn remove_at(&mut self, mut i: usize) -> usize {
-        let pos = (self.slots[i] as u32 - 1) as usize;
-        loop {
-            let j = (i + 1) & self.mask;
-            let next = self.slots[j];
-            if next == 0 || self.dist(j, next) == 0 {
-                self.slots[i] = 0;
-                return pos;
-            }
-            self.slots[i] = next;
-            i = j;
-        }
-    }
+/// A ring of slots indexed by sequence number.
+struct Table {
+    slots: Box<[Slot]>,
+    /// Contexts by slot, allocated on the first contextual decision.
+    contexts: OnceLock<Box<[Ctx]>>,
+    mask: u64,
 }
 
-/// A FIFO ring of pending decisions with an id index. Allocated on first use, then never
-/// again: the index has at least twice the ring's capacity, so it never grows.
-pub(super) struct Shard {
-    pub(super) ring: Vec<Option<Pending>>,
-    /// Contexts by ring position; allocated on the first contextual decision.
-    pub(super) contexts: Vec<[f64; MAX_CONTEXT]>,
-    pub(super) head: usize,
-    pub(super) len: usize,
-    pub(super) index: Index,
-    /// Decisions evicted while still pending, or found expired by `push`, waiting for their
-    /// rule's default reward (at most [`EVICTED_KEEP`], room reserved up front so `push`
-    /// never allocates).
-    pub(super) evicted_due: Vec<Taken>,
-    /// Where [`Shard::sweep`] looks next.
-    pub(super) cursor: usize,
-}
+/// Why a write did not take its slot.
+struct Lost;
 
-/// Evicted decisions a shard keeps for their default reward between two refreshes (or
-/// rewards of the shard); beyond that an evicted decision is only counted.
-pub(super) const EVICTED_KEEP: usize = 256;
-
-impl Shard {
-    pub(super) fn new(cap: usize) -> Self {
-        Shard {
-            ring: vec![None; cap],
-            contexts: Vec::new(),
-            head: 0,
-            len: 0,
-            index: Index::new(cap),
-            evicted_due: Vec::with_capacity(EVICTED_KEEP),
-            cursor: 0,
+impl Table {
+    /// `cap` is a power of two.
+    fn new(cap: usize) -> Self {
+        Table {
+            slots: (0..cap).map(|_| Slot::default()).collect(),
+            contexts: OnceLock::new(),
+            mask: cap as u64 - 1,
         }
     }
 
-    pub(super) fn taken(&self, pos: usize, p: Pending) -> Taken {
+    fn slot(&self, n: u64) -> (&Slot, usize) {
+        let i = (n & self.mask) as usize;
+        (&self.slots[i], i)
+    }
+
+    /// Copies slot `i`'s payload (relaxed; valid only if a later claim succeeds). `ctx`:
+    /// with the context.
+    fn read(&self, s: &Slot, i: usize, ctx: bool) -> Taken {
+        let (who, gen) = (s.who.load(Ordering::Relaxed), s.gen.load(Ordering::Relaxed));
+        let p = Pending {
+            learner: (who >> 32) as u32,
+            arm: who as u32,
+            gen: (gen >> 32) as u32,
+            expires_ms: s.expires.load(Ordering::Relaxed),
+            dim: ((gen >> 2) as u8).min(MAX_CONTEXT as u8),
+            has_default: gen & 2 != 0,
+            evicted: gen & 1 != 0,
+        };
         let mut x = [0.0; MAX_CONTEXT];
-        if p.dim > 0 {
-            if let Some(c) = self.contexts.get(pos) {
-                x = *c;
+        if ctx && p.dim > 0 {
+            if let Some(c) = self.contexts.get().and_then(|c| c.get(i)) {
+                for (v, w) in x.iter_mut().zip(c).take(usize::from(p.dim)) {
+                    *v = f64::from_bits(w.load(Ordering::Relaxed));
+                }
             }
         }
         Taken { p, x }
     }
 
-    /// Drops the oldest slot of the ring; returns the entry if it was still pending.
-    pub(super) fn pop_front(&mut self) -> Option<Taken> {
-        let cap = self.ring.len();
-        let pos = self.head;
-        let e = self.ring[pos].take();
-        self.head = (self.head + 1) % cap;
-        self.len -= 1;
-        let p = e?;
-        if let Some(i) = self.index.find(Index::key(p.id), |at| at == pos) {
-            self.index.remove_at(i);
+    /// Claims the decision in the slot of `n` if it is pending, is `n` itself (`exact`) or
+    /// any sequence number (`!exact`), and satisfies `pred`. Exactly one claim of a
+    /// pending decision succeeds.
+    fn claim(&self, n: u64, exact: bool, pred: impl FnOnce(&Pending) -> bool) -> Option<Taken> {
+        let (s, i) = self.slot(n);
+        let cur = s.state.load(Ordering::Acquire);
+        if cur & 3 != PENDING || (exact && cur >> 2 != n) {
+            return None;
         }
-        Some(self.taken(pos, p))
+        let t = self.read(s, i, true);
+        if !pred(&t.p) {
+            return None;
+        }
+        #[cfg(test)]
+        hooks::before_claim();
+        // Orders the payload loads before the CAS: if any of them saw a later writer's
+        // store, that writer's `WRITING` is visible to the CAS, which then fails.
+        fence(Ordering::Acquire);
+        let won =
+            s.state
+                .compare_exchange(cur, cur | CLAIMED, Ordering::Relaxed, Ordering::Relaxed);
+        won.ok().map(|_| t)
     }
 
-    /// Looks at up to `n` ring positions from a cursor that keeps going round the ring, and
-    /// moves the expired decisions there to `evicted_due` (while there is room). Expiry is
-    /// therefore per decision: a long-window decision does not hold back the expiry of the
-    /// short-window ones behind it. Lazy: decides and rewards of the shard do it as they go.
-    pub(super) fn sweep(&mut self, now: u64, n: usize) {
-        let cap = self.ring.len();
-        for _ in 0..n.min(self.len) {
-            if self.evicted_due.len() >= EVICTED_KEEP {
-                return;
+    /// Writes decision `n`; returns the pending decision it overwrote (with its context if
+    /// it has a default reward), or `Lost` if the slot holds a newer decision or another
+    /// writer is writing it.
+    fn write(&self, n: u64, p: &Pending, x: &[f64]) -> Result<Option<Taken>, Lost> {
+        let (s, i) = self.slot(n);
+        let mut cur = s.state.load(Ordering::Acquire);
+        let old = loop {
+            let tag = cur & 3;
+            if tag == WRITING || (tag == PENDING && cur >> 2 > n) {
+                return Err(Lost);
             }
-            // The cursor goes round the occupied part of the ring only.
-            let offset = (self.cursor + cap - self.head) % cap;
-            if offset >= self.len {
-                self.cursor = self.head;
+            let old = (tag == PENDING).then(|| {
+                let t = self.read(s, i, false);
+                if t.p.has_default {
+                    self.read(s, i, true)
+                } else {
+                    t
+                }
+            });
+            fence(Ordering::Acquire);
+            match s.state.compare_exchange_weak(
+                cur,
+                n << 2 | WRITING,
+                Ordering::Relaxed,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break old,
+                Err(now) => cur = now,
             }
-            let pos = self.cursor;
-            self.cursor = (self.cursor + 1) % cap;
-            let Some(p) = self.ring[pos] else { continue };
-            if now <= p.expires_ms {
-                continue;
-            }
-            // Out of the middle of the ring: the slot stays (as an empty one) until the
-            // front passes it, like a rewarded decision's.
-            self.ring[pos] = None;
-            if let Some(i) = self.index.find(Index::key(p.id), |at| at == pos) {
-                self.index.remove_at(i);
-            }
-            let t = self.taken(pos, p);
-            self.evicted_due.push(t);
-        }
-    }
-
-    /// Inserts; returns whether a still-pending entry was evicted to make room.
-    pub(super) fn push(&mut self, p: Pending, x: &[f64], now: u64) -> bool {
-        self.sweep(now, 2);
-        let cap = self.ring.len();
-        let mut evicted = false;
-        if self.len == cap {
-            if let Some(t) = self.pop_front() {
-                evicted = true;
-                if self.evicted_due.len() < EVICTED_KEEP {
-                    self.evicted_due.push(t);
+        };
+        // Orders the `WRITING` state before the payload stores (see `claim`).
+        fence(Ordering::Release);
+        s.who.store(
+            u64::from(p.learner) << 32 | u64::from(p.arm),
+            Ordering::Relaxed,
+        );
+        s.gen.store(
+            u64::from(p.gen) << 32
+                | u64::from(p.dim) << 2
+                | u64::from(p.has_default) << 1
+                | u64::from(p.evicted),
+            Ordering::Relaxed,
+        );
+        s.expires.store(p.expires_ms, Ordering::Relaxed);
+        if !x.is_empty() {
+            if let Some(c) = self.contexts().get(i) {
+                for (w, v) in c.iter().zip(x) {
+                    w.store(v.to_bits(), Ordering::Relaxed);
                 }
             }
         }
-        let pos = (self.head + self.len) % cap;
-        if !x.is_empty() {
-            if self.contexts.len() != cap {
-                self.contexts = vec![[0.0; MAX_CONTEXT]; cap];
-            }
-            self.contexts[pos][..x.len()].copy_from_slice(x);
-        }
-        self.ring[pos] = Some(p);
-        self.len += 1;
-        self.index.insert(Index::key(p.id), pos);
-        evicted
+        s.state.store(n << 2 | PENDING, Ordering::Release);
+        Ok(old)
     }
 
-    pub(super) fn take(&mut self, id: u128) -> Option<Taken> {
-        let ring = &self.ring;
-        let i = self
-            .index
-            .find(Index::key(id), |at| ring[at].is_some_and(|p| p.id == id))?;
-        let pos = self.index.remove_at(i);
-        let p = self.ring[pos].take()?;
-        Some(self.taken(pos, p))
+    /// The contexts, allocated on first use.
+    fn contexts(&self) -> &[Ctx] {
+        let cap = self.slots.len();
+        self.contexts
+            .get_or_init(|| (0..cap).map(|_| Default::default()).collect())
+    }
+
+    /// Whether `n`'s write may still come: the slot is empty, holds an older number, or is
+    /// `n` itself being written. (A write given up while an older one was being written
+    /// looks the same; the due ring's reader then waits for the ring to move past it.)
+    fn awaits(&self, n: u64) -> bool {
+        let cur = self.slot(n).0.state.load(Ordering::Acquire);
+        let (seq, tag) = (cur >> 2, cur & 3);
+        tag == EMPTY || seq < n || (seq == n && tag == WRITING)
+    }
+}
+
+/// Size of the due ring: evicted and expired decisions found on the decide path, waiting
+/// for their default reward until the next reward or refresh; beyond that an evicted
+/// decision is only counted.
+pub(super) const DUE: usize = 4_096;
+
+/// Stripes of the store's counters, so threads deciding at the same time count evictions
+/// on different cache lines (a thread's stripe follows its block of numbers).
+const STRIPES: usize = 16;
+
+/// A stripe: evicted decisions, and decisions without a default reward found expired on the
+/// decide path (only counted).
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe {
+    evicted: AtomicU64,
+    expired: AtomicU64,
+}
+
+/// The pending-reward store of one engine.
+pub(super) struct Store {
+    /// The table and the due ring, allocated on the first bandit decision (and their
+    /// contexts on the first contextual one), so the decide path allocates nothing after.
+    tables: OnceLock<(Table, Table)>,
+    cap: usize,
+    /// The engine's id prefix: a reward for another prefix is unknown without a lookup.
+    prefix: u64,
+    /// The bandit sequence: blocks handed to threads, and the block size.
+    blocks: AtomicU64,
+    block: u64,
+    due_head: AtomicU64,
+    due_tail: AtomicU64,
+    cursor: AtomicU64,
+    stripes: [Stripe; STRIPES],
+    /// Expired decisions the due ring had no room for (counted as expired, no default).
+    overflowed: AtomicU64,
+}
+
+impl Store {
+    /// A store remembering the last `cap` bandit decisions (rounded up to a power of two).
+    pub(super) fn new(cap: usize, prefix: u64) -> Self {
+        let cap = cap.next_power_of_two();
+        Store {
+            tables: OnceLock::new(),
+            cap,
+            prefix,
+            blocks: AtomicU64::new(0),
+            // Small blocks, so a thread's unused rest of a block wastes little of the ring.
+            block: (cap as u64 / 16).clamp(1, 256),
+            due_head: AtomicU64::new(0),
+            due_tail: AtomicU64::new(0),
+            cursor: AtomicU64::new(0),
+            stripes: Default::default(),
+            overflowed: AtomicU64::new(0),
+        }
+    }
+
+    /// The id of the next bandit decision of engine `engine` on this thread.
+    #[inline]
+    pub(super) fn next_id(&self, engine: u64) -> u128 {
+        let seq = crate::decision::next_bandit_seq(engine, &self.blocks, self.block);
+        u128::from(self.prefix) << 64 | u128::from(seq | BANDIT_SEQ)
+    }
+
+    /// The table position of a bandit decision id of this engine.
+    fn seq_of(&self, id: u128) -> Option<u64> {
+        let lo = id as u64;
+        ((id >> 64) as u64 == self.prefix && lo & BANDIT_SEQ != 0).then_some(lo & !BANDIT_SEQ)
+    }
+
+    /// Remembers a decision (decide path: no lock, no allocation after the first call).
+    #[inline]
+    pub(super) fn remember(&self, id: u128, p: &Pending, x: &[f64], now: u64) {
+        let Some(n) = self.seq_of(id) else { return };
+        let (table, due) = self
+            .tables
+            .get_or_init(|| (Table::new(self.cap), Table::new(DUE)));
+        if !x.is_empty() {
+            due.contexts();
+        }
+        let stripe = &self.stripes[(n / self.block) as usize % STRIPES];
+        match table.write(n, p, x) {
+            Ok(None) => {}
+            Ok(Some(mut old)) => {
+                old.p.evicted = now <= old.p.expires_ms;
+                let count = if old.p.evicted {
+                    &stripe.evicted
+                } else {
+                    &stripe.expired
+                };
+                if old.p.has_default {
+                    if old.p.evicted {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.push_due(due, &old);
+                } else {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(Lost) => {
+                stripe.evicted.fetch_add(1, Ordering::Relaxed);
+                if p.has_default {
+                    let mut x_all = [0.0; MAX_CONTEXT];
+                    x_all[..x.len()].copy_from_slice(x);
+                    let p = Pending {
+                        evicted: true,
+                        ..*p
+                    };
+                    self.push_due(due, &Taken { p, x: x_all });
+                }
+            }
+        }
+    }
+
+    fn push_due(&self, due: &Table, t: &Taken) {
+        let d = self.due_head.fetch_add(1, Ordering::AcqRel);
+        let lost = match due.write(d, &t.p, t.x()) {
+            Ok(old) => old.map(|o| o.p),
+            Err(Lost) => Some(t.p),
+        };
+        if lost.is_some_and(|p| !p.evicted) {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the decision `id` if it is pending.
+    pub(super) fn take(&self, id: u128) -> Option<Taken> {
+        let n = self.seq_of(id)?;
+        self.tables.get()?.0.claim(n, true, |_| true)
+    }
+
+    /// Moves the due ring's decisions to `out`, in order, up to the first one still being
+    /// written.
+    pub(super) fn drain_due(&self, out: &mut Vec<Taken>) {
+        let Some((_, due)) = self.tables.get() else {
+            return;
+        };
+        let head = self.due_head.load(Ordering::Acquire);
+        let tail = self.due_tail.load(Ordering::Acquire);
+        let mut d = tail.max(head.saturating_sub(DUE as u64));
+        while d < head {
+            if let Some(t) = due.claim(d, true, |_| true) {
+                out.push(t);
+            } else if due.awaits(d) {
+                break;
+            }
+            d += 1;
+        }
+        self.due_tail.fetch_max(d, Ordering::AcqRel);
+    }
+
+    /// Looks at up to `n` positions of the table, from a cursor that goes round its used
+    /// part, and moves the decisions there whose window has passed to `out`.
+    pub(super) fn sweep(&self, now: u64, n: usize, out: &mut Vec<Taken>) {
+        let Some((table, _)) = self.tables.get() else {
+            return;
+        };
+        let used = self
+            .blocks
+            .load(Ordering::Relaxed)
+            .min(self.cap as u64)
+            .max(1);
+        let n = (n as u64).min(used);
+        let start = self.cursor.fetch_add(n, Ordering::Relaxed) % used;
+        for k in 0..n {
+            let pos = (start + k) % used;
+            if let Some(t) = table.claim(pos, false, |p| now > p.expires_ms) {
+                out.push(t);
+            }
+        }
+    }
+
+    /// The whole table's decisions whose window has passed, and the due ring, to `out`.
+    pub(super) fn sweep_all(&self, now: u64, out: &mut Vec<Taken>) {
+        self.drain_due(out);
+        let Some((table, _)) = self.tables.get() else {
+            return;
+        };
+        for pos in 0..self.cap as u64 {
+            if let Some(t) = table.claim(pos, false, |p| now > p.expires_ms) {
+                out.push(t);
+            }
+        }
+    }
+
+    /// Decisions evicted while pending.
+    pub(super) fn evicted(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.evicted.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Expired decisions counted here and not given to the learner: those of rules without
+    /// a default reward found on the decide path, and those the due ring had no room for.
+    pub(super) fn expired(&self) -> u64 {
+        let here: u64 = self
+            .stripes
+            .iter()
+            .map(|s| s.expired.load(Ordering::Relaxed))
+            .sum();
+        here + self.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+/// A test hook: lets a test stop a reward between reading a slot and claiming it.
+#[cfg(test)]
+pub(super) mod hooks {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static BEFORE_CLAIM: RefCell<Option<Box<dyn FnMut()>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` on this thread before each claim's CAS, until `clear`.
+    pub(crate) fn set(f: impl FnMut() + 'static) {
+        BEFORE_CLAIM.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    pub(crate) fn clear() {
+        BEFORE_CLAIM.with(|h| *h.borrow_mut() = None);
+    }
+
+    pub(super) fn before_claim() {
+        BEFORE_CLAIM.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f();
+            }
+        });
     }
 }
 
@@ -247,68 +453,181 @@ impl Shard {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::sync::Arc;
 
-    /// The pending index against a `HashMap` model, with the FIFO insert/evict pattern of a
-    /// shard plus random takes, for consecutive ids, ids of interleaved threads and colliding
-    /// keys.
-    #[test]
-    fn index_matches_a_hash_map() {
-        for pattern in 0..3u64 {
-            let cap = 64;
-            let mut shard = Shard::new(cap);
-            let mut model: HashMap<u128, ()> = HashMap::new();
-            let mut order: std::collections::VecDeque<u128> = Default::default();
-            let mut state = 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(pattern + 1);
-            let mut rand = || {
-                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z ^ (z >> 27)
-            };
-            for n in 0..20_000u64 {
-                let id: u128 = match pattern {
-                    0 => u128::from(n),
-                    // Two threads' id blocks, 1 << 16 apart.
-                    1 => u128::from(((n % 2) << 16) | (n / 2)),
-                    // Keys that collide: same low 32 bits of the folded id.
-                    _ => (u128::from(n) << 64) | u128::from(n ^ (n << 32)),
-                };
-                let p = Pending {
-                    id,
-                    learner: 0,
-                    arm: 0,
-                    gen: 0,
-                    expires_ms: 0,
-                    dim: 0,
-                };
-                if order.len() == cap {
-                    let old = order.pop_front().unwrap_or_default();
-                    model.remove(&old);
-                }
-                shard.push(p, &[], 0);
-                order.push_back(id);
-                model.insert(id, ());
-                if rand() % 3 == 0 {
-                    // Take a random remembered (or already taken) id, or one never seen.
-                    let probe = match rand() % 3 {
-                        0 => u128::from(rand()) | (1 << 100),
-                        _ => order[(rand() % order.len() as u64) as usize],
-                    };
-                    let got = shard.take(probe).map(|t| t.p.id);
-                    let want = model.remove(&probe).map(|()| probe);
-                    assert_eq!(got, want, "pattern {pattern}, step {n}, id {probe:#x}");
-                }
-            }
-            for id in order {
-                assert_eq!(
-                    shard.take(id).map(|t| t.p.id),
-                    model.remove(&id).map(|()| id)
-                );
-            }
-            assert!(
-                shard.index.slots.iter().all(|&e| e == 0),
-                "pattern {pattern}"
-            );
+    fn pending(arm: u32, expires_ms: u64) -> Pending {
+        Pending {
+            learner: 7,
+            arm,
+            gen: 3,
+            expires_ms,
+            dim: 0,
+            has_default: true,
+            evicted: false,
         }
+    }
+
+    fn id(store: &Store, n: u64) -> u128 {
+        u128::from(store.prefix) << 64 | u128::from(n | BANDIT_SEQ)
+    }
+
+    fn seq(id: u128) -> u64 {
+        id as u64 & !BANDIT_SEQ
+    }
+
+    /// One thread: the table is a ring of the last `cap` decisions, against a map model, with
+    /// random takes of remembered, taken and never-seen ids; what it overwrites while pending
+    /// is counted and goes to the due ring.
+    #[test]
+    fn the_table_is_a_ring_of_the_last_decisions() {
+        let store = Store::new(64, 5);
+        let mut model: HashMap<u64, u32> = HashMap::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut due = Vec::new();
+        let (engine, mut evicted) = (crate::decision::engine_serial(), 0);
+        for n in 0..20_000u64 {
+            if model.remove(&n.wrapping_sub(64)).is_some() {
+                evicted += 1;
+            }
+            let i = store.next_id(engine);
+            assert_eq!(
+                (seq(i), i >> 64),
+                (n, 5),
+                "one thread numbers consecutively"
+            );
+            store.remember(i, &pending(n as u32, u64::MAX), &[], 0);
+            model.insert(n, n as u32);
+            if rand() % 3 == 0 {
+                let probe = n.saturating_sub(rand() % 100);
+                let got = store.take(id(&store, probe)).map(|t| t.p.arm);
+                assert_eq!(got, model.remove(&probe), "step {n}, probe {probe}");
+            }
+            if n % 1_000 == 0 {
+                store.drain_due(&mut due);
+            }
+        }
+        store.drain_due(&mut due);
+        assert_eq!(store.evicted(), evicted);
+        assert!(evicted > 10_000, "{evicted}");
+        assert!(due.iter().all(|t| t.p.evicted && t.p.learner == 7));
+        assert_eq!(
+            due.len() as u64,
+            evicted,
+            "each eviction reached the due ring once"
+        );
+        // Another engine's id, and a non-bandit id of this one, are unknown.
+        assert!(store
+            .take(u128::from(6u64) << 64 | u128::from(BANDIT_SEQ | 19_999))
+            .is_none());
+        assert!(store.take(u128::from(5u64) << 64 | 19_999).is_none());
+        for (n, arm) in model {
+            assert_eq!(store.take(id(&store, n)).map(|t| t.p.arm), Some(arm));
+        }
+    }
+
+    /// Contexts travel with their decision, and a sweep takes exactly the expired ones.
+    #[test]
+    fn contexts_and_expiry() {
+        let store = Store::new(16, 1);
+        let engine = crate::decision::engine_serial();
+        for n in 0..10u64 {
+            let p = Pending {
+                dim: 3,
+                ..pending(n as u32, 100 + n)
+            };
+            store.remember(store.next_id(engine), &p, &[n as f64, 0.5, -1.0], 0);
+        }
+        let mut out = Vec::new();
+        store.sweep(104, 16, &mut out);
+        let mut arms: Vec<u32> = out.iter().map(|t| t.p.arm).collect();
+        arms.sort_unstable();
+        assert_eq!(arms, [0, 1, 2, 3]);
+        assert!(out.iter().all(|t| t.x() == [f64::from(t.p.arm), 0.5, -1.0]));
+        let t = store.take(id(&store, 9)).expect("pending");
+        assert_eq!(t.x(), [9.0, 0.5, -1.0]);
+        out.clear();
+        store.sweep_all(u64::MAX - 1, &mut out);
+        assert_eq!(out.len(), 5, "4..=8 left");
+    }
+
+    /// Writers and claimers race on a small table: every decision ends exactly once, as a
+    /// successful take, an eviction found in the due ring, an overflow of the due ring, or
+    /// still pending at the end; no take returns another decision's payload.
+    #[test]
+    fn racing_writers_and_takers_account_for_every_decision() {
+        let store = Arc::new(Store::new(256, 2));
+        let threads = 4u64;
+        let per = 50_000u64;
+        let taken = Arc::new(AtomicU64::new(0));
+        let drained = Arc::new(AtomicU64::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let (store, taken, drained) = (&store, &taken, &drained);
+                s.spawn(move || {
+                    let (mut due, engine) = (Vec::new(), crate::decision::engine_serial());
+                    for k in 0..per {
+                        let i = store.next_id(engine);
+                        let n = seq(i);
+                        // The payload is a function of the number, to detect a torn copy.
+                        let p = Pending {
+                            learner: n as u32,
+                            arm: (n >> 32) as u32 ^ 0xa5a5,
+                            gen: !(n as u32),
+                            expires_ms: u64::MAX - 1,
+                            dim: 2,
+                            has_default: true,
+                            evicted: false,
+                        };
+                        store.remember(i, &p, &[n as f64, -(n as f64)], 0);
+                        // Take an id of this or another thread, near the frontier.
+                        let probe = n.saturating_sub(k % 200);
+                        if let Some(got) = store.take(id(store, probe)) {
+                            assert_eq!(got.p.learner, probe as u32);
+                            assert_eq!(got.p.gen, !(probe as u32));
+                            assert_eq!(got.p.arm, (probe >> 32) as u32 ^ 0xa5a5);
+                            assert_eq!(got.x(), [probe as f64, -(probe as f64)]);
+                            taken.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if k % 64 == 0 {
+                            store.drain_due(&mut due);
+                            for t in due.drain(..) {
+                                assert_eq!(t.p.gen, !t.p.learner);
+                                assert_eq!(
+                                    t.x(),
+                                    [f64::from(t.p.learner), -f64::from(t.p.learner)]
+                                );
+                                drained.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let mut rest = Vec::new();
+        store.drain_due(&mut rest);
+        let drained = drained.load(Ordering::Relaxed) + rest.len() as u64;
+        let mut left = Vec::new();
+        store.sweep(u64::MAX, 256, &mut left);
+        let pending = left.len() as u64;
+        let (taken, evicted) = (taken.load(Ordering::Relaxed), store.evicted());
+        assert!(
+            taken > 0 && evicted > 0,
+            "the test raced: {taken} taken, {evicted} evicted"
+        );
+        // Each decision was taken, evicted, or is still in the table.
+        assert_eq!(
+            taken + evicted + pending,
+            threads * per,
+            "{taken} + {evicted} + {pending}"
+        );
+        // Evicted ones reached the due ring unless it was full (then only counted).
+        assert!(drained <= evicted, "{drained} > {evicted}");
+        assert_eq!(store.expired(), 0, "no expired decisions here");
     }
 }

@@ -103,13 +103,26 @@ impl Outcome {
     }
 }
 
+/// Where a bandit rule gets the id of the decision it draws for: a replay gives the logged
+/// id, the decide path takes one from the engine's bandit sequence.
+pub(crate) trait BanditId {
+    fn bandit_id(&mut self) -> u128;
+}
+
+impl BanditId for u128 {
+    fn bandit_id(&mut self) -> u128 {
+        *self
+    }
+}
+
 #[inline]
 fn held_out(h: &Holdout, user: &str) -> bool {
     bucket_with_seed(h.seed, user.as_bytes()) < h.below
 }
 
 impl Snapshot {
-    /// Evaluates slot `idx` for one user. `degraded` says the feature fetch failed.
+    /// Evaluates slot `idx` for one user. `degraded` says the feature fetch failed; `id`
+    /// gives the decision id a bandit draw is a function of (asked only by bandit rules).
     #[inline(always)]
     pub(crate) fn evaluate<T: Trace>(
         &self,
@@ -117,7 +130,7 @@ impl Snapshot {
         user: &str,
         features: &Features,
         degraded: Option<RawCause>,
-        decision: u128,
+        id: &mut impl BanditId,
         mut trace: T,
     ) -> Outcome {
         let Some(slot) = self.slots.get(idx as usize) else {
@@ -322,7 +335,7 @@ impl Snapshot {
                     let (mut probs, mut x) = ([0.0; MAX_ARMS], [0.0; MAX_CONTEXT]);
                     let version = spec.probabilities(features, &mut probs, &mut x);
                     let k = spec.arms.len();
-                    let u = math::uniform(decision, spec.seed, version);
+                    let u = math::uniform(id.bandit_id(), spec.seed, version);
                     let chosen = math::pick(&probs[..k], u);
                     ev.trace.note(|| {
                         format!(

@@ -11,7 +11,7 @@ use std::cell::Cell;
 use bytes::Bytes;
 
 pub(crate) use condition::{Cond, FeatureKey};
-pub(crate) use eval::{Outcome, RawCause, RawReason, NO_VARIANT};
+pub(crate) use eval::{BanditId, Outcome, RawCause, RawReason, NO_VARIANT};
 pub(crate) use lookup::StrIndex;
 
 use crate::metrics::SlotMetrics;
