@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::queue::{self, Backend, Captured, Queue};
+use super::capture::{self, Backend, Captured, Queue};
 use super::{Counters, DecisionEvent, DecisionSink, FlushError, Overflow, SinkStats};
 
 /// Options of a [`JsonlSink`].
@@ -160,7 +160,7 @@ impl JsonlSink {
             reopened: 0,
             checked: Instant::now(),
         };
-        let writer = queue::spawn_writer(&queue, "elvon-jsonl", backend)?;
+        let writer = capture::spawn_writer(&queue, "elvon-jsonl", backend)?;
         Ok(JsonlSink {
             inner: Arc::new(Inner {
                 queue,

@@ -4,19 +4,19 @@
 //! Every sink keeps the accounting invariant
 //! `offered = written + dropped + failed (+ pending, until flushed)`, see [`SinkStats`].
 
+mod capture;
 mod jsonl;
 mod memory;
-mod queue;
 mod record;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(feature = "kafka")]
+pub(crate) use capture::{spawn_writer, Backend, Captured, Queue};
 pub use jsonl::{JsonlOptions, JsonlSink};
 pub use memory::MemorySink;
-#[cfg(feature = "kafka")]
-pub(crate) use queue::{spawn_writer, Backend, Captured, Queue};
 pub(crate) use record::now_ms;
 pub use record::{ArmProbability, DecisionRecord, RecordReason, RECORD_SCHEMA};
 
