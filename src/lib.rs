@@ -65,6 +65,7 @@ mod watch;
 pub use config::{Config, ConfigError, ConfigProblem};
 pub use decision::{
     Decision, DecisionId, FallbackCause, FeatureStatus, ParseDecisionIdError, Reason, RuleRef,
+    UnknownCodeError,
 };
 pub use engine::{
     Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, DEFAULT_FETCH_DEADLINE,

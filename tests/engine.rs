@@ -505,7 +505,11 @@ fn decide_for_fetches_only_what_the_slot_reads() {
         (Some("on"), FeatureStatus::Fetched)
     );
     let d = e.decide_for("nofeatures", "u1");
-    assert_eq!(d.variant(), Some("only"));
+    assert_eq!(
+        (d.variant(), d.feature_status()),
+        (Some("only"), FeatureStatus::NotFetched),
+        "nothing was fetched"
+    );
     let d = e.decide_for("s", "stranger");
     assert_eq!(
         d.reason(),
@@ -610,6 +614,37 @@ fn explain_traces_every_step_without_logging() {
         "{:?}",
         x.steps
     );
+}
+
+/// Explaining takes no id from the engine's sequences: an engine that explains between two
+/// decisions makes the same ids and the same bandit draws as one that does not.
+#[test]
+fn explain_does_not_change_later_ids_or_draws() {
+    let config = json!({"version": "1", "slots": [
+        {"id": "b", "variants": [{"id": "x"}, {"id": "y"}, {"id": "z"}], "default": "x",
+         "rules": [{"bandit": {"policy": "epsilon_greedy", "epsilon": 0.9, "arms": ["x", "y", "z"]}}]},
+        {"id": "s", "variants": [{"id": "off"}, {"id": "on"}], "default": "off"}]})
+    .to_string();
+    let run = |explain: bool| {
+        let e = Engine::builder().id_prefix(77).build();
+        e.load_config_json(&config).unwrap();
+        let none = Features::new();
+        (0..50)
+            .map(|i| {
+                if explain {
+                    let x = e.explain(if i % 2 == 0 { "b" } else { "s" }, "u", &none);
+                    assert_eq!(
+                        x.decision.id().to_string(),
+                        "000000000000004dffffffffffffffff"
+                    );
+                }
+                let slot = if i % 3 == 0 { "s" } else { "b" };
+                let d = e.decide(slot, &format!("u{i}"), &none);
+                (d.id(), d.variant().map(str::to_owned))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(true), run(false));
 }
 
 #[test]

@@ -27,7 +27,10 @@ impl Engine {
     }
 
     /// Decides like [`Engine::decide`] and returns every evaluation step. For debugging: the
-    /// decision is neither logged to the sink nor counted in metrics.
+    /// decision is neither logged to the sink, nor counted in metrics, nor remembered for a
+    /// reward. It takes no id from the engine's sequences, so it does not change the ids and
+    /// draws of later decisions; its id is the engine's prefix followed by `ffffffffffffffff`,
+    /// the same for every explanation (a bandit draw with it is the same each time too).
     #[must_use]
     pub fn explain(&self, slot: &str, user: &str, features: &Features) -> Explanation {
         let snap = self.inner.snapshot.load();
@@ -39,13 +42,15 @@ impl Engine {
                 snap.version
             ));
         }
-        let mut ids = super::Ids::new(&self.inner);
-        let outcome = snap.evaluate(idx, user, features, None, &mut ids, &mut steps);
+        // An id no decision gets, so explaining takes none from the engine's sequences (and
+        // leaves the draws of later, reproducible decisions as they would have been).
+        let id = DecisionId::from_u128(u128::from(self.inner.prefix) << 64 | u128::from(u64::MAX));
+        let outcome = snap.evaluate(idx, user, features, None, &mut id.as_u128(), &mut steps);
         let decision = Decision {
             snap,
             slot: idx,
             outcome,
-            id: ids.id(),
+            id,
             features: FeatureStatus::Provided,
         };
         steps.push(format!(

@@ -295,7 +295,8 @@ impl Engine {
     /// features (the default for rules that needed them) and says so in the decision's
     /// [`feature_status`](Decision::feature_status) and, when the default is served, in a
     /// [`Reason::Fallback`](crate::Reason::Fallback). Slots that read no features, and
-    /// engines built without a source, decide without fetching (on no features).
+    /// engines built without a source, decide without fetching, on no features
+    /// ([`FeatureStatus::NotFetched`]).
     pub fn decide_for(&self, slot: &str, user: &str) -> Decision {
         let (snap, started) = (self.inner.snapshot.load_full(), Instant::now());
         let deadline = crate::clock::deadline_after(started, self.inner.deadline);
@@ -344,7 +345,7 @@ impl Engine {
     ) -> Decision {
         let secs = started.elapsed().as_secs_f64();
         let (features, status, degraded) = match result {
-            None => (Features::new(), FeatureStatus::Fetched, None),
+            None => (Features::new(), FeatureStatus::NotFetched, None),
             Some(Ok(f)) => {
                 crate::metrics::feature_fetch(secs, "ok");
                 (f, FeatureStatus::Fetched, None)

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::DecisionEvent;
-use crate::decision::{DecisionId, FallbackCause, FeatureStatus, Reason};
+use crate::decision::{DecisionId, FallbackCause, Reason};
 use crate::features::{Features, Text};
 
 /// Schema version written in every record's `schema` field.
@@ -42,7 +42,8 @@ pub struct DecisionRecord {
     pub probabilities: Option<Vec<ArmProbability>>,
     /// The features the slot reads, as they were at decision time.
     pub features: Features,
-    /// `provided`, `fetched`, `timed_out`, `failed` or `unavailable`.
+    /// `provided`, `fetched`, `timed_out`, `failed`, `unavailable` or `not_fetched` (see
+    /// [`FeatureStatus::as_str`](crate::FeatureStatus::as_str)).
     pub feature_status: String,
     /// The config version that decided.
     pub config_version: String,
@@ -130,16 +131,6 @@ impl From<Reason<'_>> for RecordReason {
     }
 }
 
-pub(crate) fn status_name(s: FeatureStatus) -> &'static str {
-    match s {
-        FeatureStatus::Provided => "provided",
-        FeatureStatus::Fetched => "fetched",
-        FeatureStatus::TimedOut => "timed_out",
-        FeatureStatus::Failed => "failed",
-        FeatureStatus::Unavailable => "unavailable",
-    }
-}
-
 /// Now, as unix milliseconds (0 if the clock is before 1970).
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |t| {
@@ -195,7 +186,7 @@ impl DecisionRecord {
                 .collect()
             }),
             features,
-            feature_status: status_name(d.feature_status()).to_owned(),
+            feature_status: d.feature_status().as_str().to_owned(),
             config_version: d.config_version().to_owned(),
             model_version: d.model_version(),
         }

@@ -3,10 +3,10 @@
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-use super::encode::{status_from, unpack_reason};
+use super::encode::unpack_reason;
 use super::{HAS_MODEL, HEADER, SLOT_NAME};
 use crate::decision::{DecisionId, FeatureStatus};
-use crate::sink::record::{status_name, ArmProbability, RecordReason, RECORD_SCHEMA};
+use crate::sink::record::{ArmProbability, RecordReason, RECORD_SCHEMA};
 use crate::snapshot::{RawReason, Snapshot};
 
 /// A record as the writer reads it back.
@@ -81,7 +81,7 @@ impl Captured<'_> {
                 names,
                 bytes: self.features,
             },
-            feature_status: status_name(self.status),
+            feature_status: self.status.as_str(),
             config_version: self.snap.version(),
             model_version: self.model_version,
         };
@@ -222,7 +222,7 @@ pub(super) fn read_record<'a>(
         propensity: f64::from_bits(w(4)),
         model_version: (flags & HAS_MODEL != 0).then(|| w(HEADER)),
         id: DecisionId::from_u128(u128::from(w(1)) | u128::from(w(2)) << 64),
-        status: status_from(h0 >> 40 & 0xff)?,
+        status: FeatureStatus::try_from((h0 >> 40) as u8).ok()?,
         timestamp_ms: w(3),
         user: std::str::from_utf8(user).ok()?,
         slot_name,

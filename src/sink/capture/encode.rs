@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::ring::{lock, Ring};
 use super::{Queue, HAS_MODEL, HEADER, NEW_SNAP, SLOT_NAME, SNAPS};
-use crate::decision::FeatureStatus;
 use crate::features::Value;
 use crate::sink::record::coarse_now_ms;
 use crate::sink::{DecisionEvent, Overflow};
@@ -168,7 +167,7 @@ impl ProducerState {
             acc: 0,
             fill: 0,
         };
-        let status = u64::from(status_code(d.features));
+        let status = d.features as u64;
         out.word(n | flags << 32 | status << 40 | u64::from(n_probs) << 48);
         let id = d.id.as_u128();
         out.word(id as u64);
@@ -276,27 +275,6 @@ pub(super) fn encode_features(event: &DecisionEvent<'_>, out: &mut Vec<u8>) {
             }
         }
     }
-}
-
-pub(super) fn status_code(s: FeatureStatus) -> u8 {
-    match s {
-        FeatureStatus::Provided => 0,
-        FeatureStatus::Fetched => 1,
-        FeatureStatus::TimedOut => 2,
-        FeatureStatus::Failed => 3,
-        FeatureStatus::Unavailable => 4,
-    }
-}
-
-pub(super) fn status_from(c: u64) -> Option<FeatureStatus> {
-    Some(match c {
-        0 => FeatureStatus::Provided,
-        1 => FeatureStatus::Fetched,
-        2 => FeatureStatus::TimedOut,
-        3 => FeatureStatus::Failed,
-        4 => FeatureStatus::Unavailable,
-        _ => return None,
-    })
 }
 
 /// A reason in one word: tag in the top byte, a 16-bit and a 32-bit field below.

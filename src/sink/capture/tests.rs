@@ -1,9 +1,9 @@
 //! The capture queue end to end: records in, the same records decoded out.
 
-use super::encode::{pack_reason, status_code, status_from, unpack_reason};
+use super::encode::{pack_reason, unpack_reason};
 use super::writer::run;
 use super::*;
-use crate::decision::{DecisionId, FeatureStatus};
+use crate::decision::DecisionId;
 use crate::sink::{DecisionRecord, DecisionSink};
 use crate::snapshot::{RawCause, RawReason};
 use crate::{Engine, Features};
@@ -202,15 +202,6 @@ fn reasons_survive_packing() {
         assert_eq!(unpack_reason(pack_reason(r)), Some(r));
     }
     assert_eq!(unpack_reason(12 << 56), None);
-    for s in [
-        FeatureStatus::Provided,
-        FeatureStatus::Fetched,
-        FeatureStatus::TimedOut,
-        FeatureStatus::Failed,
-        FeatureStatus::Unavailable,
-    ] {
-        assert_eq!(status_from(u64::from(status_code(s))), Some(s));
-    }
 }
 
 /// Records the event both ways: through the queue, and as `DecisionRecord::from_event`.
