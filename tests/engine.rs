@@ -701,3 +701,37 @@ fn scores_with_many_inputs_read_each_feature_correctly() {
         assert!(matches!(d.reason(), Reason::Score(_)), "{:?}", d.reason());
     }
 }
+
+/// Features from a borrowed request: `&str` values (copied) and integer types of every width
+/// that fits an `i64`.
+#[test]
+fn features_from_a_borrowed_request() {
+    struct Request {
+        country: String,
+        tags: Vec<String>,
+        age: u8,
+        visits: usize,
+    }
+    fn features(req: &Request) -> Features {
+        let tags: Vec<&str> = req.tags.iter().map(String::as_str).collect();
+        Features::new()
+            .with("country", req.country.as_str())
+            .with("tags", tags)
+            .with("age", req.age)
+            .with("visits", elvon::Value::try_from(req.visits).expect("fits"))
+    }
+    let e = engine(one_slot(json!([
+        {"when": {"all": [{"feature": "country", "op": "eq", "value": "KR"},
+                          {"feature": "tags", "op": "contains", "value": "vip"},
+                          {"feature": "visits", "op": "gt", "value": 2}]}, "serve": "on"}])));
+    let req = Request {
+        country: "KR".to_owned(),
+        tags: vec!["new".to_owned(), "vip".to_owned()],
+        age: 30,
+        visits: 3,
+    };
+    let f = features(&req);
+    drop(req);
+    assert_eq!(e.decide("s", "u", &f).variant(), Some("on"));
+    assert_eq!(f.get("age"), Some(&elvon::Value::Int(30)));
+}

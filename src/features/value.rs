@@ -11,6 +11,24 @@ pub type Text = Cow<'static, str>;
 /// One feature value.
 ///
 /// Serialized untagged: `true`, `12`, `0.5`, `"KR"`, `["a", "b"]`.
+///
+/// Built with `From`: booleans, floats, integers that always fit an `i64` (`u64`, `usize`
+/// and 128-bit integers through `TryFrom`), strings and lists of strings. A `&str` is
+/// copied, so a value can come from a borrowed request field; `Value::from_static` keeps a
+/// `&'static str` without a copy.
+///
+/// ```
+/// use elvon::{Features, Value};
+///
+/// let country = String::from("KR");
+/// let f = Features::new()
+///     .with("country", country.as_str()) // borrowed: copied
+///     .with("plan", Value::from_static("pro")) // static: not copied
+///     .with("visits", 12u32)
+///     .with("orders", Value::try_from(7u64).expect("fits an i64"));
+/// assert_eq!(f.get("country").and_then(Value::as_str), Some("KR"));
+/// assert!(Value::try_from(u64::MAX).is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 #[non_exhaustive]
@@ -28,6 +46,19 @@ pub enum Value {
 }
 
 impl Value {
+    /// A string value borrowing a `&'static str` (no copy, unlike `Value::from(&str)`).
+    #[inline]
+    #[must_use]
+    pub const fn from_static(s: &'static str) -> Self {
+        Value::Str(Cow::Borrowed(s))
+    }
+
+    /// A list value borrowing `&'static str`s (no copy of the strings).
+    #[must_use]
+    pub fn from_static_list(items: &[&'static str]) -> Self {
+        Value::List(items.iter().map(|s| Cow::Borrowed(*s)).collect())
+    }
+
     /// The value as a number, for integer and float values.
     #[inline]
     #[must_use]
@@ -84,6 +115,28 @@ macro_rules! from_int {
 }
 from_int!(i8, i16, i32, i64, u8, u16, u32);
 
+impl From<isize> for Value {
+    #[inline]
+    fn from(v: isize) -> Self {
+        // No Rust target has an `isize` wider than 64 bits.
+        Value::Int(v as i64)
+    }
+}
+
+macro_rules! try_from_int {
+    ($($t:ty),*) => {$(
+        /// Fails for values above `i64::MAX` (feature integers are `i64`).
+        impl TryFrom<$t> for Value {
+            type Error = std::num::TryFromIntError;
+            #[inline]
+            fn try_from(v: $t) -> Result<Self, Self::Error> {
+                i64::try_from(v).map(Value::Int)
+            }
+        }
+    )*};
+}
+try_from_int!(u64, usize, u128, i128);
+
 impl From<bool> for Value {
     #[inline]
     fn from(v: bool) -> Self {
@@ -102,10 +155,17 @@ impl From<f64> for Value {
         Value::Float(v)
     }
 }
-impl From<&'static str> for Value {
+/// Copies the string. For a `&'static str` with no copy, use [`Value::from_static`].
+impl From<&str> for Value {
     #[inline]
-    fn from(v: &'static str) -> Self {
-        Value::Str(Cow::Borrowed(v))
+    fn from(v: &str) -> Self {
+        Value::Str(Cow::Owned(v.to_owned()))
+    }
+}
+impl From<&String> for Value {
+    #[inline]
+    fn from(v: &String) -> Self {
+        Value::from(v.as_str())
     }
 }
 impl From<String> for Value {
@@ -120,9 +180,16 @@ impl From<Text> for Value {
         Value::Str(v)
     }
 }
-impl From<Vec<&'static str>> for Value {
-    fn from(v: Vec<&'static str>) -> Self {
-        Value::List(v.into_iter().map(Cow::Borrowed).collect())
+/// Copies the strings.
+impl From<Vec<&str>> for Value {
+    fn from(v: Vec<&str>) -> Self {
+        Value::from(v.as_slice())
+    }
+}
+/// Copies the strings.
+impl From<&[&str]> for Value {
+    fn from(v: &[&str]) -> Self {
+        Value::List(v.iter().map(|s| Cow::Owned((*s).to_owned())).collect())
     }
 }
 impl From<Vec<String>> for Value {
