@@ -35,13 +35,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with("country", COUNTRIES[(h % 6) as usize])
             .with(
                 "plan",
-                PLANS[if h % 50 == 0 { 2 } else { (h % 2) as usize }],
+                PLANS[if h.is_multiple_of(50) {
+                    2
+                } else {
+                    (h % 2) as usize
+                }],
             )
             .with("app_version", VERSIONS[((h >> 3) % 4) as usize])
             .with("page_view_7d", ((h >> 5) % 20) as i64)
             .with("purchase_7d", ((h >> 9) % 4) as i64)
             .with("cart_abandon_7d", ((h >> 11) % 5) as i64);
-        if h % 10 == 0 {
+        if h.is_multiple_of(10) {
             f.insert("email", format!("user{i}@example.com"));
         }
         store.set(&format!("user-{i}"), f);

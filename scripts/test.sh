@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole check, from a fresh machine: installs what the tests need if it is absent, then
-# formatting, clippy (-D warnings), all tests with all features and with none, doc tests,
+# formatting, clippy (-D warnings), the declared rust-version against the dependencies, each
+# feature built alone (cargo hack), all tests with all features and with none, doc tests,
 # rustdoc (-D warnings), the quickstart, and a short fuzz smoke run.
 #
 #   scripts/test.sh            # everything
@@ -28,9 +29,14 @@ need_pkg c++ g++   # libfuzzer-sys compiles libFuzzer's C++ sources
 need_pkg make make
 need_pkg redis-server redis-server   # tests/redis.rs starts real servers (and a cluster)
 need_pkg redis-cli redis-tools
+need_pkg python3 python3   # scripts/check_rust_version.py
 command -v cargo >/dev/null || { echo "error: cargo is missing; install Rust (rustup)" >&2; exit 1; }
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+if ! cargo hack --version >/dev/null 2>&1; then
+  step "installing cargo-hack"
+  cargo install cargo-hack --locked --quiet
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   step "installing cargo-fuzz"
   cargo install cargo-fuzz --locked --quiet
@@ -43,6 +49,12 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets --all-features -D warnings"
 cargo clippy --all-targets --all-features -- -D warnings
+
+step "rust-version covers every dependency"
+python3 scripts/check_rust_version.py
+
+step "cargo hack check --each-feature --no-dev-deps (every feature alone, and none)"
+cargo hack check --each-feature --no-dev-deps --quiet
 
 step "cargo test --all-features (unit, integration, property, doc tests)"
 cargo test --all-features

@@ -407,15 +407,73 @@ impl Snapshot {
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// How a [`Decision`] holds the config snapshot it was made from: [`Guarded`] (the default,
+/// from the synchronous calls) or [`Shared`] (an [`OwnedDecision`]). Sealed.
+pub trait SnapshotHold: std::ops::Deref<Target = Snapshot> + sealed::Sealed {}
+
+/// A lightweight guard on the snapshot (arc-swap's `Guard`): making a decision with it
+/// writes to no shared memory, but arc-swap documents such guards as short-lived, not to be
+/// stored or held across an `.await` (each thread has a few cheap slots; beyond them a guard
+/// falls back to a reference count, and a held guard keeps its snapshot alive).
+/// [`Decision::into_owned`] trades it for a [`Shared`] one.
+pub struct Guarded(pub(crate) Guard<Arc<Snapshot>>);
+
+/// A reference count on the snapshot: the decision is `'static` and `Clone`, for storing
+/// and holding across `.await`s.
+#[derive(Clone)]
+pub struct Shared(pub(crate) Arc<Snapshot>);
+
+impl std::ops::Deref for Guarded {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Guarded").field(&self.version()).finish()
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Shared").field(&self.version()).finish()
+    }
+}
+
+impl sealed::Sealed for Guarded {}
+impl sealed::Sealed for Shared {}
+impl SnapshotHold for Guarded {}
+impl SnapshotHold for Shared {}
+
+/// A decision that owns a reference on its snapshot: `Send + Sync + 'static` and `Clone`, to
+/// store, send to another thread or hold across an `.await`.
+/// [`Engine::decide_for_async`](crate::Engine::decide_for_async) returns one; any
+/// [`Decision`] becomes one with [`into_owned`](Decision::into_owned).
+pub type OwnedDecision = Decision<Shared>;
+
 /// The answer of [`Engine::decide`](crate::Engine::decide).
 ///
-/// It holds a lightweight guard on the config snapshot it was made from, so its strings and
-/// payload are borrowed rather than copied and making one writes to no shared memory. Keep
-/// decisions short-lived: holding many of them on one thread makes later ones fall back to a
-/// reference count, and each keeps its snapshot alive. Clone the payload (`Bytes`, cheap) if
-/// you need it longer.
-pub struct Decision {
-    pub(crate) snap: Guard<Arc<Snapshot>>,
+/// It holds a lightweight guard on the config snapshot it was made from ([`Guarded`]), so
+/// its strings and payload are borrowed rather than copied and making one writes to no
+/// shared memory. Keep such decisions short-lived: holding many of them on one thread makes
+/// later ones fall back to a reference count, and each keeps its snapshot alive. To keep one
+/// longer, send it to another thread or hold it across an `.await`, turn it into an
+/// [`OwnedDecision`] with [`into_owned`](Decision::into_owned).
+pub struct Decision<H: SnapshotHold = Guarded> {
+    pub(crate) snap: H,
     pub(crate) slot: u32,
     pub(crate) outcome: Outcome,
     pub(crate) id: DecisionId,
@@ -423,6 +481,39 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The same decision holding a reference count on its snapshot instead of a guard (one
+    /// atomic increment): `Send + Sync + 'static` and `Clone`.
+    ///
+    /// ```
+    /// fn send<T: Send + 'static>(_: T) {}
+    /// let engine = elvon::Engine::default();
+    /// send(engine.decide("s", "u", &elvon::Features::new()).into_owned());
+    /// ```
+    #[must_use]
+    pub fn into_owned(self) -> OwnedDecision {
+        Decision {
+            snap: Shared(Guard::into_inner(self.snap.0)),
+            slot: self.slot,
+            outcome: self.outcome,
+            id: self.id,
+            features: self.features,
+        }
+    }
+}
+
+impl Clone for OwnedDecision {
+    fn clone(&self) -> Self {
+        Decision {
+            snap: self.snap.clone(),
+            slot: self.slot,
+            outcome: self.outcome.clone(),
+            id: self.id,
+            features: self.features,
+        }
+    }
+}
+
+impl<H: SnapshotHold> Decision<H> {
     /// The slot id, or `None` if the slot is unknown.
     #[must_use]
     pub fn slot(&self) -> Option<&str> {
@@ -519,7 +610,7 @@ impl Decision {
     }
 }
 
-impl fmt::Debug for Decision {
+impl<H: SnapshotHold> fmt::Debug for Decision<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Decision")
             .field("id", &self.id)

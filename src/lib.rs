@@ -64,8 +64,8 @@ mod watch;
 
 pub use config::{Config, ConfigError, ConfigProblem};
 pub use decision::{
-    Decision, DecisionId, FallbackCause, FeatureStatus, ParseDecisionIdError, Reason, RuleRef,
-    UnknownCodeError,
+    Decision, DecisionId, FallbackCause, FeatureStatus, Guarded, OwnedDecision,
+    ParseDecisionIdError, Reason, RuleRef, Shared, SnapshotHold, UnknownCodeError,
 };
 pub use engine::{
     Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, DEFAULT_FETCH_DEADLINE,

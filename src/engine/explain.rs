@@ -18,7 +18,7 @@ impl Engine {
         let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
         let outcome = snap.evaluate(idx, user, features, None, &mut id.as_u128(), NoTrace);
         Decision {
-            snap,
+            snap: crate::decision::Guarded(snap),
             slot: idx,
             outcome,
             id,
@@ -47,7 +47,7 @@ impl Engine {
         let id = DecisionId::from_u128(u128::from(self.inner.prefix) << 64 | u128::from(u64::MAX));
         let outcome = snap.evaluate(idx, user, features, None, &mut id.as_u128(), &mut steps);
         let decision = Decision {
-            snap,
+            snap: crate::decision::Guarded(snap),
             slot: idx,
             outcome,
             id,

@@ -309,8 +309,10 @@ impl Engine {
 
     /// Like [`Engine::decide_for`], awaiting the source instead of blocking. The deadline is
     /// passed to the source, which is responsible for honouring it (the Redis source does);
-    /// this method adds no timer of its own, so it needs no particular async runtime.
-    pub async fn decide_for_async(&self, slot: &str, user: &str) -> Decision {
+    /// this method adds no timer of its own, so it needs no particular async runtime. It
+    /// returns an [`OwnedDecision`](crate::OwnedDecision), which async code may hold across
+    /// later `.await`s and send between threads; the future is `Send` when the source's is.
+    pub async fn decide_for_async(&self, slot: &str, user: &str) -> crate::OwnedDecision {
         let (snap, started) = (self.inner.snapshot.load_full(), Instant::now());
         let deadline = crate::clock::deadline_after(started, self.inner.deadline);
         let result = match self.fetch_request(&snap, slot) {
@@ -320,6 +322,7 @@ impl Engine {
             }
         };
         self.after_fetch(snap, slot, user, result, started)
+            .into_owned()
     }
 
     /// The source and feature names to fetch, or `None` when there is nothing to fetch.
@@ -394,7 +397,7 @@ impl Engine {
         // Evaluated straight into the decision (no copy of the outcome).
         let decision = Decision {
             outcome: snap.evaluate(idx, user, features, degraded, &mut ids, NoTrace),
-            snap,
+            snap: crate::decision::Guarded(snap),
             slot: idx,
             id: ids.id(),
             features: status,

@@ -159,6 +159,16 @@ impl Probs {
     }
 }
 
+impl Clone for Probs {
+    fn clone(&self) -> Self {
+        let mut probs = [0.0; MAX_ARMS];
+        let mut x = [0.0; MAX_CONTEXT];
+        probs[..self.as_slice().len()].copy_from_slice(self.as_slice());
+        x[..self.context().len()].copy_from_slice(self.context());
+        Probs::new(&probs, usize::from(self.len), &x, usize::from(self.dim))
+    }
+}
+
 impl Drop for Probs {
     fn drop(&mut self) {
         if let Some(b) = self.buf.take() {
@@ -174,7 +184,7 @@ impl Drop for Probs {
 }
 
 /// The bandit part of an outcome: everything needed to log and to join a reward.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct BanditOutcome {
     pub(crate) model_version: u64,
     pub(crate) chosen: u8,

@@ -83,7 +83,7 @@ impl RawReason {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Outcome {
     pub(crate) variant: u32,
     pub(crate) reason: RawReason,

@@ -150,14 +150,14 @@ impl ProducerState {
                 return Push::Full;
             }
         }
-        let snap = Arc::as_ptr(&d.snap) as usize;
+        let snap = Arc::as_ptr(&d.snap.0) as usize;
         if snap != self.snap {
             let mut snaps = lock(&ring.snaps);
             // Bounded and never grown here: a writer this far behind costs a record.
             if snaps.len() == SNAPS {
                 return Push::Full;
             }
-            snaps.push_back(Arc::clone(&d.snap));
+            snaps.push_back(Arc::clone(&d.snap.0));
             self.snap = snap;
             flags |= NEW_SNAP;
         }
