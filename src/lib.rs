@@ -40,8 +40,38 @@
 //! assert_eq!(d.reason(), Reason::Default);
 //! ```
 //!
-//! Bucketing is deterministic and portable: see [`bucket`] and the README.
+//! ## Where to read on
+//!
+//! The reference lives in [`docs`]: the [config format](docs::config_format), the
+//! [bucketing specification](docs::bucketing), [decisions and the decision
+//! log](docs::decision_log), the [learning loop](docs::learning), the [Redis feature
+//! store](docs::redis_features), the [Kafka adapters](docs::kafka_adapters) and
+//! [operations](docs::operations).
+//!
+//! ## Modules
+//!
+//! | module | what |
+//! |---|---|
+//! | the crate root | [`Engine`], [`Decision`], [`Features`], [`Reason`], the sinks, rewards: the core types |
+//! | [`config`] | the config document, validation and its errors |
+//! | [`features`] | feature values, sources, the in-memory store, behaviour aggregates |
+//! | [`sink`] | decision sinks and the decision record |
+//! | [`ope`] | off-policy evaluation of logged decisions |
+//! | [`clock`] | the injectable clock reward windows and refreshes run on |
+//! | [`metrics`] | every metric elvon records |
+//! | `redis` | the Redis feature store (feature `redis`) |
+//! | `kafka` | Kafka decision log, behaviour events and config broadcast (feature `kafka`) |
+//! | [`docs`] | reference pages, no code |
+//!
+//! ## Cargo features
+//!
+//! | feature | adds | needs |
+//! |---|---|---|
+//! | (none) | everything above except the two below | Rust 1.88 |
+//! | `redis` | `elvon::redis`: `RedisFeatureSource`, `AggregatesWriter` | a Redis server or cluster |
+//! | `kafka` | `elvon::kafka`: `KafkaDecisionSink`, `FeatureUpdater`, `KafkaConfigWatcher` | gcc, g++ and make (librdkafka is built from source) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -53,6 +83,7 @@
 pub mod clock;
 pub mod config;
 mod decision;
+pub mod docs;
 mod engine;
 pub mod features;
 mod hash;

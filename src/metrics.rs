@@ -6,6 +6,8 @@
 //! recorder before loading a config: handles registered earlier stay no-ops until the next
 //! config load.
 //!
+//! The one list of elvon's metrics:
+//!
 //! | name | type | labels |
 //! |---|---|---|
 //! | `elvon_decisions_total` | counter | `slot`, `reason` (see [`Reason::kind`](crate::Reason::kind)) |
@@ -14,9 +16,17 @@
 //! | `elvon_model_refreshes_total` | counter | |
 //! | `elvon_config_swaps_total` | counter | |
 //! | `elvon_config_rejections_total` | counter | |
-//! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`, `unavailable`) |
+//! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`, `data_error`, `unavailable`) |
 //! | `elvon_sink_records_total` | counter | `sink`, `outcome` (`offered`, `written`, `dropped`, `failed`) |
 //! | `elvon_sink_queue_depth` | gauge | `sink` (records the writer took in its last batch, a lower bound of the queue depth; the memory sink's record count) |
+//! | `elvon_redis_breaker_state` | gauge | (0 closed, 1 open, 2 probing; feature `redis`) |
+//! | `elvon_redis_breaker_opened_total` | counter | (feature `redis`) |
+//! | `elvon_feature_cache_total` | counter | `result` (`hit`, `miss`; the Redis source's cache) |
+//! | `elvon_kafka_producer_restarts_total` | counter | (feature `kafka`: the decision-log producer was recreated after a fatal error) |
+//! | `elvon_updater_events_total` | counter | `outcome` (`applied`, `dead_letter`, `reward`; feature `kafka`) |
+//! | `elvon_updater_errors_total` | counter | `kind` (`poll`, `apply`, `rejected`, `dead_letter`; feature `kafka`) |
+//! | `elvon_updater_lag` | gauge | (messages behind the end of the assigned partitions; feature `kafka`) |
+//! | `elvon_config_watch_errors_total` | counter | (feature `kafka`: errors reading the config topic) |
 
 use metrics::{counter, Counter};
 

@@ -4,8 +4,8 @@
 //! `serde::Deserialize`, so it can come from JSON (built in) or any other serde format.
 //! [`Engine::load_config`](crate::Engine::load_config) validates and compiles it in one pass
 //! that collects **every** problem, each with a path such as
-//! `slots[2].rules[0].when.any[1]: unknown operator "gtt"`. The format is documented in the
-//! README.
+//! `slots[2].rules[0].when.any[1]: unknown operator "gtt"`. The format is documented in
+//! [`docs::config_format`](crate::docs::config_format).
 
 mod bandit;
 mod compile;

@@ -98,7 +98,7 @@ impl JsonlOptions {
 /// # fn main() -> std::io::Result<()> {
 /// let sink = elvon::JsonlSink::create("decisions.jsonl", Default::default())?;
 /// let engine = elvon::Engine::builder().sink(sink.clone()).build();
-/// // ... decide ...
+/// let _ = engine.decide("banner", "u42", &elvon::Features::new());
 /// sink.flush(std::time::Duration::from_secs(5)).ok();
 /// let s = sink.stats();
 /// assert_eq!(s.offered, s.written + s.dropped + s.failed);

@@ -1,0 +1,58 @@
+//! # Operations
+//!
+//! Running elvon inside a service.
+//!
+//! ## Start-up and shutdown
+//!
+//! Build one [`Engine`](crate::Engine) per process and clone it into request handlers (a clone
+//! is a reference count). Install a metrics recorder before the first config load: per-slot
+//! handles are registered when a config is compiled. On shutdown, after the last decision,
+//! call [`Engine::flush`](crate::Engine::flush) with a timeout: it waits for the decisions
+//! already made to reach the decision log. Dropping the last handle of a JSON-lines or Kafka
+//! sink drains it too, bounded by its drain timeout, and counts what could not be delivered
+//! as failed ([`SinkStats`](crate::SinkStats)).
+//!
+//! ```
+//! use std::time::Duration;
+//! use elvon::{Engine, Features, MemorySink};
+//!
+//! let sink = MemorySink::new(100);
+//! let engine = Engine::builder().sink(sink.clone()).build();
+//! engine.load_config_json(r#"{"version": "1", "slots": [{"id": "s",
+//!     "variants": [{"id": "a"}], "default": "a"}]}"#)?;
+//! let learner = engine.spawn_learner(Duration::from_millis(100))?; // model refresh, expiry
+//! let _ = engine.decide("s", "user-1", &Features::new());
+//! engine.flush(Duration::from_secs(5))?; // the decision log has everything decided so far
+//! drop(learner); // stops and joins the learner thread
+//! assert_eq!(sink.stats().written, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Background threads
+//!
+//! [`Engine::spawn_learner`](crate::Engine::spawn_learner) (model refresh and reward expiry),
+//! [`ConfigWatcher`](crate::ConfigWatcher) (a config file) and, with feature `kafka`, the
+//! config-topic watcher and the feature updater each run one named thread, stopped and joined
+//! when their handle is dropped. Nothing else in elvon starts a thread except the sinks'
+//! writers and the snapshot reclaimer.
+//!
+//! ## Metrics and benchmarks
+//!
+//! Every metric is listed in [`crate::metrics`]. Latency, throughput and allocation figures,
+//! with the commands that produce them and the machine they were measured on, are in
+//! `BENCHMARKS.md` at the repository root.
+//!
+//! ## Testing
+//!
+//! `scripts/test.sh` installs what is missing (`gcc`, `g++`, `make`, `redis-server`,
+//! `redis-tools`, `python3` via `apt-get`; `cargo-fuzz` and `cargo-hack` via `cargo install`)
+//! and runs: `cargo fmt --check`, `cargo clippy --all-targets --all-features -D warnings`, the
+//! rust-version check, `cargo hack check --each-feature --no-dev-deps`, `cargo test
+//! --all-features` (unit, integration, property and doc tests, these pages included), `cargo
+//! test --no-default-features`, `cargo doc` with `-D warnings`, the quickstart, and a
+//! 20-second run of each fuzz target on the stable toolchain. The fuzz targets are `config`
+//! (arbitrary bytes as a config), `decide` (arbitrary users and features against committed
+//! configs) and `record` (JSON-lines round trip). Fuzz longer with `FUZZ_SECONDS=600
+//! scripts/test.sh`, or one target with `cargo fuzz run decide --sanitizer none
+//! fuzz/corpus/decide fuzz/seeds/decide -- -max_total_time=600` (the seed directory goes
+//! second so that libFuzzer writes new inputs to `fuzz/corpus/`).
