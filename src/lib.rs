@@ -80,6 +80,7 @@
     rust_2018_idioms
 )]
 
+mod background;
 pub mod clock;
 pub mod config;
 mod decision;

@@ -1,8 +1,6 @@
 //! Polling a config file and swapping in every valid new version.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
@@ -48,8 +46,8 @@ pub enum WatchEvent {
 #[derive(Debug)]
 #[must_use = "dropping the handle stops the watcher thread"]
 pub struct ConfigWatcher {
-    stop: Option<Sender<()>>,
-    handle: Option<JoinHandle<()>>,
+    /// Stopped and joined when dropped.
+    _thread: crate::background::Background,
     path: PathBuf,
 }
 
@@ -65,25 +63,20 @@ impl ConfigWatcher {
         on_event: impl Fn(&WatchEvent) + Send + 'static,
     ) -> std::io::Result<Self> {
         let path = path.as_ref().to_owned();
-        let (stop, stopped) = mpsc::channel::<()>();
         let p = path.clone();
-        let handle = thread::Builder::new()
-            .name("elvon-config-watch".into())
-            .spawn(move || {
-                let mut last: Option<u64> = None;
-                loop {
-                    if let Some(event) = poll(&engine, &p, &mut last) {
-                        on_event(&event);
-                    }
-                    match stopped.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
+        let thread = crate::background::Background::spawn("elvon-config-watch", move |stop| {
+            let mut last: Option<u64> = None;
+            loop {
+                if let Some(event) = poll(&engine, &p, &mut last) {
+                    on_event(&event);
                 }
-            })?;
+                if stop.sleep(interval) {
+                    return;
+                }
+            }
+        })?;
         Ok(ConfigWatcher {
-            stop: Some(stop),
-            handle: Some(handle),
+            _thread: thread,
             path,
         })
     }
@@ -92,15 +85,6 @@ impl ConfigWatcher {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-impl Drop for ConfigWatcher {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
     }
 }
 

@@ -1,6 +1,5 @@
 //! The engine's learning calls: rewards, refresh, the learner thread, saved state.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::Engine;
@@ -61,27 +60,13 @@ impl Engine {
     /// # Errors
     /// The OS error if the thread cannot be spawned.
     pub fn spawn_learner(&self, period: Duration) -> std::io::Result<LearnerThread> {
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let (engine, flag) = (self.clone(), Arc::clone(&stop));
-        let handle = std::thread::Builder::new()
-            .name("elvon-learner".into())
-            .spawn(move || {
-                let (m, cv) = &*flag;
-                let mut stopped = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                while !*stopped {
-                    let (g, _) = cv
-                        .wait_timeout(stopped, period)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    stopped = g;
-                    if !*stopped {
-                        engine.inner.learner.refresh(false);
-                    }
-                }
-            })?;
-        Ok(LearnerThread {
-            stop,
-            handle: Some(handle),
-        })
+        let engine = self.clone();
+        let thread = crate::background::Background::spawn("elvon-learner", move |stop| {
+            while !stop.sleep(period) {
+                engine.inner.learner.refresh(false);
+            }
+        })?;
+        Ok(LearnerThread { thread })
     }
 
     /// Counts of rewards and remembered decisions.
@@ -134,28 +119,12 @@ impl Engine {
 #[derive(Debug)]
 #[must_use = "dropping the handle stops the learner thread"]
 pub struct LearnerThread {
-    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    thread: crate::background::Background,
 }
 
 impl LearnerThread {
     /// Stops the thread and waits for it.
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        let (m, cv) = &*self.stop;
-        *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
-        cv.notify_all();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for LearnerThread {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.stop();
     }
 }

@@ -76,13 +76,21 @@ impl ProducerContext for Confirm {
 /// keeps serving. Errors reaching the broker are reported as [`WatchEvent::SourceError`]
 /// (and `elvon_config_watch_errors_total`). Every instance reads the whole topic (no
 /// consumer group offsets), so all instances end on the same newest valid config. Stops when
-/// dropped.
+/// dropped, so the handle must be kept:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn start(engine: elvon::Engine) -> Result<(), elvon::kafka::Error> {
+///     elvon::kafka::KafkaConfigWatcher::spawn(engine, "localhost:9092", "configs", |_| {})?;
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the handle stops the watcher thread"]
 pub struct KafkaConfigWatcher {
-    stop: Arc<AtomicBool>,
     ready: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    /// Stopped and joined when dropped.
+    _thread: crate::background::Background,
 }
 
 impl KafkaConfigWatcher {
@@ -110,29 +118,25 @@ impl KafkaConfigWatcher {
         consumer
             .assign(&tpl)
             .map_err(|e| Error::Client(e.to_string()))?;
-        let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(AtomicBool::new(false));
-        let (stopped, is_ready, topic) = (Arc::clone(&stop), Arc::clone(&ready), topic.to_owned());
-        let handle = std::thread::Builder::new()
-            .name("elvon-kafka-config".into())
-            .spawn(move || {
-                let w = Watch {
-                    consumer: &consumer,
-                    engine: &engine,
-                    topic: &topic,
-                    stop: &stopped,
-                    on_event: &on_event,
-                };
-                if w.catch_up() {
-                    is_ready.store(true, Ordering::Release);
-                    w.follow();
-                }
-            })
-            .map_err(|e| Error::Client(format!("cannot start the watcher: {e}")))?;
+        let (is_ready, topic) = (Arc::clone(&ready), topic.to_owned());
+        let thread = crate::background::Background::spawn("elvon-kafka-config", move |stop| {
+            let w = Watch {
+                consumer: &consumer,
+                engine: &engine,
+                topic: &topic,
+                stop,
+                on_event: &on_event,
+            };
+            if w.catch_up() {
+                is_ready.store(true, Ordering::Release);
+                w.follow();
+            }
+        })
+        .map_err(|e| Error::Client(format!("cannot start the watcher: {e}")))?;
         Ok(KafkaConfigWatcher {
-            stop,
             ready,
-            handle: Some(handle),
+            _thread: thread,
         })
     }
 
@@ -153,27 +157,18 @@ impl KafkaConfigWatcher {
     }
 }
 
-impl Drop for KafkaConfigWatcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 /// The watcher thread's state.
 struct Watch<'a> {
     consumer: &'a BaseConsumer,
     engine: &'a Engine,
     topic: &'a str,
-    stop: &'a AtomicBool,
+    stop: &'a crate::background::Stop,
     on_event: &'a (dyn Fn(&WatchEvent) + Send),
 }
 
 impl Watch<'_> {
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.is_set()
     }
 
     fn error(&self, what: &str, e: &rdkafka::error::KafkaError) {
@@ -210,7 +205,9 @@ impl Watch<'_> {
                 }
                 Err(e) => {
                     self.error("watermarks", &e);
-                    std::thread::sleep(Duration::from_millis(200));
+                    if self.stop.sleep(Duration::from_millis(200)) {
+                        return false;
+                    }
                 }
             }
         };

@@ -233,9 +233,8 @@ impl UpdaterCounters {
 /// ```
 #[must_use = "dropping the handle stops the updater thread"]
 pub struct FeatureUpdater {
-    stop: Arc<std::sync::atomic::AtomicBool>,
     counters: Arc<UpdaterCounters>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    thread: crate::background::Background,
 }
 
 impl std::fmt::Debug for FeatureUpdater {
@@ -275,28 +274,21 @@ impl FeatureUpdater {
             &options.dead_letter,
             &options.dead_letter_settings,
         )?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let counters = Arc::new(UpdaterCounters::default());
-        let (s, c) = (Arc::clone(&stop), Arc::clone(&counters));
-        let handle = std::thread::Builder::new()
-            .name("elvon-feature-updater".into())
-            .spawn(move || {
-                consume_loop(
-                    &consumer,
-                    &mut dlq,
-                    &options,
-                    &target,
-                    engine.as_ref(),
-                    &s,
-                    &c,
-                );
-            })
-            .map_err(|e| Error::Client(format!("cannot start the updater: {e}")))?;
-        Ok(FeatureUpdater {
-            stop,
-            counters,
-            handle: Some(handle),
+        let c = Arc::clone(&counters);
+        let thread = crate::background::Background::spawn("elvon-feature-updater", move |stop| {
+            consume_loop(
+                &consumer,
+                &mut dlq,
+                &options,
+                &target,
+                engine.as_ref(),
+                stop,
+                &c,
+            );
         })
+        .map_err(|e| Error::Client(format!("cannot start the updater: {e}")))?;
+        Ok(FeatureUpdater { counters, thread })
     }
 
     /// The counters so far.
@@ -320,20 +312,7 @@ impl FeatureUpdater {
 
     /// Stops after the current batch is applied and committed, and waits for that.
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for FeatureUpdater {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.stop();
     }
 }
 
@@ -386,7 +365,7 @@ fn consume_loop(
     o: &UpdaterOptions,
     target: &dyn EventTarget,
     engine: Option<&Engine>,
-    stop: &std::sync::atomic::AtomicBool,
+    stop: &crate::background::Stop,
     c: &UpdaterCounters,
 ) {
     let mut batch = Vec::with_capacity(o.batch);
@@ -395,7 +374,7 @@ fn consume_loop(
     let mut last_lag = std::time::Instant::now();
     let mut dlq_backoff = Duration::from_millis(100);
     loop {
-        let stopping = stop.load(Relaxed);
+        let stopping = stop.is_set();
         let started = std::time::Instant::now();
         // While dead letters wait for confirmation nothing new is taken in: their offsets
         // must not be committed, and the backlog of unconfirmed letters stays bounded.
@@ -448,10 +427,9 @@ fn consume_loop(
                     .error
                     .unwrap_or_else(|| "dead-letter write failed".into());
                 c.problem(o, &UpdaterError::DeadLetter(why));
-                if stop.load(Relaxed) {
+                if stop.sleep(dlq_backoff) {
                     return;
                 }
-                std::thread::sleep(dlq_backoff);
                 dlq_backoff = (dlq_backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
@@ -493,7 +471,7 @@ fn apply_batch(
     raws: &[Raw],
     dlq: &mut DeadLetters,
     o: &UpdaterOptions,
-    stop: &std::sync::atomic::AtomicBool,
+    stop: &crate::background::Stop,
     c: &UpdaterCounters,
 ) -> bool {
     let mut backoff = Duration::from_millis(100);
@@ -527,10 +505,9 @@ fn apply_batch(
             }
         }
         c.problem(o, &UpdaterError::Apply(error));
-        if stop.load(Relaxed) {
+        if stop.sleep(backoff) {
             return false;
         }
-        std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
