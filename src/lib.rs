@@ -81,13 +81,13 @@
 )]
 
 mod background;
+mod bucketing;
 pub mod clock;
 pub mod config;
 mod decision;
 pub mod docs;
 mod engine;
 pub mod features;
-mod hash;
 mod learn;
 pub mod metrics;
 pub mod sink;
@@ -110,8 +110,8 @@ pub mod kafka;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+pub use bucketing::{bucket, bucket_with_seed, salt_seed, BUCKETS};
 pub use features::{FeatureSource, Features, MemoryStore, SourceError, Value};
-pub use hash::{bucket, bucket_with_seed, salt_seed, BUCKETS};
 pub use learn::ope;
 pub use learn::{
     ArmState, BanditState, LearnerState, RewardOutcome, RewardStats, DEFAULT_REWARD_BOUND,

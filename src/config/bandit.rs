@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::condition::Env;
 use super::slot::variant_ref;
 use super::walk::{Ctx, Obj};
-use crate::hash::salt_seed;
+use crate::bucketing::salt_seed;
 use crate::learn::model::{
     layout, BanditSpec, Explore, Model, Policy, DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT,
 };

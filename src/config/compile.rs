@@ -8,7 +8,7 @@ use super::condition::{compile_segments, Interner};
 use super::slot::{compile_slot, Shared};
 use super::walk::Ctx;
 use super::{Config, ConfigProblem};
-use crate::hash::salt_seed;
+use crate::bucketing::salt_seed;
 use crate::metrics::SlotMetrics;
 use crate::snapshot::{Holdout, Layer, Snapshot, StrIndex};
 
@@ -63,7 +63,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
     );
     let holdout = root
         .get("holdout")
-        .and_then(|h| ctx.field("holdout", |c| holdout(c, h, crate::hash::HOLDOUT_SALT)));
+        .and_then(|h| ctx.field("holdout", |c| holdout(c, h, crate::bucketing::HOLDOUT_SALT)));
     let (layers, layer_ids) = match root.get("layers") {
         Some(l) => ctx.field("layers", |c| layers(c, l)),
         None => (Vec::new(), HashMap::new()),
@@ -184,12 +184,12 @@ fn layers(ctx: &mut Ctx, v: &Value) -> (Vec<Layer>, HashMap<String, u32>) {
             }
             let salt = c
                 .str_field(obj, "salt", false)
-                .map_or_else(|| crate::hash::layer_salt(id), str::to_owned);
+                .map_or_else(|| crate::bucketing::layer_salt(id), str::to_owned);
             let holdout = match obj.get("holdout") {
                 None => None,
                 Some(h) => {
                     match c.field("holdout", |c| {
-                        holdout(c, h, &crate::hash::layer_holdout_salt(id))
+                        holdout(c, h, &crate::bucketing::layer_holdout_salt(id))
                     }) {
                         Some(h) => Some(h),
                         None => return,

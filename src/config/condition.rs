@@ -9,7 +9,7 @@ use semver::{Version, VersionReq};
 use serde_json::Value;
 
 use super::walk::{kind, Ctx};
-use crate::hash::name_hash;
+use crate::bucketing::name_hash;
 use crate::snapshot::condition::{parse_instant, Cmp, Lit, Set, Test};
 use crate::snapshot::{Cond, FeatureKey};
 

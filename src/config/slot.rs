@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::condition::{compile_cond, Env, Interner, Segments};
 use super::walk::{kind, Ctx, Obj};
-use crate::hash::{name_hash, salt_seed, BUCKETS};
+use crate::bucketing::{name_hash, salt_seed, BUCKETS};
 use crate::metrics::SlotMetrics;
 use crate::snapshot::{Action, FeatureKey, Rule, ScoreArm, Slot, SlotLayer, Unit, Variant};
 
@@ -286,14 +286,14 @@ fn rule<'v>(
         return None;
     }
     let name = present[0];
-    let default_salt = crate::hash::rule_salt(slot_id, id, i);
+    let default_salt = crate::bucketing::rule_salt(slot_id, id, i);
     let body = &obj[name];
     let action = ctx.field(name, |c| match name {
         "serve" => variant_ref(c, body, index).map(Action::Serve),
         "split" => split(c, body, &default_salt, index, env),
         "rollout" => rollout(c, body, &default_salt, index, env),
         "bandit" => {
-            let key = crate::hash::learner_key(slot_id, id);
+            let key = crate::bucketing::learner_key(slot_id, id);
             crate::config::bandit::bandit(c, body, key, &default_salt, index, env)
         }
         _ => score(c, body, index, env),

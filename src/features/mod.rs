@@ -17,7 +17,7 @@ pub(crate) use source::block_on;
 pub use source::{FeatureSource, FetchFuture, FetchRequest, SourceError};
 pub use value::{Text, Value};
 
-use crate::hash::name_hash;
+use crate::bucketing::name_hash;
 
 /// Above this many entries lookups use binary search instead of a linear scan.
 const LINEAR_SCAN_MAX: usize = 32;

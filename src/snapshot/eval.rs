@@ -3,8 +3,8 @@
 use super::condition::{Eval, Issue};
 use super::trace::Trace;
 use super::{Action, FeatureKey, Holdout, Slot, Snapshot, Unit};
+use crate::bucketing::{bucket_with_seed, int_bytes, BUCKETS};
 use crate::features::{Features, Value};
-use crate::hash::{bucket_with_seed, int_bytes, BUCKETS};
 use crate::learn::math;
 use crate::learn::model::{BanditOutcome, Probs, MAX_ARMS, MAX_CONTEXT};
 

@@ -1,4 +1,5 @@
-//! The stable bucketing hash.
+//! The bucketing specification (the stable hash every assignment uses), and the other stable
+//! hashes and default salts derived from config ids.
 //!
 //! `bucket = XXH3_64(unit_utf8, seed = XXH3_64(salt_utf8)) mod 10_000`
 //!
