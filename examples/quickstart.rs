@@ -94,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             *variants
                 .entry(d.variant().unwrap_or("<none>").to_owned())
                 .or_default() += 1;
-            *reasons.entry(d.reason().kind()).or_default() += 1;
+            *reasons.entry(d.reason().kind().as_str()).or_default() += 1;
         }
         for (user, f) in users.iter().zip(&prepared) {
             let t = Instant::now();

@@ -97,7 +97,7 @@ mod watch;
 pub use config::{Config, ConfigError, ConfigProblem};
 pub use decision::{
     Decision, DecisionId, FallbackCause, FeatureStatus, Guarded, OwnedDecision,
-    ParseDecisionIdError, Reason, RuleRef, Shared, SnapshotHold, UnknownCodeError,
+    ParseDecisionIdError, Reason, ReasonKind, RuleRef, Shared, SnapshotHold, UnknownCodeError,
 };
 pub use engine::{
     Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, DEFAULT_FETCH_DEADLINE,

@@ -30,20 +30,7 @@
 
 use metrics::{counter, Counter};
 
-/// Reason kinds, in the order of [`SlotMetrics::decisions`].
-pub(crate) const REASON_KINDS: [&str; 11] = [
-    "rule",
-    "split",
-    "rollout",
-    "score",
-    "holdout",
-    "not_in_layer",
-    "default",
-    "kill_switch",
-    "unknown_slot",
-    "fallback",
-    "bandit",
-];
+use crate::ReasonKind;
 
 /// Fallback causes, in the order of [`SlotMetrics::fallbacks`].
 pub(crate) const FALLBACK_CAUSES: [&str; 5] = [
@@ -57,7 +44,8 @@ pub(crate) const FALLBACK_CAUSES: [&str; 5] = [
 /// Counter handles of one slot.
 #[derive(Debug)]
 pub(crate) struct SlotMetrics {
-    pub(crate) decisions: [Counter; REASON_KINDS.len()],
+    /// By [`ReasonKind`] number.
+    pub(crate) decisions: [Counter; ReasonKind::ALL.len()],
     pub(crate) fallbacks: [Counter; FALLBACK_CAUSES.len()],
 }
 
@@ -65,7 +53,7 @@ impl SlotMetrics {
     /// Handles that record nothing (replaced by registered ones once a config is valid).
     pub(crate) fn noop() -> Self {
         SlotMetrics {
-            decisions: REASON_KINDS.map(|_| Counter::noop()),
+            decisions: ReasonKind::ALL.map(|_| Counter::noop()),
             fallbacks: FALLBACK_CAUSES.map(|_| Counter::noop()),
         }
     }
@@ -73,8 +61,9 @@ impl SlotMetrics {
     pub(crate) fn register(slot: &str) -> Self {
         let slot = slot.to_owned();
         SlotMetrics {
-            decisions: REASON_KINDS
-                .map(|r| counter!("elvon_decisions_total", "slot" => slot.clone(), "reason" => r)),
+            decisions: ReasonKind::ALL.map(|r| {
+                counter!("elvon_decisions_total", "slot" => slot.clone(), "reason" => r.as_str())
+            }),
             fallbacks: FALLBACK_CAUSES
                 .map(|c| counter!("elvon_fallbacks_total", "slot" => slot.clone(), "cause" => c)),
         }

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use common::{kinds_users, KINDS_CONFIG, KIND_SLOTS, REASON_KINDS};
+use common::{kinds_users, KINDS_CONFIG, KIND_SLOTS};
+use elvon::ReasonKind;
 use elvon::{Engine, JsonlSink};
 
 mod common;
@@ -31,19 +32,19 @@ fn decide_allocates_nothing_for_any_rule_kind() {
     let mut per_slot = Vec::new();
     for slot in KIND_SLOTS {
         let before = allocs();
-        let mut kinds = [0u64; REASON_KINDS.len()];
+        let mut kinds = [0u64; ReasonKind::ALL.len()];
         for (u, f) in &users {
             let d = engine.decide(slot, u, f);
-            kinds[kind_index(d.reason().kind())] += 1;
+            kinds[d.reason().kind() as usize] += 1;
             std::hint::black_box(d.variant());
         }
         per_slot.push((slot, allocs() - before));
         for (i, n) in kinds.iter().enumerate() {
-            *reasons.entry(REASON_KINDS[i]).or_default() += n;
+            *reasons.entry(ReasonKind::ALL[i].as_str()).or_default() += n;
         }
     }
     // Every reason kind must actually have been exercised, or the test proves less than it says.
-    for k in REASON_KINDS {
+    for k in ReasonKind::ALL.map(ReasonKind::as_str) {
         assert!(
             reasons.get(k).copied().unwrap_or(0) > 0,
             "reason {k} never produced: {reasons:?}"
@@ -123,11 +124,4 @@ fn jsonl_sink_adds_no_allocation_per_decide() {
         made, 0,
         "{made} allocations in {n} decides with the JSON-lines sink"
     );
-}
-
-fn kind_index(k: &str) -> usize {
-    REASON_KINDS
-        .iter()
-        .position(|x| *x == k)
-        .expect("known kind")
 }

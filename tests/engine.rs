@@ -589,7 +589,7 @@ fn a_source_that_refuses_gives_an_unavailable_fallback() {
             Reason::Fallback(FallbackCause::SourceUnavailable)
         )
     );
-    assert_eq!(d.reason().kind(), "fallback");
+    assert_eq!(d.reason().kind().as_str(), "fallback");
 }
 
 #[test]

@@ -39,7 +39,7 @@ fn jsonl_records_round_trip_and_account_exactly() {
         expected.push((
             d.id(),
             d.variant().map(str::to_owned),
-            d.reason().kind(),
+            d.reason().kind().as_str(),
             d.propensity(),
         ));
     }

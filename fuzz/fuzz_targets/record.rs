@@ -119,7 +119,7 @@ fuzz_target!(|data: &[u8]| {
             d.id(),
             slot,
             d.variant().map(str::to_owned),
-            d.reason().kind(),
+            d.reason().kind().as_str(),
             d.propensity(),
         ));
     }

@@ -14,7 +14,7 @@ mod status;
 
 pub(crate) use id::{engine_serial, next_bandit_seq, next_id, random_prefix, BANDIT_SEQ};
 pub use id::{DecisionId, ParseDecisionIdError};
-pub use reason::{FallbackCause, Reason, RuleRef};
+pub use reason::{FallbackCause, Reason, ReasonKind, RuleRef};
 pub use status::{FeatureStatus, UnknownCodeError};
 
 mod sealed {

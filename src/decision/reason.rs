@@ -82,26 +82,117 @@ pub enum Reason<'a> {
     Fallback(FallbackCause<'a>),
 }
 
-impl Reason<'_> {
-    /// A short stable name (`"split"`, `"default"`, …), as used in metrics and decision logs.
-    #[must_use]
-    pub fn kind(&self) -> &'static str {
-        crate::metrics::REASON_KINDS[self.kind_index()]
-    }
+/// The kind of a [`Reason`], without its details: what metrics label decisions with and
+/// decision records carry.
+///
+/// Its number (`kind as u8`, and [`TryFrom<u8>`]) and [`as_str`](ReasonKind::as_str) name
+/// are stable.
+///
+/// ```
+/// use elvon::ReasonKind;
+///
+/// let k = ReasonKind::Split;
+/// assert_eq!((k as u8, k.as_str(), k.to_string()), (1, "split", "split".to_owned()));
+/// assert_eq!(ReasonKind::try_from(1), Ok(k));
+/// assert!(ReasonKind::try_from(11).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum ReasonKind {
+    /// A `serve` rule ([`Reason::Serve`]); named `rule`.
+    Rule = 0,
+    /// [`Reason::Split`].
+    Split = 1,
+    /// [`Reason::Rollout`].
+    Rollout = 2,
+    /// [`Reason::Score`].
+    Score = 3,
+    /// [`Reason::Holdout`].
+    Holdout = 4,
+    /// [`Reason::NotInLayer`].
+    NotInLayer = 5,
+    /// [`Reason::Default`].
+    Default = 6,
+    /// [`Reason::KillSwitch`].
+    KillSwitch = 7,
+    /// [`Reason::UnknownSlot`].
+    UnknownSlot = 8,
+    /// [`Reason::Fallback`].
+    Fallback = 9,
+    /// [`Reason::Bandit`].
+    Bandit = 10,
+}
 
-    pub(crate) fn kind_index(&self) -> usize {
+impl ReasonKind {
+    /// Every kind, in number order.
+    pub const ALL: [ReasonKind; 11] = [
+        ReasonKind::Rule,
+        ReasonKind::Split,
+        ReasonKind::Rollout,
+        ReasonKind::Score,
+        ReasonKind::Holdout,
+        ReasonKind::NotInLayer,
+        ReasonKind::Default,
+        ReasonKind::KillSwitch,
+        ReasonKind::UnknownSlot,
+        ReasonKind::Fallback,
+        ReasonKind::Bandit,
+    ];
+
+    /// The stable name: `rule`, `split`, `rollout`, `score`, `holdout`, `not_in_layer`,
+    /// `default`, `kill_switch`, `unknown_slot`, `fallback`, `bandit`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
         match self {
-            Reason::Serve(_) => 0,
-            Reason::Split { .. } => 1,
-            Reason::Rollout { .. } => 2,
-            Reason::Score(_) => 3,
-            Reason::Holdout { .. } => 4,
-            Reason::NotInLayer { .. } => 5,
-            Reason::Default => 6,
-            Reason::KillSwitch => 7,
-            Reason::UnknownSlot => 8,
-            Reason::Fallback(_) => 9,
-            Reason::Bandit(_) => 10,
+            ReasonKind::Rule => "rule",
+            ReasonKind::Split => "split",
+            ReasonKind::Rollout => "rollout",
+            ReasonKind::Score => "score",
+            ReasonKind::Holdout => "holdout",
+            ReasonKind::NotInLayer => "not_in_layer",
+            ReasonKind::Default => "default",
+            ReasonKind::KillSwitch => "kill_switch",
+            ReasonKind::UnknownSlot => "unknown_slot",
+            ReasonKind::Fallback => "fallback",
+            ReasonKind::Bandit => "bandit",
+        }
+    }
+}
+
+impl std::fmt::Display for ReasonKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<u8> for ReasonKind {
+    type Error = super::UnknownCodeError;
+
+    fn try_from(n: u8) -> Result<Self, Self::Error> {
+        ReasonKind::ALL
+            .get(usize::from(n))
+            .copied()
+            .ok_or(super::UnknownCodeError(n))
+    }
+}
+
+impl Reason<'_> {
+    /// The reason's kind (`split`, `default`, …), as used in metrics and decision logs.
+    #[must_use]
+    pub fn kind(&self) -> ReasonKind {
+        match self {
+            Reason::Serve(_) => ReasonKind::Rule,
+            Reason::Split { .. } => ReasonKind::Split,
+            Reason::Rollout { .. } => ReasonKind::Rollout,
+            Reason::Score(_) => ReasonKind::Score,
+            Reason::Holdout { .. } => ReasonKind::Holdout,
+            Reason::NotInLayer { .. } => ReasonKind::NotInLayer,
+            Reason::Default => ReasonKind::Default,
+            Reason::KillSwitch => ReasonKind::KillSwitch,
+            Reason::UnknownSlot => ReasonKind::UnknownSlot,
+            Reason::Fallback(_) => ReasonKind::Fallback,
+            Reason::Bandit(_) => ReasonKind::Bandit,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, Guard};
 
 use crate::config::{compile, Config, ConfigError, ConfigProblem};
-use crate::decision::{next_id, random_prefix, Decision, DecisionId, FeatureStatus, Reason};
+use crate::decision::{next_id, random_prefix, Decision, DecisionId, FeatureStatus, ReasonKind};
 use crate::features::{block_on, FeatureSource, Features, FetchRequest, SourceError};
 use crate::learn::Learner;
 use crate::sink::{DecisionEvent, DecisionSink};
@@ -477,10 +477,10 @@ impl BanditId for Ids<'_> {
 #[inline]
 fn count(snap: &Snapshot, idx: u32, raw: RawReason) {
     let Some(slot) = snap.slots.get(idx as usize) else {
-        snap.unknown_slot.decisions[Reason::UnknownSlot.kind_index()].increment(1);
+        snap.unknown_slot.decisions[ReasonKind::UnknownSlot as usize].increment(1);
         return;
     };
-    slot.metrics.decisions[raw.kind_index(slot)].increment(1);
+    slot.metrics.decisions[raw.kind(slot) as usize].increment(1);
     if let RawReason::Fallback(cause) = raw {
         slot.metrics.fallbacks[cause.kind_index()].increment(1);
     }
@@ -489,8 +489,9 @@ fn count(snap: &Snapshot, idx: u32, raw: RawReason) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Reason;
 
-    /// The decide path counts with `RawReason::kind_index`; it must name the same kind as the
+    /// The decide path counts with `RawReason::kind`; it must name the same kind as the
     /// resolved reason, for every rule kind and reason in the fixture config.
     #[test]
     fn raw_reason_kinds_agree_with_resolved_reasons() {
@@ -511,7 +512,7 @@ mod tests {
                 let idx = snap.slot_idx(slot).expect("slot exists");
                 let s = &snap.slots[idx as usize];
                 let resolved = d.reason();
-                assert_eq!(d.outcome.reason.kind_index(s), resolved.kind_index());
+                assert_eq!(d.outcome.reason.kind(s), resolved.kind());
                 if let (RawReason::Fallback(c), Reason::Fallback(r)) = (d.outcome.reason, resolved)
                 {
                     assert_eq!(c.kind_index(), r.kind_index());

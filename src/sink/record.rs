@@ -102,7 +102,7 @@ pub struct RecordReason {
 impl From<Reason<'_>> for RecordReason {
     fn from(r: Reason<'_>) -> Self {
         let mut out = RecordReason {
-            kind: r.kind().to_owned(),
+            kind: r.kind().as_str().to_owned(),
             ..RecordReason::default()
         };
         let mut rule = |rr: crate::RuleRef<'_>| {

@@ -4,6 +4,7 @@ use super::condition::{Eval, Issue};
 use super::trace::Trace;
 use super::{Action, FeatureKey, Holdout, Slot, Snapshot, Unit};
 use crate::bucketing::{bucket_with_seed, int_bytes, BUCKETS};
+use crate::decision::ReasonKind;
 use crate::features::{Features, Value};
 use crate::learn::math;
 use crate::learn::model::{BanditOutcome, Probs, MAX_ARMS, MAX_CONTEXT};
@@ -58,27 +59,27 @@ impl RawCause {
 }
 
 impl RawReason {
-    /// Position in [`crate::metrics::REASON_KINDS`] without resolving names (the decide
-    /// path counts with it); agrees with `Reason::kind_index` of the resolved reason.
+    /// The kind without resolving names (the decide path counts with it); agrees with
+    /// `Reason::kind` of the resolved reason.
     #[inline]
-    pub(crate) fn kind_index(self, slot: &Slot) -> usize {
+    pub(crate) fn kind(self, slot: &Slot) -> ReasonKind {
         match self {
             RawReason::Rule { rule, .. } => {
                 match slot.rules.get(rule as usize).map(|r| &r.action) {
-                    Some(Action::Serve(_)) => 0,
-                    Some(Action::Split { .. }) => 1,
-                    Some(Action::Rollout { .. }) => 2,
-                    Some(Action::Score { .. }) => 3,
-                    Some(Action::Bandit(_)) => 10,
-                    None => 6,
+                    Some(Action::Serve(_)) => ReasonKind::Rule,
+                    Some(Action::Split { .. }) => ReasonKind::Split,
+                    Some(Action::Rollout { .. }) => ReasonKind::Rollout,
+                    Some(Action::Score { .. }) => ReasonKind::Score,
+                    Some(Action::Bandit(_)) => ReasonKind::Bandit,
+                    None => ReasonKind::Default,
                 }
             }
-            RawReason::Holdout { .. } => 4,
-            RawReason::NotInLayer { .. } => 5,
-            RawReason::Default => 6,
-            RawReason::KillSwitch => 7,
-            RawReason::UnknownSlot => 8,
-            RawReason::Fallback(_) => 9,
+            RawReason::Holdout { .. } => ReasonKind::Holdout,
+            RawReason::NotInLayer { .. } => ReasonKind::NotInLayer,
+            RawReason::Default => ReasonKind::Default,
+            RawReason::KillSwitch => ReasonKind::KillSwitch,
+            RawReason::UnknownSlot => ReasonKind::UnknownSlot,
+            RawReason::Fallback(_) => ReasonKind::Fallback,
         }
     }
 }

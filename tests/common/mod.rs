@@ -23,21 +23,6 @@ pub const KIND_SLOTS: [&str; 13] = [
     "no-such-slot",
 ];
 
-/// Every `Reason::kind()`.
-pub const REASON_KINDS: [&str; 11] = [
-    "rule",
-    "split",
-    "rollout",
-    "score",
-    "holdout",
-    "not_in_layer",
-    "default",
-    "kill_switch",
-    "unknown_slot",
-    "fallback",
-    "bandit",
-];
-
 /// `n` users `user-0..` with the 14 features [`KINDS_CONFIG`] reads, varied so that every
 /// rule kind takes every branch.
 pub fn kinds_users(n: usize) -> Vec<(String, Features)> {
