@@ -88,8 +88,11 @@ mod decision;
 pub mod docs;
 mod engine;
 pub mod features;
+mod kinds;
 mod learn;
 pub mod metrics;
+pub mod ope;
+mod policy;
 pub mod sink;
 mod snapshot;
 mod watch;
@@ -97,7 +100,7 @@ mod watch;
 pub use config::{Config, ConfigError, ConfigProblem};
 pub use decision::{
     Decision, DecisionId, FallbackCause, FeatureStatus, Guarded, OwnedDecision,
-    ParseDecisionIdError, Reason, ReasonKind, RuleRef, Shared, SnapshotHold, UnknownCodeError,
+    ParseDecisionIdError, Reason, RuleRef, Shared, SnapshotHold,
 };
 pub use engine::{
     Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, DEFAULT_FETCH_DEADLINE,
@@ -112,7 +115,8 @@ pub mod kafka;
 pub mod redis;
 pub use bucketing::{bucket, bucket_with_seed, salt_seed, BUCKETS};
 pub use features::{FeatureSource, Features, MemoryStore, SourceError, Value};
-pub use learn::ope;
+pub use kinds::{ReasonKind, UnknownCodeError};
+
 pub use learn::{
     ArmState, BanditState, LearnerState, RewardOutcome, RewardStats, DEFAULT_REWARD_BOUND,
     MAX_ARMS, MAX_CONTEXT, MAX_CONTEXT_VALUE,

@@ -30,7 +30,7 @@
 
 use metrics::{counter, Counter};
 
-use crate::ReasonKind;
+use crate::kinds::ReasonKind;
 
 /// Fallback causes, in the order of [`SlotMetrics::fallbacks`].
 pub(crate) const FALLBACK_CAUSES: [&str; 5] = [

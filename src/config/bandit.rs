@@ -13,10 +13,9 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 
 use super::condition::Env;
-use super::slot::variant_ref;
-use super::walk::{Ctx, Obj};
+use super::walk::{variant_ref, Ctx, Obj};
 use crate::bucketing::salt_seed;
-use crate::learn::model::{
+use crate::policy::model::{
     layout, BanditSpec, Explore, Model, Policy, DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT,
 };
 use crate::snapshot::Action;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::condition::{compile_cond, Env, Interner, Segments};
-use super::walk::{kind, Ctx, Obj};
+use super::walk::{variant_ref, Ctx, Obj};
 use crate::bucketing::{name_hash, salt_seed, BUCKETS};
 use crate::metrics::SlotMetrics;
 use crate::snapshot::{Action, FeatureKey, Rule, ScoreArm, Slot, SlotLayer, Unit, Variant};
@@ -294,7 +294,7 @@ fn rule<'v>(
         "rollout" => rollout(c, body, &default_salt, index, env),
         "bandit" => {
             let key = crate::bucketing::learner_key(slot_id, id);
-            crate::config::bandit::bandit(c, body, key, &default_salt, index, env)
+            super::bandit::bandit(c, body, key, &default_salt, index, env)
         }
         _ => score(c, body, index, env),
     })?;
@@ -304,18 +304,6 @@ fn rule<'v>(
         when,
         action,
     })
-}
-
-pub(crate) fn variant_ref(ctx: &mut Ctx, v: &Value, index: &HashMap<&str, u32>) -> Option<u32> {
-    let Value::String(s) = v else {
-        ctx.error(format!("expected a variant id, found {}", kind(v)));
-        return None;
-    };
-    let found = index.get(s.as_str()).copied();
-    if found.is_none() {
-        ctx.error(format!("unknown variant {s:?}"));
-    }
-    found
 }
 
 fn unit_and_seed(

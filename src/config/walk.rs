@@ -228,6 +228,23 @@ impl Ctx {
     }
 }
 
+/// The index of the variant `v` names, or an error at the current path.
+pub(crate) fn variant_ref(
+    ctx: &mut Ctx,
+    v: &Value,
+    index: &std::collections::HashMap<&str, u32>,
+) -> Option<u32> {
+    let Value::String(s) = v else {
+        ctx.error(format!("expected a variant id, found {}", kind(v)));
+        return None;
+    };
+    let found = index.get(s.as_str()).copied();
+    if found.is_none() {
+        ctx.error(format!("unknown variant {s:?}"));
+    }
+    found
+}
+
 /// A short description of a JSON value's kind, for messages.
 pub(crate) fn kind(v: &Value) -> &'static str {
     match v {

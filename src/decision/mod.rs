@@ -14,8 +14,8 @@ mod status;
 
 pub(crate) use id::{engine_serial, next_bandit_seq, next_id, random_prefix, BANDIT_SEQ};
 pub use id::{DecisionId, ParseDecisionIdError};
-pub use reason::{FallbackCause, Reason, ReasonKind, RuleRef};
-pub use status::{FeatureStatus, UnknownCodeError};
+pub use reason::{FallbackCause, Reason, RuleRef};
+pub use status::FeatureStatus;
 
 mod sealed {
     pub trait Sealed {}
@@ -190,7 +190,7 @@ impl<H: SnapshotHold> Decision<H> {
         self.outcome.bandit.as_ref().map(|b| b.model_version)
     }
 
-    pub(crate) fn bandit_spec(&self) -> Option<&crate::learn::model::BanditSpec> {
+    pub(crate) fn bandit_spec(&self) -> Option<&crate::policy::model::BanditSpec> {
         self.snap.bandit_spec(self.slot, self.outcome.reason)
     }
 

@@ -1,6 +1,7 @@
 //! Why a decision came out as it did: reasons and fallback causes, resolved from the
 //! snapshot.
 
+use crate::kinds::ReasonKind;
 use crate::snapshot::{Action, RawCause, RawReason, Snapshot, Variant};
 
 /// A rule of a slot, as reasons name it.
@@ -80,101 +81,6 @@ pub enum Reason<'a> {
     UnknownSlot,
     /// No rule decided and inputs were degraded; the default was served.
     Fallback(FallbackCause<'a>),
-}
-
-/// The kind of a [`Reason`], without its details: what metrics label decisions with and
-/// decision records carry.
-///
-/// Its number (`kind as u8`, and [`TryFrom<u8>`]) and [`as_str`](ReasonKind::as_str) name
-/// are stable.
-///
-/// ```
-/// use elvon::ReasonKind;
-///
-/// let k = ReasonKind::Split;
-/// assert_eq!((k as u8, k.as_str(), k.to_string()), (1, "split", "split".to_owned()));
-/// assert_eq!(ReasonKind::try_from(1), Ok(k));
-/// assert!(ReasonKind::try_from(11).is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-#[repr(u8)]
-pub enum ReasonKind {
-    /// A `serve` rule ([`Reason::Serve`]); named `rule`.
-    Rule = 0,
-    /// [`Reason::Split`].
-    Split = 1,
-    /// [`Reason::Rollout`].
-    Rollout = 2,
-    /// [`Reason::Score`].
-    Score = 3,
-    /// [`Reason::Holdout`].
-    Holdout = 4,
-    /// [`Reason::NotInLayer`].
-    NotInLayer = 5,
-    /// [`Reason::Default`].
-    Default = 6,
-    /// [`Reason::KillSwitch`].
-    KillSwitch = 7,
-    /// [`Reason::UnknownSlot`].
-    UnknownSlot = 8,
-    /// [`Reason::Fallback`].
-    Fallback = 9,
-    /// [`Reason::Bandit`].
-    Bandit = 10,
-}
-
-impl ReasonKind {
-    /// Every kind, in number order.
-    pub const ALL: [ReasonKind; 11] = [
-        ReasonKind::Rule,
-        ReasonKind::Split,
-        ReasonKind::Rollout,
-        ReasonKind::Score,
-        ReasonKind::Holdout,
-        ReasonKind::NotInLayer,
-        ReasonKind::Default,
-        ReasonKind::KillSwitch,
-        ReasonKind::UnknownSlot,
-        ReasonKind::Fallback,
-        ReasonKind::Bandit,
-    ];
-
-    /// The stable name: `rule`, `split`, `rollout`, `score`, `holdout`, `not_in_layer`,
-    /// `default`, `kill_switch`, `unknown_slot`, `fallback`, `bandit`.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ReasonKind::Rule => "rule",
-            ReasonKind::Split => "split",
-            ReasonKind::Rollout => "rollout",
-            ReasonKind::Score => "score",
-            ReasonKind::Holdout => "holdout",
-            ReasonKind::NotInLayer => "not_in_layer",
-            ReasonKind::Default => "default",
-            ReasonKind::KillSwitch => "kill_switch",
-            ReasonKind::UnknownSlot => "unknown_slot",
-            ReasonKind::Fallback => "fallback",
-            ReasonKind::Bandit => "bandit",
-        }
-    }
-}
-
-impl std::fmt::Display for ReasonKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl TryFrom<u8> for ReasonKind {
-    type Error = super::UnknownCodeError;
-
-    fn try_from(n: u8) -> Result<Self, Self::Error> {
-        ReasonKind::ALL
-            .get(usize::from(n))
-            .copied()
-            .ok_or(super::UnknownCodeError(n))
-    }
 }
 
 impl Reason<'_> {
@@ -264,7 +170,7 @@ impl Snapshot {
         &self,
         slot: u32,
         raw: RawReason,
-    ) -> Option<&crate::learn::model::BanditSpec> {
+    ) -> Option<&crate::policy::model::BanditSpec> {
         let RawReason::Rule { rule, .. } = raw else {
             return None;
         };

@@ -50,7 +50,7 @@ impl FeatureStatus {
 }
 
 impl TryFrom<u8> for FeatureStatus {
-    type Error = UnknownCodeError;
+    type Error = crate::UnknownCodeError;
 
     fn try_from(n: u8) -> Result<Self, Self::Error> {
         Ok(match n {
@@ -60,12 +60,7 @@ impl TryFrom<u8> for FeatureStatus {
             3 => FeatureStatus::Failed,
             4 => FeatureStatus::Unavailable,
             5 => FeatureStatus::NotFetched,
-            _ => return Err(UnknownCodeError(n)),
+            _ => return Err(crate::UnknownCodeError(n)),
         })
     }
 }
-
-/// A number that names no [`FeatureStatus`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("unknown code {0}")]
-pub struct UnknownCodeError(pub u8);

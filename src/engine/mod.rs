@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, Guard};
 
 use crate::config::{compile, Config, ConfigError, ConfigProblem};
-use crate::decision::{next_id, random_prefix, Decision, DecisionId, FeatureStatus, ReasonKind};
+use crate::decision::{next_id, random_prefix, Decision, DecisionId, FeatureStatus};
 use crate::features::{block_on, FeatureSource, Features, FetchRequest, SourceError};
+use crate::kinds::ReasonKind;
 use crate::learn::Learner;
 use crate::sink::{DecisionEvent, DecisionSink};
 use crate::snapshot::trace::NoTrace;

@@ -2,6 +2,7 @@
 //! [`MemoryStore`].
 
 pub mod aggregate;
+mod key;
 mod memory;
 mod source;
 mod value;
@@ -12,6 +13,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub(crate) use key::{str_eq, FeatureKey};
 pub use memory::{ApplyOutcome, MemoryStore, DEFAULT_DEDUP_TTL_MS};
 pub(crate) use source::block_on;
 pub use source::{FeatureSource, FetchFuture, FetchRequest, SourceError};
@@ -128,7 +130,7 @@ impl Features {
     fn scan_equal(&self, start: usize, hash: u64, name: &str) -> Result<usize, usize> {
         let mut i = start;
         while self.hashes.get(i) == Some(&hash) {
-            if crate::snapshot::lookup::str_eq(&self.entries[i].0, name) {
+            if str_eq(&self.entries[i].0, name) {
                 return Ok(i);
             }
             i += 1;

@@ -243,7 +243,7 @@ struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let deadline = crate::clock::deadline(self.drain_timeout);
-        let give_up = crate::sink::now_ms()
+        let give_up = crate::clock::unix_now_ms()
             .saturating_add(u64::try_from(self.drain_timeout.as_millis()).unwrap_or(u64::MAX));
         self.shared
             .give_up_at_ms
@@ -464,7 +464,7 @@ impl Backend for KafkaBackend {
                         .shared
                         .give_up_at_ms
                         .load(std::sync::atomic::Ordering::Acquire);
-                    if give_up != 0 && crate::sink::now_ms() >= give_up {
+                    if give_up != 0 && crate::clock::unix_now_ms() >= give_up {
                         counters.failed(1);
                         self.shared.in_flight().complete(seq);
                         return;

@@ -68,7 +68,7 @@ pub struct MemoryTarget {
 
 impl EventTarget for MemoryTarget {
     fn apply(&self, events: &[crate::aggregate::Event]) -> Result<(), ApplyError> {
-        let now = crate::sink::now_ms();
+        let now = crate::clock::unix_now_ms();
         for e in events {
             // Events were validated when parsed; an error here is a definition mismatch,
             // which retrying does not fix.

@@ -354,7 +354,7 @@ fn parse(payload: Option<&[u8]>, aggs: &crate::aggregate::Aggregates) -> Result<
     let e: crate::aggregate::Event =
         serde_json::from_value(json).map_err(|e| format!("not an event: {e}"))?;
     // Validated against the store's clock, so an event dated far in the future is poison.
-    aggs.updates(&e, crate::sink::now_ms())
+    aggs.updates(&e, crate::clock::unix_now_ms())
         .map_err(|e| e.to_string())?;
     Ok(Parsed::Event(e))
 }

@@ -1,6 +1,7 @@
 //! Building the frozen model a rule's decisions read from its learner state.
 
 use super::*;
+use crate::policy::math;
 
 pub(super) fn build_model(state: &BanditState, a: &Active, version: u64) -> Model {
     // Checked: an index the state lacks reads as an untried arm (never a panic).

@@ -1,19 +1,16 @@
 //! The learning loop: bandit rules, rewards, model refresh, saved state and off-policy
 //! evaluation.
 //!
-//! A `bandit` rule compiles to a [`BanditSpec`](model::BanditSpec) in the config snapshot.
+//! A `bandit` rule compiles to a [`BanditSpec`](crate::policy::model::BanditSpec) in the config snapshot.
 //! Its learned state lives here, in the engine's [`Learner`], keyed by a stable key (the
 //! slot id, or `slot/rule-id`) and by arm (variant) id, so it survives config swaps: arms
 //! added start fresh, arms removed are dropped. Decide reads only a frozen
-//! [`Model`](model::Model) that the learner republishes (an `ArcSwap` per rule) every N
+//! [`Model`](crate::policy::model::Model) that the learner republishes (an `ArcSwap` per rule) every N
 //! rewards or T milliseconds, so it stays O(arms) and lock-free, including remembering the
 //! decision for joining its reward (see the `pending` module).
 
 mod arms;
 mod build;
-pub(crate) mod math;
-pub(crate) mod model;
-pub mod ope;
 mod outcome;
 mod pending;
 mod state;
@@ -31,9 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
+use crate::policy::model::{BanditSpec, Model, Policy};
+pub use crate::policy::model::{DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT, MAX_CONTEXT_VALUE};
 use crate::snapshot::{Action, Snapshot};
-use model::{BanditSpec, Model, Policy};
-pub use model::{DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT, MAX_CONTEXT_VALUE};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these structures half-updated in a way

@@ -345,7 +345,9 @@ impl RedisFeatureSourceBuilder {
                 ),
                 cache,
                 aggregates: self.aggregates,
-                clock: self.clock.unwrap_or_else(|| Arc::new(crate::sink::now_ms)),
+                clock: self
+                    .clock
+                    .unwrap_or_else(|| Arc::new(crate::clock::unix_now_ms)),
                 command_timeout: self.command_timeout,
                 rt,
             }),

@@ -17,7 +17,6 @@ use std::time::Duration;
 pub(crate) use capture::{spawn_writer, Backend, Captured, Queue};
 pub use jsonl::{JsonlOptions, JsonlSink};
 pub use memory::MemorySink;
-pub(crate) use record::now_ms;
 pub use record::{ArmProbability, DecisionRecord, RecordReason, RECORD_SCHEMA};
 
 use crate::features::Features;

@@ -1,7 +1,5 @@
 //! The versioned decision record.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 
 use super::DecisionEvent;
@@ -131,40 +129,12 @@ impl From<Reason<'_>> for RecordReason {
     }
 }
 
-/// Now, as unix milliseconds (0 if the clock is before 1970).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |t| {
-        t.as_secs()
-            .saturating_mul(1000)
-            .saturating_add(u64::from(t.subsec_millis()))
-    })
-}
-
-/// Now, as unix milliseconds, from the kernel's coarse real-time clock where there is one
-/// (Linux's `CLOCK_REALTIME_COARSE`: the time at the last timer tick, so up to one tick
-/// behind, typically 1–4 ms, for about a fifth of the cost of the precise clock). Elsewhere
-/// the precise clock. The capture queues stamp records with it.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn coarse_now_ms() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    match (u64::try_from(t.tv_sec), u64::try_from(t.tv_nsec)) {
-        (Ok(s), Ok(ns)) => s.saturating_mul(1000).saturating_add(ns / 1_000_000),
-        _ => 0,
-    }
-}
-
-/// Now, as unix milliseconds (the precise clock: this platform has no coarse one).
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) fn coarse_now_ms() -> u64 {
-    now_ms()
-}
-
 impl DecisionRecord {
     /// Builds the record of an event, stamped with the current time.
     #[must_use]
     pub fn from_event(event: &DecisionEvent<'_>) -> Self {
         let d = event.decision;
-        let timestamp_ms = now_ms();
+        let timestamp_ms = crate::clock::unix_now_ms();
         let mut features = Features::new();
         for (name, value) in event.features_used() {
             features.insert(Text::Owned(name.to_owned()), value.clone());

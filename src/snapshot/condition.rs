@@ -5,24 +5,10 @@ use std::collections::HashSet;
 use regex::Regex;
 use semver::{Version, VersionReq};
 
-use super::lookup::{str_eq, StrSet};
+use super::lookup::StrSet;
 use super::trace::Trace;
+use crate::features::{str_eq, FeatureKey};
 use crate::features::{Features, Value};
-
-/// A feature name as the snapshot knows it: interned id, precomputed hash.
-#[derive(Debug, Clone)]
-pub(crate) struct FeatureKey {
-    pub(crate) id: u32,
-    pub(crate) hash: u64,
-    pub(crate) name: Box<str>,
-}
-
-impl FeatureKey {
-    #[inline]
-    pub(crate) fn get<'f>(&self, features: &'f Features) -> Option<&'f Value> {
-        features.get_hashed(self.hash, &self.name)
-    }
-}
 
 /// Numeric comparison operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

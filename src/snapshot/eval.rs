@@ -4,10 +4,10 @@ use super::condition::{Eval, Issue};
 use super::trace::Trace;
 use super::{Action, FeatureKey, Holdout, Slot, Snapshot, Unit};
 use crate::bucketing::{bucket_with_seed, int_bytes, BUCKETS};
-use crate::decision::ReasonKind;
 use crate::features::{Features, Value};
-use crate::learn::math;
-use crate::learn::model::{BanditOutcome, Probs, MAX_ARMS, MAX_CONTEXT};
+use crate::kinds::ReasonKind;
+use crate::policy::math;
+use crate::policy::model::{BanditOutcome, Probs, MAX_ARMS, MAX_CONTEXT};
 
 /// Marks "no variant" (unknown slot).
 pub(crate) const NO_VARIANT: u32 = u32::MAX;

@@ -10,7 +10,8 @@ use std::cell::Cell;
 
 use bytes::Bytes;
 
-pub(crate) use condition::{Cond, FeatureKey};
+pub(crate) use crate::features::FeatureKey;
+pub(crate) use condition::Cond;
 pub(crate) use eval::{BanditId, Outcome, RawCause, RawReason, NO_VARIANT};
 pub(crate) use lookup::StrIndex;
 
@@ -74,7 +75,7 @@ impl Snapshot {
         if self
             .slots
             .get(last as usize)
-            .is_some_and(|s| lookup::str_eq(&s.id, slot))
+            .is_some_and(|s| crate::features::str_eq(&s.id, slot))
         {
             return Some(last);
         }
@@ -181,7 +182,7 @@ pub(crate) enum Action {
         arms: Vec<ScoreArm>,
     },
     /// A learned policy; its model is published by the engine's learner.
-    Bandit(Box<crate::learn::model::BanditSpec>),
+    Bandit(Box<crate::policy::model::BanditSpec>),
 }
 
 #[derive(Debug)]

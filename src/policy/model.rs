@@ -6,8 +6,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::math;
+use crate::features::FeatureKey;
 use crate::features::Features;
-use crate::snapshot::FeatureKey;
 
 /// Bandit rules may have at most this many arms (probabilities are kept inline, so decide
 /// does not allocate).
