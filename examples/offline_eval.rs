@@ -13,6 +13,8 @@
 
 use elvon::ope::evaluate_records;
 use elvon::{Engine, Features, MemorySink};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde_json::json;
 
 const VARIANTS: [&str; 4] = ["hero", "grid", "list", "video"];
@@ -27,18 +29,6 @@ fn click_rate(segment: usize, variant: usize) -> f64 {
         [0.08, 0.03, 0.04, 0.06],
     ];
     P[segment][variant]
-}
-
-/// SplitMix64 for the simulated users and clicks.
-struct Rng(u64);
-impl Rng {
-    fn f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 fn variants() -> serde_json::Value {
@@ -61,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sink = MemorySink::new(DECISIONS);
     let engine = Engine::builder().sink(sink.clone()).build();
     engine.load_config_json(&logging.to_string())?;
-    let mut rng = Rng(42);
+    let mut rng: StdRng = SeedableRng::seed_from_u64(42);
     let mut rewards = std::collections::HashMap::new();
     let mut logged_clicks = 0.0;
     for i in 0..DECISIONS {
@@ -72,7 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .position(|x| Some(*x) == d.variant())
             .ok_or("unknown variant")?;
-        let click = if rng.f64() < click_rate(segment, v) {
+        let click = if rng.random::<f64>() < click_rate(segment, v) {
             1.0
         } else {
             0.0

@@ -7,7 +7,8 @@ use elvon::{Engine, Features, LearnerState, RewardOutcome};
 use serde_json::json;
 
 mod common;
-use common::Rng;
+use common::rng;
+use rand::RngExt;
 
 const ARMS: usize = 10;
 const BEST: usize = 3;
@@ -36,7 +37,7 @@ fn bandit_engine(policy: serde_json::Value, k: usize, seed: u64) -> Engine {
 /// Runs `horizon` Bernoulli rounds (best arm 0.5, others 0.4); returns the pseudo-regret.
 fn regret(policy: serde_json::Value, horizon: usize, seed: u64) -> f64 {
     let engine = bandit_engine(policy, ARMS, seed);
-    let mut rng = Rng(seed ^ 0xdead_beef);
+    let mut rng = rng(seed ^ 0xdead_beef);
     let none = Features::new();
     let mut regret = 0.0;
     for _ in 0..horizon {
@@ -46,7 +47,7 @@ fn regret(policy: serde_json::Value, horizon: usize, seed: u64) -> f64 {
             .expect("arm id");
         let mu = if arm == BEST { 0.5 } else { 0.4 };
         regret += 0.5 - mu;
-        let r = if rng.f64() < mu { 1.0 } else { 0.0 };
+        let r = if rng.random::<f64>() < mu { 1.0 } else { 0.0 };
         assert_eq!(engine.reward(d.id(), r), RewardOutcome::Applied);
     }
     regret
@@ -140,7 +141,7 @@ fn draws_are_reproducible_and_probabilities_are_distributions() {
         let engine = bandit_engine(p.clone(), 5, 7);
         let twin = bandit_engine(p.clone(), 5, 7);
         let other = bandit_engine(p.clone(), 5, 7);
-        let mut rng = Rng(3);
+        let mut rng = rng(3);
         let none = Features::new();
         for step in 0..3_000 {
             let d = engine.decide("s", "u", &none);
@@ -171,7 +172,7 @@ fn draws_are_reproducible_and_probabilities_are_distributions() {
                 assert_eq!(d.propensity(), 1.0, "UCB1 is deterministic");
             }
             let arm: usize = d.variant().expect("variant")[3..].parse().expect("id");
-            let r = if rng.f64() < 0.3 + 0.1 * arm as f64 {
+            let r = if rng.random::<f64>() < 0.3 + 0.1 * arm as f64 {
                 1.0
             } else {
                 0.0
@@ -190,8 +191,10 @@ fn contextual_policy_approaches_the_optimal_policy() {
     const K: usize = 4;
     const D: usize = 8;
     const STEPS: usize = 50_000;
-    let mut rng = Rng(11);
-    let theta: Vec<[f64; D]> = (0..K).map(|_| std::array::from_fn(|_| rng.f64())).collect();
+    let mut rng = rng(11);
+    let theta: Vec<[f64; D]> = (0..K)
+        .map(|_| std::array::from_fn(|_| rng.random::<f64>()))
+        .collect();
     let names: Vec<String> = (0..D).map(|j| format!("x{j}")).collect();
     let engine = bandit_engine(
         json!({"policy": "linear", "features": names, "exploration": "igw", "gamma": 2000,
@@ -201,7 +204,7 @@ fn contextual_policy_approaches_the_optimal_policy() {
     );
     let (mut got, mut best) = (0.0, 0.0);
     for t in 0..STEPS {
-        let x: [f64; D] = std::array::from_fn(|_| rng.f64());
+        let x: [f64; D] = std::array::from_fn(|_| rng.random::<f64>());
         let mut f = Features::with_capacity(D);
         for (n, v) in names.iter().zip(x) {
             f.insert(n.clone(), v);
@@ -212,7 +215,7 @@ fn contextual_policy_approaches_the_optimal_policy() {
             .collect();
         let d = engine.decide("s", "u", &f);
         let arm: usize = d.variant().expect("variant")[3..].parse().expect("id");
-        let r = means[arm] + 0.1 * rng.normal();
+        let r = means[arm] + 0.1 * common::normal(&mut rng);
         engine.reward(d.id(), r);
         if t >= STEPS - STEPS / 10 {
             got += means[arm];

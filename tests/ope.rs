@@ -5,7 +5,8 @@
 use elvon::ope::{Estimator, Report, Sample};
 
 mod common;
-use common::Rng;
+use common::rng;
+use rand::RngExt;
 
 const ARMS: usize = 5;
 const CONTEXTS: usize = 10;
@@ -35,12 +36,12 @@ fn model(c: usize) -> [f64; ARMS] {
 }
 
 fn one_run(seed: u64) -> Report {
-    let mut rng = Rng(seed);
+    let mut rng = rng(seed);
     let mut est = Estimator::new();
     for _ in 0..DECISIONS {
-        let c = rng.below(CONTEXTS);
+        let c = rng.random_range(0..CONTEXTS);
         let lp = logging(c);
-        let u = rng.f64();
+        let u = rng.random::<f64>();
         let mut acc = 0.0;
         let mut a = ARMS - 1;
         for (i, p) in lp.iter().enumerate() {
@@ -50,7 +51,11 @@ fn one_run(seed: u64) -> Report {
                 break;
             }
         }
-        let r = if rng.f64() < mean(c, a) { 1.0 } else { 0.0 };
+        let r = if rng.random::<f64>() < mean(c, a) {
+            1.0
+        } else {
+            0.0
+        };
         let (t, q) = (target(c), model(c));
         est.add(&Sample::new(a, lp[a], r, &t).logging(&lp).predicted(&q));
     }

@@ -246,20 +246,16 @@ mod tests {
 
     #[test]
     fn prob_best_matches_monte_carlo() {
-        // Gamma sampling via sums of exponentials for integer shapes keeps the test
-        // dependency-free: Beta(a, b) = Ga / (Ga + Gb).
+        // Gamma sampling via sums of exponentials for integer shapes: Beta(a, b) = Ga / (Ga + Gb).
         let cases: [(&[f64], &[f64]); 3] = [
             (&[2.0, 3.0, 1.0], &[3.0, 2.0, 1.0]),
             (&[50.0, 45.0, 10.0], &[50.0, 55.0, 12.0]),
             (&[1.0, 1.0], &[1.0, 1.0]),
         ];
-        let mut state = 0x1234_5678_9abc_def0u64;
-        let mut unif = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        };
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x1234_5678_9abc_def0);
+        // In (0, 1): the logarithm below never sees 0.
+        let mut unif = || 1.0 - rng.random::<f64>();
         for (a, b) in cases {
             let mut exact = vec![0.0; a.len()];
             beta_prob_best(a, b, &mut exact);

@@ -1,6 +1,8 @@
 //! The pending-reward store alone: a ring model, contexts and expiry, racing threads.
 
 use super::*;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -31,13 +33,8 @@ fn seq(id: u128) -> u64 {
 fn the_table_is_a_ring_of_the_last_decisions() {
     let store = Store::new(64, 5);
     let mut model: HashMap<u64, u32> = HashMap::new();
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut rand = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng: StdRng = SeedableRng::seed_from_u64(0x9e37_79b9);
+    let mut rand = || rng.random::<u64>();
     let mut due = Vec::new();
     let (engine, mut evicted) = (crate::decision::engine_serial(), 0);
     for n in 0..20_000u64 {
