@@ -151,7 +151,7 @@ pub fn run() -> KafkaFigures {
 const EVENTS: usize = 100_000;
 
 fn consumer(bootstrap: &str) -> f64 {
-    use elvon::aggregate::{Aggregate, Aggregates, Event};
+    use elvon::features::aggregate::{Aggregate, Aggregates, Event};
     use elvon::kafka::{FeatureUpdater, MemoryTarget, UpdaterOptions};
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use elvon::aggregate::{Aggregate, Aggregates, Event};
+use elvon::features::aggregate::{Aggregate, Aggregates, Event};
 use elvon::redis::RedisFeatureSource;
 use elvon::{Engine, FeatureStatus};
 use hdrhistogram::Histogram;

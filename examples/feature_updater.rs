@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use elvon::aggregate::{Aggregate, Aggregates, Event};
+use elvon::features::aggregate::{Aggregate, Aggregates, Event};
 use elvon::kafka::{FeatureUpdater, MemoryTarget, UpdaterOptions};
 use elvon::{Engine, MemoryStore};
 use rdkafka::config::ClientConfig;

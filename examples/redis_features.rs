@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use elvon::aggregate::{Aggregate, Aggregates, Event};
+use elvon::features::aggregate::{Aggregate, Aggregates, Event};
 use elvon::redis::RedisFeatureSource;
 use elvon::{Engine, FeatureStatus, Features};
 

@@ -106,7 +106,6 @@ pub use engine::{
     Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, DEFAULT_FETCH_DEADLINE,
     DEFAULT_PENDING_REWARDS,
 };
-pub use features::aggregate;
 #[cfg(feature = "kafka")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub mod kafka;

@@ -421,7 +421,7 @@ fn restore_races_with_rewards_and_refresh_without_panicking() {
 /// instead of creating buckets that never leave their window.
 #[test]
 fn counters_saturate_and_future_events_are_rejected() {
-    use elvon::aggregate::{Aggregate, Aggregates, Event};
+    use elvon::features::aggregate::{Aggregate, Aggregates, Event};
     let aggs = Aggregates::new(vec![
         Aggregate::count("views", "view"),
         Aggregate::count("views_7d", "view").window(Duration::from_millis(86_400_000), 7),

@@ -203,7 +203,7 @@ fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
 mod updater {
     use super::*;
     use crate::kafka_common::{aggs, now_ms, produce, view, wait_for, Broker};
-    use elvon::aggregate::Event;
+    use elvon::features::aggregate::Event;
     use elvon::kafka::{ApplyError, EventTarget, FeatureUpdater, MemoryTarget, UpdaterOptions};
     use elvon::MemoryStore;
     use rdkafka::message::Headers;

@@ -126,7 +126,7 @@ fn flush_waits_for_earlier_records_not_for_a_backlog_others_refill() {
 mod updater {
     use super::*;
     use crate::kafka_common::{aggs, cluster, produce, read_with_headers, view, wait_for};
-    use elvon::aggregate::Event;
+    use elvon::features::aggregate::Event;
     use elvon::kafka::{
         ApplyError, EventTarget, FeatureUpdater, MemoryTarget, UpdaterError, UpdaterOptions,
     };

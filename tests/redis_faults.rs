@@ -244,7 +244,7 @@ fn recovery_after_a_restart_does_not_wait_an_extra_cool_down() {
 /// the script, so the stores diverged), and rejects events dated far in the future.
 #[test]
 fn redis_counters_saturate_like_memory_and_future_events_are_rejected() {
-    use elvon::aggregate::{Aggregate, Aggregates, Event};
+    use elvon::features::aggregate::{Aggregate, Aggregates, Event};
     let _serial = serial();
     let server = Server::start(&[]);
     let aggs = Aggregates::new(vec![Aggregate::count("views", "view")]).expect("valid");

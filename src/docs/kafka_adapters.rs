@@ -55,7 +55,7 @@
 //! `MemoryStore` with aggregates), or the Redis `AggregatesWriter` when feature `redis` is on.
 //! It commits after each applied batch, so delivery is at least once; the targets deduplicate
 //! by event id, so each event counts once. An event is the JSON form of
-//! `elvon::aggregate::Event`: `{"id", "user", "kind", "time_ms", "values"}`. A reward is
+//! `elvon::features::aggregate::Event`: `{"id", "user", "kind", "time_ms", "values"}`. A reward is
 //! `{"decision_id", "reward"}` and goes to `Engine::reward`. A message that is neither, or an
 //! event its aggregates reject, goes to the dead-letter topic with the error in header
 //! `elvon-error` (and where it came from in `elvon-topic`, `elvon-partition`, `elvon-offset`),

@@ -14,7 +14,7 @@
 //! # use elvon::Engine;
 //! # let now_ms = 1_700_000_000_000;
 //! use std::time::Duration;
-//! use elvon::aggregate::{Aggregate, Aggregates, Event};
+//! use elvon::features::aggregate::{Aggregate, Aggregates, Event};
 //! use elvon::redis::RedisFeatureSource;
 //!
 //! let aggregates = Aggregates::new(vec![

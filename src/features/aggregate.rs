@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use elvon::aggregate::{Aggregate, Aggregates};
+//! use elvon::features::aggregate::{Aggregate, Aggregates};
 //!
 //! let aggs = Aggregates::new(vec![
 //!     Aggregate::count("page_view_7d", "page_view").window(Duration::from_secs(86_400), 7),

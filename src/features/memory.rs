@@ -83,7 +83,7 @@ impl MemoryStore {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use elvon::aggregate::{Aggregate, Aggregates, Event};
+    /// use elvon::features::aggregate::{Aggregate, Aggregates, Event};
     /// use elvon::features::ApplyOutcome;
     /// use elvon::MemoryStore;
     ///

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-use super::{kafka_ms, kafka_timeout, Error};
+use super::{kafka_ms, kafka_timeout, KafkaError};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::watch::WatchEvent;
@@ -28,25 +28,25 @@ pub fn publish_config(
     topic: &str,
     config_json: &str,
     timeout: Duration,
-) -> Result<(), Error> {
+) -> Result<(), KafkaError> {
     Config::from_json(config_json).and_then(|c| c.validate())?;
     let producer: BaseProducer<Confirm> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
         .set("message.timeout.ms", kafka_ms(timeout).max(1).to_string())
         .create_with_context(Confirm::default())
-        .map_err(|e| Error::Client(e.to_string()))?;
+        .map_err(KafkaError::client)?;
     producer
         .send(BaseRecord::to(topic).key(CONFIG_KEY).payload(config_json))
-        .map_err(|(e, _)| Error::Client(e.to_string()))?;
+        .map_err(|(e, _)| KafkaError::client(e))?;
     producer
         .flush(kafka_timeout(timeout))
-        .map_err(|e| Error::Client(format!("config not confirmed: {e}")))?;
+        .map_err(|e| KafkaError::client(format!("config not confirmed: {e}")))?;
     let outcome = producer.context().0.lock().map_or(None, |mut g| g.take());
     match outcome {
         Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(Error::Client(format!("config not stored: {e}"))),
-        None => Err(Error::Client("config not confirmed in time".into())),
+        Some(Err(e)) => Err(KafkaError::client(format!("config not stored: {e}"))),
+        None => Err(KafkaError::client("config not confirmed in time")),
     }
 }
 
@@ -80,7 +80,7 @@ impl ProducerContext for Confirm {
 ///
 /// ```compile_fail
 /// #![deny(unused_must_use)]
-/// fn start(engine: elvon::Engine) -> Result<(), elvon::kafka::Error> {
+/// fn start(engine: elvon::Engine) -> Result<(), elvon::kafka::KafkaError> {
 ///     elvon::kafka::KafkaConfigWatcher::spawn(engine, "localhost:9092", "configs", |_| {})?;
 ///     Ok(())
 /// }
@@ -100,7 +100,7 @@ impl KafkaConfigWatcher {
         brokers: &str,
         topic: &str,
         on_event: impl Fn(&WatchEvent) + Send + 'static,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, KafkaError> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", "elvon-config-watcher")
@@ -111,13 +111,11 @@ impl KafkaConfigWatcher {
             // so a new config is seen within tens of milliseconds.
             .set("fetch.wait.max.ms", "50")
             .create()
-            .map_err(|e| Error::Client(e.to_string()))?;
+            .map_err(KafkaError::client)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(|e| Error::Client(e.to_string()))?;
-        consumer
-            .assign(&tpl)
-            .map_err(|e| Error::Client(e.to_string()))?;
+            .map_err(KafkaError::client)?;
+        consumer.assign(&tpl).map_err(KafkaError::client)?;
         let ready = Arc::new(AtomicBool::new(false));
         let (is_ready, topic) = (Arc::clone(&ready), topic.to_owned());
         let thread = crate::background::Background::spawn("elvon-kafka-config", move |stop| {
@@ -133,7 +131,7 @@ impl KafkaConfigWatcher {
                 w.follow();
             }
         })
-        .map_err(|e| Error::Client(format!("cannot start the watcher: {e}")))?;
+        .map_err(|e| KafkaError::client(format!("cannot start the watcher: {e}")))?;
         Ok(KafkaConfigWatcher {
             ready,
             _thread: thread,
@@ -171,7 +169,7 @@ impl Watch<'_> {
         self.stop.is_set()
     }
 
-    fn error(&self, what: &str, e: &rdkafka::error::KafkaError) {
+    fn error(&self, what: &str, e: &RdKafkaError) {
         metrics::counter!("elvon_config_watch_errors_total").increment(1);
         (self.on_event)(&WatchEvent::SourceError(format!(
             "kafka config topic {what}: {e}"
@@ -221,7 +219,7 @@ impl Watch<'_> {
             match self.consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 // The end of the partition (compaction may leave `end` itself unused).
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(RdKafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => self.error("poll", &e),
                 Some(Ok(m)) => {
                     next = m.offset() + 1;
@@ -246,7 +244,7 @@ impl Watch<'_> {
     fn follow(&self) {
         while !self.stopped() {
             match self.consumer.poll(Duration::from_millis(100)) {
-                None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+                None | Some(Err(RdKafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => self.error("poll", &e),
                 Some(Ok(m)) => {
                     if let Some(payload) = m.payload() {

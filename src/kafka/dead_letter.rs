@@ -5,12 +5,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message};
 
-use super::Error;
+use super::KafkaError;
 
 /// How much of a message's payload a truncated dead letter keeps.
 pub(crate) const TRUNCATED_PREFIX: usize = 64 * 1024;
@@ -47,7 +47,7 @@ struct Letter {
 
 /// Delivery results of the letters of one round, by index.
 #[derive(Default)]
-struct Results(Mutex<Vec<(usize, Result<(), KafkaError>)>>);
+struct Results(Mutex<Vec<(usize, Result<(), RdKafkaError>)>>);
 
 impl ClientContext for Results {}
 
@@ -87,7 +87,7 @@ impl DeadLetters {
         brokers: &str,
         topic: &str,
         settings: &[(String, String)],
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, KafkaError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
@@ -102,7 +102,7 @@ impl DeadLetters {
             .unwrap_or(1_000_000);
         let producer = config
             .create_with_context(Results::default())
-            .map_err(|e| Error::Client(e.to_string()))?;
+            .map_err(KafkaError::client)?;
         Ok(DeadLetters {
             producer,
             topic: topic.to_owned(),
@@ -208,7 +208,7 @@ impl DeadLetters {
 }
 
 /// The broker or librdkafka refused a message for its size.
-fn too_large(e: &KafkaError) -> bool {
+fn too_large(e: &RdKafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
         Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)

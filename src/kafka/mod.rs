@@ -30,13 +30,34 @@ pub use updater::{FeatureUpdater, UpdaterError, UpdaterOptions, UpdaterStats};
 /// What went wrong setting up a Kafka client, flushing, or publishing a config.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum KafkaError {
     /// The config given to [`publish_config`] is not valid; nothing was published.
     #[error("config not published: {0}")]
     InvalidConfig(#[from] crate::config::ConfigError),
-    /// librdkafka refused the configuration or failed to create the client.
-    #[error("kafka producer: {0}")]
-    Client(String),
+    /// librdkafka refused the configuration or failed to create the client or its thread,
+    /// or the broker did not confirm a published config.
+    #[error("kafka client: {0}")]
+    Client(ClientError),
+}
+
+impl KafkaError {
+    pub(crate) fn client(message: impl std::fmt::Display) -> Self {
+        KafkaError::Client(ClientError(message.to_string()))
+    }
+}
+
+/// What librdkafka or the broker reported, as text (rdkafka's own error type is not part of
+/// elvon's API).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(String);
+
+impl ClientError {
+    /// The message.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A duration in librdkafka's milliseconds (an `i32`), saturating.

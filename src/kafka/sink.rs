@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use super::{kafka_timeout, set_property, Error};
+use super::{kafka_timeout, set_property, KafkaError};
 use crate::sink::{
     spawn_writer, Backend, Captured, Counters, DecisionEvent, DecisionSink, FlushError, Overflow,
     Queue, SinkStats,
@@ -195,7 +195,7 @@ impl Reports {
 }
 
 impl ClientContext for Reports {
-    fn error(&self, error: KafkaError, reason: &str) {
+    fn error(&self, error: RdKafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
             self.fatal(format!("{error}: {reason}"));
         }
@@ -300,7 +300,7 @@ impl KafkaDecisionSink {
     /// Dropping the last clone drains the sink: it waits up to
     /// [`KafkaSinkOptions::drain_timeout`] for every accepted record to be delivered and
     /// counts the rest as failed.
-    pub fn new(options: KafkaSinkOptions) -> Result<Self, Error> {
+    pub fn new(options: KafkaSinkOptions) -> Result<Self, KafkaError> {
         let queue = Arc::new(Queue::new(options.queue, "kafka", options.overflow));
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &options.brokers);
@@ -310,13 +310,13 @@ impl KafkaDecisionSink {
         let shared = Arc::new(Shared::default());
         let make = {
             let (counters, shared) = (Arc::clone(&queue.counters), Arc::clone(&shared));
-            move || -> Result<ThreadedProducer<Reports>, Error> {
+            move || -> Result<ThreadedProducer<Reports>, KafkaError> {
                 config
                     .create_with_context(Reports {
                         counters: Arc::clone(&counters),
                         shared: Arc::clone(&shared),
                     })
-                    .map_err(|e| Error::Client(e.to_string()))
+                    .map_err(KafkaError::client)
             }
         };
         let producer: Cell = Arc::new(arc_swap::ArcSwap::from_pointee(make()?));
@@ -330,7 +330,7 @@ impl KafkaDecisionSink {
             buf: Vec::with_capacity(1024),
         };
         let writer = spawn_writer(&queue, "elvon-kafka-sink", backend)
-            .map_err(|e| Error::Client(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| KafkaError::client(format!("cannot start the writer thread: {e}")))?;
         Ok(KafkaDecisionSink {
             handle: Arc::new(Handle {
                 queue,
@@ -396,7 +396,7 @@ impl KafkaDecisionSink {
 struct KafkaBackend {
     producer: Cell,
     /// Makes a new producer (after a fatal error).
-    make: Box<dyn Fn() -> Result<ThreadedProducer<Reports>, Error> + Send>,
+    make: Box<dyn Fn() -> Result<ThreadedProducer<Reports>, KafkaError> + Send>,
     on_fatal: Option<OnFatal>,
     topic: Arc<str>,
     shared: Arc<Shared>,
@@ -459,7 +459,7 @@ impl Backend for KafkaBackend {
         loop {
             match producer.send(record) {
                 Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
                     let give_up = self
                         .shared
                         .give_up_at_ms

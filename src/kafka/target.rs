@@ -13,7 +13,7 @@ pub trait EventTarget: Send + Sync {
     ///
     /// # Errors
     /// An [`ApplyError`] saying whether retrying may help.
-    fn apply(&self, events: &[crate::aggregate::Event]) -> Result<(), ApplyError>;
+    fn apply(&self, events: &[crate::features::aggregate::Event]) -> Result<(), ApplyError>;
 }
 
 /// Why an [`EventTarget`] did not apply a batch.
@@ -63,11 +63,11 @@ pub struct MemoryTarget {
     /// The store.
     pub store: crate::MemoryStore,
     /// The aggregates events feed.
-    pub aggregates: Arc<crate::aggregate::Aggregates>,
+    pub aggregates: Arc<crate::features::aggregate::Aggregates>,
 }
 
 impl EventTarget for MemoryTarget {
-    fn apply(&self, events: &[crate::aggregate::Event]) -> Result<(), ApplyError> {
+    fn apply(&self, events: &[crate::features::aggregate::Event]) -> Result<(), ApplyError> {
         let now = crate::clock::unix_now_ms();
         for e in events {
             // Events were validated when parsed; an error here is a definition mismatch,
@@ -82,7 +82,7 @@ impl EventTarget for MemoryTarget {
 
 #[cfg(feature = "redis")]
 impl EventTarget for crate::redis::AggregatesWriter {
-    fn apply(&self, events: &[crate::aggregate::Event]) -> Result<(), ApplyError> {
+    fn apply(&self, events: &[crate::features::aggregate::Event]) -> Result<(), ApplyError> {
         crate::redis::AggregatesWriter::apply(self, events)
             .map(|_| ())
             .map_err(|e| {

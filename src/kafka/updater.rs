@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset};
 
 use super::dead_letter::{DeadLetters, Raw};
-use super::{set_property, ApplyError, Error, EventTarget};
+use super::{set_property, ApplyError, EventTarget, KafkaError};
 use crate::engine::Engine;
 
 /// A reward on the events topic: `{"decision_id": "<32 hex digits>", "reward": 1.0}`.
@@ -60,7 +60,7 @@ pub struct UpdaterOptions {
     topics: Vec<String>,
     dead_letter: String,
     batch: usize,
-    aggregates: Arc<crate::aggregate::Aggregates>,
+    aggregates: Arc<crate::features::aggregate::Aggregates>,
     settings: Vec<(String, String)>,
     dead_letter_settings: Vec<(String, String)>,
     on_error: Option<OnError>,
@@ -89,7 +89,7 @@ impl UpdaterOptions {
         group: impl Into<String>,
         topics: impl IntoIterator<Item = S>,
         dead_letter: impl Into<String>,
-        aggregates: Arc<crate::aggregate::Aggregates>,
+        aggregates: Arc<crate::features::aggregate::Aggregates>,
     ) -> Self {
         UpdaterOptions {
             brokers: brokers.into(),
@@ -226,7 +226,7 @@ impl UpdaterCounters {
 /// ```compile_fail
 /// #![deny(unused_must_use)]
 /// use elvon::kafka::{FeatureUpdater, MemoryTarget, UpdaterOptions};
-/// fn start(o: UpdaterOptions, t: MemoryTarget) -> Result<(), elvon::kafka::Error> {
+/// fn start(o: UpdaterOptions, t: MemoryTarget) -> Result<(), elvon::kafka::KafkaError> {
 ///     FeatureUpdater::spawn(o, t, None)?; // dropped at once: the updater stops
 ///     Ok(())
 /// }
@@ -251,7 +251,7 @@ impl FeatureUpdater {
         options: UpdaterOptions,
         target: impl EventTarget + 'static,
         engine: Option<Engine>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, KafkaError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &options.brokers)
@@ -264,11 +264,9 @@ impl FeatureUpdater {
         let consumer: BaseConsumer = config
             .set("enable.auto.commit", "false")
             .create()
-            .map_err(|e| Error::Client(e.to_string()))?;
+            .map_err(KafkaError::client)?;
         let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|e| Error::Client(e.to_string()))?;
+        consumer.subscribe(&topics).map_err(KafkaError::client)?;
         let mut dlq = DeadLetters::new(
             &options.brokers,
             &options.dead_letter,
@@ -287,7 +285,7 @@ impl FeatureUpdater {
                 &c,
             );
         })
-        .map_err(|e| Error::Client(format!("cannot start the updater: {e}")))?;
+        .map_err(|e| KafkaError::client(format!("cannot start the updater: {e}")))?;
         Ok(FeatureUpdater { counters, thread })
     }
 
@@ -335,11 +333,14 @@ fn lag(consumer: &BaseConsumer) -> Option<u64> {
 }
 
 enum Parsed {
-    Event(crate::aggregate::Event),
+    Event(crate::features::aggregate::Event),
     Reward(RewardMessage),
 }
 
-fn parse(payload: Option<&[u8]>, aggs: &crate::aggregate::Aggregates) -> Result<Parsed, String> {
+fn parse(
+    payload: Option<&[u8]>,
+    aggs: &crate::features::aggregate::Aggregates,
+) -> Result<Parsed, String> {
     let bytes = payload.ok_or("empty message")?;
     let json: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
@@ -351,7 +352,7 @@ fn parse(payload: Option<&[u8]>, aggs: &crate::aggregate::Aggregates) -> Result<
         }
         return Ok(Parsed::Reward(r));
     }
-    let e: crate::aggregate::Event =
+    let e: crate::features::aggregate::Event =
         serde_json::from_value(json).map_err(|e| format!("not an event: {e}"))?;
     // Validated against the store's clock, so an event dated far in the future is poison.
     aggs.updates(&e, crate::clock::unix_now_ms())
@@ -467,7 +468,7 @@ fn consume_loop(
 /// told to stop before the batch was settled.
 fn apply_batch(
     target: &dyn EventTarget,
-    batch: &[crate::aggregate::Event],
+    batch: &[crate::features::aggregate::Event],
     raws: &[Raw],
     dlq: &mut DeadLetters,
     o: &UpdaterOptions,

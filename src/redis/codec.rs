@@ -1,6 +1,6 @@
 //! How requested features map to hash fields, and field text to values.
 
-use crate::aggregate::{bucket_field, AggregateKind};
+use crate::features::aggregate::{bucket_field, AggregateKind};
 use crate::features::{Features, Value};
 
 use super::*;

@@ -114,7 +114,7 @@ pub enum RedisError {
     },
     /// An event was rejected by the aggregate definitions.
     #[error(transparent)]
-    Event(#[from] crate::aggregate::AggregateError),
+    Event(#[from] crate::features::aggregate::AggregateError),
 }
 
 impl RedisError {

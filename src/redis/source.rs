@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::aggregate::Aggregates;
+use crate::features::aggregate::Aggregates;
 use crate::features::{FeatureSource, Features, FetchFuture, FetchRequest, SourceError};
 
 use super::*;

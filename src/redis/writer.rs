@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aggregate::{Event, Op};
+use crate::features::aggregate::{Event, Op};
 
 use super::*;
 
@@ -63,7 +63,7 @@ impl AggregatesWriter {
 
     /// A TTL the writer sets on a user's hash after each event, so users who stop sending
     /// events disappear (default none: the hash may hold features written by others). Set
-    /// it at least to the longest window ([`Aggregates::longest_window_ms`](crate::aggregate::Aggregates::longest_window_ms)).
+    /// it at least to the longest window ([`Aggregates::longest_window_ms`](crate::features::aggregate::Aggregates::longest_window_ms)).
     #[must_use]
     pub fn key_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.key_ttl = ttl;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use elvon::aggregate::{Aggregate, Aggregates, Event};
+use elvon::features::aggregate::{Aggregate, Aggregates, Event};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;

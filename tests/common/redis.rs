@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use elvon::aggregate::{Aggregate, Aggregates, Event};
+use elvon::features::aggregate::{Aggregate, Aggregates, Event};
 use elvon::redis::RedisFeatureSource;
 use elvon::Engine;
 use serde_json::json;
