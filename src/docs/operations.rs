@@ -33,8 +33,10 @@
 //! [`Engine::spawn_learner`](crate::Engine::spawn_learner) (model refresh and reward expiry),
 //! [`ConfigWatcher`](crate::ConfigWatcher) (a config file) and, with feature `kafka`, the
 //! config-topic watcher and the feature updater each run one named thread, stopped and joined
-//! when their handle is dropped. Nothing else in elvon starts a thread except the sinks'
-//! writers and the snapshot reclaimer.
+//! when their handle is dropped. Besides these, elvon starts only the JSON-lines and Kafka
+//! sinks' writer threads, one snapshot reclaimer per process, and, for a Redis source
+//! without a runtime of the caller's, a one-worker Tokio runtime (librdkafka runs threads of
+//! its own).
 //!
 //! ## Metrics and benchmarks
 //!
