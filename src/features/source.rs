@@ -66,6 +66,27 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// The source did not answer in time ([`SourceError::Timeout`]).
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SourceError::Timeout)
+    }
+
+    /// Whether trying again later may succeed: a timeout, an unavailable source or a backend
+    /// failure. A [`SourceError::Data`] error is about the stored data and stays until the
+    /// data changes.
+    ///
+    /// ```
+    /// use elvon::SourceError;
+    ///
+    /// assert!(SourceError::Timeout.is_timeout() && SourceError::Timeout.is_transient());
+    /// assert!(!SourceError::Data("WRONGTYPE".into()).is_transient());
+    /// ```
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, SourceError::Data(_))
+    }
+
     /// Wraps a backend error with a message saying what was being done.
     pub fn backend(
         message: impl Into<String>,
@@ -75,12 +96,6 @@ impl SourceError {
             message: message.into(),
             source: Box::new(source),
         }
-    }
-
-    /// `true` for [`SourceError::Timeout`].
-    #[must_use]
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, SourceError::Timeout)
     }
 }
 

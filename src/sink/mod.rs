@@ -80,6 +80,15 @@ pub enum FlushError {
     WriterGone,
 }
 
+impl FlushError {
+    /// The timeout passed with records still pending ([`FlushError::Timeout`]); flushing
+    /// again may finish them. The other errors do not go away by waiting.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, FlushError::Timeout { .. })
+    }
+}
+
 /// What a sink does with a record when its queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
