@@ -98,9 +98,9 @@ impl Table {
         (&self.slots[i], i)
     }
 
-    /// Copies slot `i`'s payload (relaxed; valid only if a later claim succeeds). `ctx`:
-    /// with the context.
-    fn read(&self, s: &Slot, i: usize, ctx: bool) -> Taken {
+    /// Copies slot `i`'s payload (relaxed; valid only if a later claim succeeds), with the
+    /// context if `ctx` says so of the decision.
+    fn read(&self, s: &Slot, i: usize, ctx: impl FnOnce(&Pending) -> bool) -> Taken {
         let (who, gen) = (s.who.load(Ordering::Relaxed), s.gen.load(Ordering::Relaxed));
         let p = Pending {
             learner: (who >> 32) as u32,
@@ -112,7 +112,7 @@ impl Table {
             evicted: gen & 1 != 0,
         };
         let mut x = [0.0; MAX_CONTEXT];
-        if ctx && p.dim > 0 {
+        if p.dim > 0 && ctx(&p) {
             if let Some(c) = self.contexts.get().and_then(|c| c.get(i)) {
                 for (v, w) in x.iter_mut().zip(c).take(usize::from(p.dim)) {
                     *v = f64::from_bits(w.load(Ordering::Relaxed));
@@ -131,7 +131,7 @@ impl Table {
         if cur & 3 != PENDING || (exact && cur >> 2 != n) {
             return None;
         }
-        let t = self.read(s, i, true);
+        let t = self.read(s, i, |_| true);
         if !pred(&t.p) {
             return None;
         }
@@ -157,14 +157,8 @@ impl Table {
             if tag == WRITING || (tag == PENDING && cur >> 2 > n) {
                 return Err(Lost);
             }
-            let old = (tag == PENDING).then(|| {
-                let t = self.read(s, i, false);
-                if t.p.has_default {
-                    self.read(s, i, true)
-                } else {
-                    t
-                }
-            });
+            // The context is needed only for a default reward.
+            let old = (tag == PENDING).then(|| self.read(s, i, |p| p.has_default));
             fence(Ordering::Acquire);
             match s.state.compare_exchange_weak(
                 cur,
@@ -301,19 +295,16 @@ impl Store {
         match table.write(n, p, x) {
             Ok(None) => {}
             Ok(Some(mut old)) => {
+                // Still in its window: evicted. Past it: expired, which the learner counts
+                // when it applies the default, or only counted here without one.
                 old.p.evicted = now <= old.p.expires_ms;
-                let count = if old.p.evicted {
-                    &stripe.evicted
-                } else {
-                    &stripe.expired
-                };
+                if old.p.evicted {
+                    stripe.evicted.fetch_add(1, Ordering::Relaxed);
+                }
                 if old.p.has_default {
-                    if old.p.evicted {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
                     self.push_due(due, &old);
-                } else {
-                    count.fetch_add(1, Ordering::Relaxed);
+                } else if !old.p.evicted {
+                    stripe.expired.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(Lost) => {
