@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use elvon::sink::{JsonlOptions, Overflow};
 use elvon::{Engine, Features, JsonlSink, MemoryStore};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 const USERS: usize = 100_000;
 const COUNTRIES: [&str; 6] = ["KR", "JP", "TW", "US", "DE", "BR"];
@@ -28,24 +30,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 1. Features live in a store; here the in-memory one.
     let store = MemoryStore::new();
+    // Simulated users: a seeded generator, so every run sees the same population.
+    let mut rng = StdRng::seed_from_u64(2026);
     for i in 0..USERS {
-        // A cheap deterministic mix so the numbers do not line up with the user index.
-        let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let plan = if rng.random_range(0..50) == 0 {
+            PLANS[2]
+        } else {
+            PLANS[rng.random_range(0..2)]
+        };
         let mut f = Features::new()
-            .with("country", COUNTRIES[(h % 6) as usize])
-            .with(
-                "plan",
-                PLANS[if h.is_multiple_of(50) {
-                    2
-                } else {
-                    (h % 2) as usize
-                }],
-            )
-            .with("app_version", VERSIONS[((h >> 3) % 4) as usize])
-            .with("page_view_7d", ((h >> 5) % 20) as i64)
-            .with("purchase_7d", ((h >> 9) % 4) as i64)
-            .with("cart_abandon_7d", ((h >> 11) % 5) as i64);
-        if h.is_multiple_of(10) {
+            .with("country", COUNTRIES[rng.random_range(0..COUNTRIES.len())])
+            .with("plan", plan)
+            .with("app_version", VERSIONS[rng.random_range(0..VERSIONS.len())])
+            .with("page_view_7d", rng.random_range(0..20i64))
+            .with("purchase_7d", rng.random_range(0..4i64))
+            .with("cart_abandon_7d", rng.random_range(0..5i64));
+        if rng.random_range(0..10) == 0 {
             f.insert("email", format!("user{i}@example.com"));
         }
         store.set(&format!("user-{i}"), f);

@@ -77,6 +77,16 @@ impl Clock {
         }
     }
 
+    /// [`now_ms`](Self::now_ms) from the coarse system clock (a few ms of resolution, but
+    /// a vDSO read of a few nanoseconds): decision timestamps.
+    #[inline]
+    pub(crate) fn coarse_now_ms(&self) -> u64 {
+        match &self.fake {
+            Some(t) => t.load(Ordering::Acquire),
+            None => coarse_unix_now_ms(),
+        }
+    }
+
     /// Milliseconds on a scale that never goes back: since the first call in this process
     /// for the system clock (immune to wall-clock steps), the fake time for a fake clock.
     /// What reward windows and refresh intervals are measured on.

@@ -735,3 +735,48 @@ fn features_from_a_borrowed_request() {
     assert_eq!(e.decide("s", "u", &f).variant(), Some("on"));
     assert_eq!(f.get("age"), Some(&elvon::Value::Int(30)));
 }
+
+/// Records are stamped on the engine's clock: both the in-memory sink (which builds the
+/// record on the deciding thread) and the JSON-lines sink (which encodes the time into its
+/// capture queue and builds the record on its writer thread).
+#[test]
+fn records_are_stamped_on_the_engines_clock() {
+    let clock = elvon::clock::Clock::fake(1_700_000_000_000);
+    let memory = elvon::MemorySink::new(10);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("log.jsonl");
+    let jsonl = elvon::JsonlSink::create(&path, elvon::sink::JsonlOptions::default())
+        .expect("sink");
+    let config = one_slot(json!([])).to_string();
+    let (a, b) = (
+        Engine::builder()
+            .sink(memory.clone())
+            .clock(clock.clone())
+            .build(),
+        Engine::builder()
+            .sink(jsonl.clone())
+            .clock(clock.clone())
+            .build(),
+    );
+    a.load_config_json(&config).expect("valid");
+    b.load_config_json(&config).expect("valid");
+    a.decide("s", "u", &Features::new());
+    b.decide("s", "u", &Features::new());
+    clock.advance(std::time::Duration::from_secs(90));
+    a.decide("s", "u", &Features::new());
+    b.decide("s", "u", &Features::new());
+    jsonl
+        .flush(std::time::Duration::from_secs(10))
+        .expect("flushed");
+    let stamps: Vec<u64> = memory.records().iter().map(|r| r.timestamp_ms).collect();
+    assert_eq!(stamps, [1_700_000_000_000, 1_700_000_090_000]);
+    let text = std::fs::read_to_string(&path).expect("log");
+    let stamps: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            let r: elvon::DecisionRecord = serde_json::from_str(l).expect("a record");
+            r.timestamp_ms
+        })
+        .collect();
+    assert_eq!(stamps, [1_700_000_000_000, 1_700_000_090_000]);
+}

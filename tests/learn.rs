@@ -309,7 +309,8 @@ fn rewards_join_by_id_within_the_window_and_default_after() {
         "rules": [{"bandit": {"policy": "igw", "gamma": 10, "arms": ["a", "b"],
                               "reward": {"window_ms": 30, "default": 0.0}}}]
     }]});
-    let engine = Engine::default();
+    let clock = elvon::clock::Clock::fake(1_000);
+    let engine = Engine::builder().clock(clock.clone()).build();
     engine.load_config_json(&config.to_string()).expect("valid");
     let f = Features::new();
     let first = engine.decide("s", "u", &f);
@@ -322,7 +323,14 @@ fn rewards_join_by_id_within_the_window_and_default_after() {
     let plain = Engine::default().decide("s", "u", &f);
     assert_eq!(engine.reward(plain.id(), 1.0), RewardOutcome::Unknown);
     let late: Vec<_> = (0..10).map(|_| engine.decide("s", "u", &f).id()).collect();
-    std::thread::sleep(std::time::Duration::from_millis(60));
+    clock.advance(std::time::Duration::from_millis(30));
+    let on_time = engine.decide("s", "u", &f).id();
+    assert_eq!(
+        engine.reward(on_time, 0.0),
+        RewardOutcome::Applied,
+        "a decision made now is rewarded at once"
+    );
+    clock.advance(std::time::Duration::from_millis(1));
     engine.refresh();
     assert_eq!(
         engine.reward(late[0], 1.0),
@@ -330,11 +338,11 @@ fn rewards_join_by_id_within_the_window_and_default_after() {
         "expired"
     );
     let s = engine.reward_stats();
-    assert_eq!((s.applied, s.unknown, s.defaulted), (1, 3, 10), "{s:?}");
+    assert_eq!((s.applied, s.unknown, s.defaulted), (2, 3, 10), "{s:?}");
     let state = engine.learner_state();
     let n: f64 = state.bandits[0].arms.iter().map(|a| a.n).sum();
     let sum: f64 = state.bandits[0].arms.iter().map(|a| a.sum).sum();
-    assert_eq!((n, sum), (11.0, 1.0));
+    assert_eq!((n, sum), (12.0, 1.0));
 }
 
 /// Deciding threads hand their decision ids to rewarding threads while the learner thread

@@ -4,10 +4,12 @@
 #![cfg(feature = "redis")]
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use elvon::clock::Clock;
 use elvon::features::aggregate::{Aggregate, Aggregates, Event};
 use elvon::redis::{BreakerState, RedisFeatureSource};
 use elvon::{FallbackCause, FeatureStatus, Reason};
@@ -20,10 +22,10 @@ use redis_common::*;
 fn events_written_by_the_writer_change_decisions() {
     let _serial = serial();
     let server = Server::start(&[]);
-    let now = Arc::new(AtomicU64::new(100 * DAY));
+    let now = Clock::fake(100 * DAY);
     let source = RedisFeatureSource::builder(server.url())
         .aggregates(aggregates())
-        .clock(clock(&now))
+        .clock(now.clone())
         .build()
         .expect("source");
     let writer = source.writer();
@@ -122,10 +124,10 @@ fn events_stop_counting_when_their_bucket_leaves_the_window() {
         Aggregate::count("clicks_3s", "click").window(Duration::from_secs(1), 3)
     ])
     .expect("valid");
-    let now = Arc::new(AtomicU64::new(1_000_000));
+    let now = Clock::fake(1_000_000);
     let source = RedisFeatureSource::builder(server.url())
         .aggregates(aggs)
-        .clock(clock(&now))
+        .clock(now.clone())
         .build()
         .expect("source");
     let writer = source.writer();
@@ -133,7 +135,7 @@ fn events_stop_counting_when_their_bucket_leaves_the_window() {
     writer
         .apply(&[click("a", 1_000_000), click("b", 1_000_500)])
         .expect("write");
-    now.store(1_001_200, Ordering::SeqCst);
+    now.set_ms(1_001_200);
     writer.apply(&[click("c", 1_001_100)]).expect("write");
     let read = || {
         source.fetch_many(&["u"], &["clicks_3s"]).expect("fetch")[0]
@@ -142,9 +144,9 @@ fn events_stop_counting_when_their_bucket_leaves_the_window() {
     };
     assert_eq!(read(), Some(elvon::Value::Int(3)));
     // Bucket 1000 (two clicks) leaves the window at 1,003,000; bucket 1001 at 1,004,000.
-    now.store(1_003_000, Ordering::SeqCst);
+    now.set_ms(1_003_000);
     assert_eq!(read(), Some(elvon::Value::Int(1)));
-    now.store(1_004_000, Ordering::SeqCst);
+    now.set_ms(1_004_000);
     assert_eq!(read(), Some(elvon::Value::Int(0)));
     // An event older than the window is not written at all.
     let r = writer.apply(&[click("old", 1_000_100)]).expect("write");
@@ -440,25 +442,22 @@ fn memory_and_redis_apply_the_same_events_to_the_same_features() {
         ])
         .expect("valid")
     };
-    let now = Arc::new(AtomicU64::new(500 * 3_600_000));
+    let now = Clock::fake(500 * 3_600_000);
     let source = RedisFeatureSource::builder(server.url())
         .aggregates(aggs())
-        .clock(clock(&now))
+        .clock(now.clone())
         .build()
         .expect("source");
     let memory = elvon::MemoryStore::new();
     let defs = aggs();
-    let mut rng = 7u64;
-    let mut next = |n: u64| {
-        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        (rng >> 33) % n
-    };
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut next = |n: u64| rng.random_range(0..n);
     let users: Vec<String> = (0..50).map(|u| format!("m-{u}")).collect();
     // Events over 6 hours, written in time order with the clock following them, each
     // delivered once or twice.
     for step in 0..2_000u64 {
         let at = 494 * 3_600_000 + step * 10_800;
-        now.store(at, Ordering::SeqCst);
+        now.set_ms(at);
         let user = &users[next(50) as usize];
         let e = if next(3) == 0 {
             Event::new(format!("b{step}"), user, "buy", at).with("amount", next(100) as f64 / 4.0)
@@ -474,7 +473,7 @@ fn memory_and_redis_apply_the_same_events_to_the_same_features() {
             memory.apply(&defs, &e, at).expect("memory write");
         }
     }
-    let at = now.load(Ordering::SeqCst);
+    let at = now.now_ms();
     let names = ["views_3h", "views", "spend_2h", "last_cat"];
     let refs: Vec<&str> = users.iter().map(String::as_str).collect();
     let from_redis = source.fetch_many(&refs, &names).expect("fetch");

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use elvon::clock::Clock;
 use elvon::sink::{JsonlOptions, Overflow};
 use elvon::{DecisionRecord, DecisionSink, Engine, Features, JsonlSink};
 
@@ -126,7 +127,8 @@ fn moved_files_are_followed_and_files_rotate_by_size() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("log.jsonl");
     let moved = dir.path().join("log.jsonl.old");
-    let sink = JsonlSink::create(&path, JsonlOptions::default()).expect("sink");
+    let clock = Clock::fake(1_000_000);
+    let sink = JsonlSink::create(&path, JsonlOptions::default().clock(clock.clone())).expect("sink");
     let engine = engine_with(sink.clone());
     let none = Features::new();
     let decide = |n: usize| {
@@ -146,20 +148,19 @@ fn moved_files_are_followed_and_files_rotate_by_size() {
         50,
         "new records go to a new file at the path"
     );
-    // Deleted without a reopen: the writer notices by itself (checked once a second).
+    // Deleted without a reopen: the writer notices by itself, checking once a second on its
+    // clock. Within the second, records still go to the deleted file …
     std::fs::remove_file(&path).expect("deleted");
-    let mut seen = 0;
-    for _ in 0..100 {
-        decide(10);
-        sink.flush(Duration::from_secs(10)).expect("flushed");
-        seen = records(&path).len();
-        if seen > 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        seen > 0,
+    decide(10);
+    sink.flush(Duration::from_secs(10)).expect("flushed");
+    assert!(!path.exists(), "checked again before a second had passed");
+    // … and once it has passed, the next batch opens a new file at the path.
+    clock.advance(Duration::from_secs(1));
+    decide(10);
+    sink.flush(Duration::from_secs(10)).expect("flushed");
+    assert_eq!(
+        records(&path).len(),
+        10,
         "no new file at the path after the old one was deleted"
     );
     drop(engine);

@@ -51,6 +51,8 @@ struct Inner {
     /// Decision-id sequence blocks handed to threads.
     blocks: std::sync::atomic::AtomicU64,
     serial: u64,
+    /// Decision timestamps (what sinks record) are read from it.
+    clock: crate::clock::Clock,
 }
 
 impl fmt::Debug for Engine {
@@ -138,7 +140,8 @@ impl EngineBuilder {
     }
 
     /// The clock reward windows (`reward.window_ms`) and model refresh intervals
-    /// (`refresh.ms`) are measured on (default: the system clock). A
+    /// (`refresh.ms`) are measured on and decision timestamps
+    /// ([`DecisionEvent::timestamp_ms`]) are read from (default: the system clock). A
     /// [`Clock::fake`](crate::clock::Clock::fake) lets tests and simulations move time
     /// instead of sleeping.
     pub fn clock(mut self, clock: crate::clock::Clock) -> Self {
@@ -152,7 +155,7 @@ impl EngineBuilder {
         Engine {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-                learner: Learner::new(self.pending, prefix, self.clock),
+                learner: Learner::new(self.pending, prefix, self.clock.clone()),
                 loading: Mutex::new(()),
                 sink: self.sink,
                 source: self.source,
@@ -160,6 +163,7 @@ impl EngineBuilder {
                 prefix,
                 blocks: std::sync::atomic::AtomicU64::new(0),
                 serial: crate::decision::engine_serial(),
+                clock: self.clock,
             }),
         }
     }
@@ -420,6 +424,7 @@ impl Engine {
                 slot,
                 user,
                 features,
+                clock: &self.inner.clock,
             });
         }
         decision

@@ -7,6 +7,7 @@ use dashmap::DashMap;
 
 use super::aggregate::{bucket_field, AggregateError, AggregateKind, Aggregates, Event, Op};
 use super::{FeatureSource, Features, FetchFuture, FetchRequest, Text, Value};
+use crate::clock::Clock;
 
 /// Default time an applied event id is remembered for deduplication (24 h).
 pub const DEFAULT_DEDUP_TTL_MS: u64 = 86_400_000;
@@ -31,6 +32,8 @@ pub struct MemoryStore {
     /// Applied event ids (`user \x1f id`) → when they may be forgotten (unix ms).
     seen: Arc<DashMap<Box<str>, u64, ahash::RandomState>>,
     applied: Arc<AtomicU64>,
+    /// The "now" `fetch` reads windowed aggregates at.
+    clock: Clock,
 }
 
 /// What [`MemoryStore::apply`] did with an event.
@@ -66,13 +69,58 @@ impl MemoryStore {
     }
 
     /// An empty store whose [`FeatureSource::fetch`] reads these aggregates as
-    /// [`MemoryStore::read`] does (at the system clock's now).
+    /// [`MemoryStore::read`] does, at the store's clock's now (see
+    /// [`MemoryStore::clock`]).
     #[must_use]
     pub fn with_aggregates(aggregates: Aggregates) -> Self {
         MemoryStore {
             aggregates: Some(Arc::new(aggregates)),
             ..Self::default()
         }
+    }
+
+    /// The clock [`FeatureSource::fetch`] reads windowed aggregates at (default: the system
+    /// clock). Share a [`Clock::fake`] with the engine and the event path to test windows
+    /// without sleeping:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use elvon::clock::Clock;
+    /// use elvon::features::aggregate::{Aggregate, Aggregates, Event};
+    /// use elvon::features::{FeatureSource, FetchRequest};
+    /// use elvon::MemoryStore;
+    ///
+    /// let aggs = Aggregates::new(vec![
+    ///     Aggregate::count("views_1h", "view").window(Duration::from_secs(600), 6),
+    /// ])?;
+    /// let clock = Clock::fake(10 * 3_600_000);
+    /// let store = MemoryStore::with_aggregates(aggs.clone()).clock(clock.clone());
+    /// store.apply(&aggs, &Event::new("e1", "u", "view", clock.now_ms()), clock.now_ms())?;
+    /// // What the engine's fetch sees: the store's features at its clock's now.
+    /// let views = |s: &MemoryStore| {
+    ///     let names: [Box<str>; 1] = ["views_1h".into()];
+    ///     let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    ///     let mut fetch = s.fetch(FetchRequest::new("u", &names, deadline));
+    ///     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    ///     match fetch.as_mut().poll(&mut cx) {
+    ///         std::task::Poll::Ready(Ok(f)) => f.get("views_1h").cloned(),
+    ///         other => panic!("a memory fetch is ready at once: {other:?}"),
+    ///     }
+    /// };
+    /// assert_eq!(views(&store), Some(elvon::Value::Int(1)));
+    /// clock.advance(Duration::from_secs(3_600)); // the hour passes at once
+    /// assert_eq!(views(&store), Some(elvon::Value::Int(0)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now on the store's clock, as unix milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// Applies a behaviour event at `now_ms` with the same definitions and the same layout
@@ -250,7 +298,7 @@ impl MemoryStore {
 impl FeatureSource for MemoryStore {
     fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> FetchFuture<'a> {
         if let Some(aggs) = &self.aggregates {
-            let all = self.read(aggs, request.user, crate::clock::unix_now_ms());
+            let all = self.read(aggs, request.user, self.clock.now_ms());
             let out = all.select(request.names.iter().map(|n| &**n));
             return Box::pin(std::future::ready(Ok(out)));
         }

@@ -14,6 +14,14 @@ pub trait EventTarget: Send + Sync {
     /// # Errors
     /// An [`ApplyError`] saying whether retrying may help.
     fn apply(&self, events: &[crate::features::aggregate::Event]) -> Result<(), ApplyError>;
+
+    /// Now, as unix milliseconds, on the target's clock: the updater checks incoming events
+    /// against it (an event dated beyond the aggregates' future tolerance is poison). The
+    /// default is the system clock; the built-in targets answer with their store's
+    /// [`Clock`](crate::clock::Clock).
+    fn now_ms(&self) -> u64 {
+        crate::clock::Clock::system().now_ms()
+    }
 }
 
 /// Why an [`EventTarget`] did not apply a batch.
@@ -57,7 +65,7 @@ impl ApplyError {
 }
 
 /// Applies events to a [`MemoryStore`](crate::MemoryStore) with these aggregates, at the
-/// system clock's now.
+/// store's clock's now (see [`MemoryStore::clock`](crate::MemoryStore::clock)).
 #[derive(Debug, Clone)]
 pub struct MemoryTarget {
     /// The store.
@@ -68,7 +76,7 @@ pub struct MemoryTarget {
 
 impl EventTarget for MemoryTarget {
     fn apply(&self, events: &[crate::features::aggregate::Event]) -> Result<(), ApplyError> {
-        let now = crate::clock::unix_now_ms();
+        let now = self.now_ms();
         for e in events {
             // Events were validated when parsed; an error here is a definition mismatch,
             // which retrying does not fix.
@@ -77,6 +85,10 @@ impl EventTarget for MemoryTarget {
                 .map_err(|e| ApplyError::permanent(e.to_string()))?;
         }
         Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.store.now_ms()
     }
 }
 
@@ -92,5 +104,9 @@ impl EventTarget for crate::redis::AggregatesWriter {
                     ApplyError::permanent(e.to_string())
                 }
             })
+    }
+
+    fn now_ms(&self) -> u64 {
+        crate::redis::AggregatesWriter::now_ms(self)
     }
 }

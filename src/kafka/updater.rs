@@ -340,6 +340,7 @@ enum Parsed {
 fn parse(
     payload: Option<&[u8]>,
     aggs: &crate::features::aggregate::Aggregates,
+    now_ms: u64,
 ) -> Result<Parsed, String> {
     let bytes = payload.ok_or("empty message")?;
     let json: serde_json::Value =
@@ -354,8 +355,8 @@ fn parse(
     }
     let e: crate::features::aggregate::Event =
         serde_json::from_value(json).map_err(|e| format!("not an event: {e}"))?;
-    // Validated against the store's clock, so an event dated far in the future is poison.
-    aggs.updates(&e, crate::clock::unix_now_ms())
+    // Validated against the target's clock, so an event dated far in the future is poison.
+    aggs.updates(&e, now_ms)
         .map_err(|e| e.to_string())?;
     Ok(Parsed::Event(e))
 }
@@ -393,7 +394,7 @@ fn consume_loop(
                 }
             };
             uncommitted = true;
-            match parse(m.payload(), &o.aggregates) {
+            match parse(m.payload(), &o.aggregates, target.now_ms()) {
                 Ok(Parsed::Event(e)) => {
                     batch.push(e);
                     raws.push(Raw::of(&m));

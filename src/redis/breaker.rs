@@ -1,8 +1,9 @@
 //! The circuit breaker in front of Redis: opens on a failure *rate* over a sliding window.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::features::SourceError;
 
 /// Breaker states, as the gauge reports them.
@@ -41,10 +42,11 @@ pub(super) struct Breaker {
     /// Length of one bucket, in ms.
     bucket_ms: u64,
     cool_down: Duration,
-    epoch: Instant,
+    /// Windows and cool-downs are measured on this clock's monotonic scale.
+    clock: Clock,
     window: [Bucket; BUCKETS],
     pub(super) state: AtomicU32,
-    /// Monotonic ms (since `epoch`) when an open breaker may probe.
+    /// The clock's monotonic ms when an open breaker may probe.
     retry_at: AtomicU64,
     probe_out: AtomicBool,
     /// The last probe failed and was followed by a quick re-probe already.
@@ -52,7 +54,13 @@ pub(super) struct Breaker {
 }
 
 impl Breaker {
-    pub(super) fn new(min_failures: u32, rate: f64, window: Duration, cool_down: Duration) -> Self {
+    pub(super) fn new(
+        min_failures: u32,
+        rate: f64,
+        window: Duration,
+        cool_down: Duration,
+        clock: Clock,
+    ) -> Self {
         let window_ms = u64::try_from(window.as_millis())
             .unwrap_or(u64::MAX)
             .max(10);
@@ -61,7 +69,7 @@ impl Breaker {
             rate,
             bucket_ms: (window_ms / BUCKETS as u64).max(1),
             cool_down,
-            epoch: Instant::now(),
+            clock,
             window: Default::default(),
             state: AtomicU32::new(CLOSED),
             retry_at: AtomicU64::new(0),
@@ -71,7 +79,7 @@ impl Breaker {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.clock.monotonic_ms()
     }
 
     /// Counts one call (and whether it failed) into the current bucket.
@@ -205,7 +213,13 @@ mod tests {
     use super::*;
 
     fn breaker() -> Breaker {
-        Breaker::new(5, 0.5, Duration::from_secs(60), Duration::from_secs(60))
+        Breaker::new(
+            5,
+            0.5,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Clock::fake(0),
+        )
     }
 
     /// Point 15 of issue 13: a few failures among many successes (one bad user, one slow
@@ -241,15 +255,32 @@ mod tests {
     /// Point 16: a failed probe is followed by a quick re-probe, not a whole cool-down.
     #[test]
     fn a_failed_probe_is_retried_quickly_once() {
-        let b = Breaker::new(1, 0.5, Duration::from_secs(1), Duration::ZERO);
+        let clock = Clock::fake(1_000);
+        let b = Breaker::new(1, 0.5, Duration::from_secs(1), Duration::ZERO, clock.clone());
         b.failure();
         assert_eq!(b.state.load(Ordering::Acquire), OPEN);
         assert!(b.admit().is_ok(), "cool-down of zero: probe at once");
         b.failure();
         let first = b.retry_at.load(Ordering::Acquire);
-        assert!(first <= b.now() + QUICK_REPROBE_MS, "quick re-probe");
-        std::thread::sleep(Duration::from_millis(QUICK_REPROBE_MS + 5));
+        assert_eq!(first, b.now() + QUICK_REPROBE_MS, "quick re-probe");
+        assert!(b.admit().is_err(), "not before the re-probe is due");
+        clock.advance(Duration::from_millis(QUICK_REPROBE_MS));
         assert!(b.admit().is_ok(), "re-probe admitted");
+        b.success();
+        assert_eq!(b.state.load(Ordering::Acquire), CLOSED);
+    }
+
+    #[test]
+    fn an_open_breaker_probes_once_the_cool_down_has_passed_on_its_clock() {
+        let clock = Clock::fake(5_000);
+        let b = Breaker::new(1, 0.5, Duration::from_secs(1), Duration::from_secs(30), clock.clone());
+        b.failure();
+        assert!(b.admit().is_err(), "open");
+        clock.advance(Duration::from_millis(29_999));
+        assert!(b.admit().is_err(), "a millisecond before the cool-down ends");
+        clock.advance(Duration::from_millis(1));
+        assert!(b.admit().is_ok(), "the probe");
+        assert!(b.admit().is_err(), "one probe at a time");
         b.success();
         assert_eq!(b.state.load(Ordering::Acquire), CLOSED);
     }

@@ -53,7 +53,6 @@ mod conn;
 mod source;
 mod writer;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use breaker::BreakerState;
@@ -71,9 +70,6 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Default cap on the bytes of field values one fetch reads for one user (1 MiB).
 pub const DEFAULT_MAX_REPLY_BYTES: u64 = 1 << 20;
-
-/// A clock: unix milliseconds.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// What went wrong talking to Redis, outside of `decide_for` (which never fails).
 #[derive(Debug, thiserror::Error)]

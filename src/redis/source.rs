@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::clock::Clock;
 use crate::features::aggregate::Aggregates;
 use crate::features::{FeatureSource, Features, FetchFuture, FetchRequest, SourceError};
 
@@ -62,7 +63,7 @@ pub struct RedisFeatureSourceBuilder {
     max_reply_bytes: u64,
     cache: Option<(Duration, u64)>,
     aggregates: Aggregates,
-    clock: Option<Clock>,
+    clock: Clock,
     runtime: Option<tokio::runtime::Handle>,
     command_timeout: Duration,
     connect_timeout: Duration,
@@ -82,7 +83,7 @@ impl RedisFeatureSource {
             max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             cache: None,
             aggregates: Aggregates::default(),
-            clock: None,
+            clock: Clock::system(),
             runtime: None,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: Duration::from_secs(1),
@@ -154,7 +155,7 @@ impl RedisFeatureSource {
     /// cache and the breaker; blocks the calling thread for at most the command timeout (from
     /// async code, call it through `spawn_blocking`).
     pub fn fetch_many(&self, users: &[&str], names: &[&str]) -> Result<Vec<Features>, RedisError> {
-        let now = (self.shared.clock)();
+        let now = self.shared.clock.now_ms();
         let names: Vec<Box<str>> = names.iter().map(|&n| n.into()).collect();
         let (fields, plan) = self.shared.plan(&names, now);
         let keys: Vec<String> = users.iter().map(|u| self.key(u)).collect();
@@ -270,9 +271,11 @@ impl RedisFeatureSourceBuilder {
         self
     }
 
-    /// The clock windows are read and written against (default: the system clock).
-    pub fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
-        self.clock = Some(Arc::new(clock));
+    /// The clock aggregate windows are read and written against, and the breaker's window
+    /// and cool-down are measured on (default: the system clock). A
+    /// [`Clock::fake`](crate::clock::Clock::fake) lets tests move time instead of sleeping.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -342,12 +345,11 @@ impl RedisFeatureSourceBuilder {
                     self.breaker_rate,
                     self.breaker_window,
                     self.breaker_cool_down,
+                    self.clock.clone(),
                 ),
                 cache,
                 aggregates: self.aggregates,
-                clock: self
-                    .clock
-                    .unwrap_or_else(|| Arc::new(crate::clock::unix_now_ms)),
+                clock: self.clock,
                 command_timeout: self.command_timeout,
                 rt,
             }),
@@ -410,7 +412,7 @@ impl FeatureSource for RedisFeatureSource {
             return Box::pin(ready(Err(e)));
         }
         let names: Vec<Box<str>> = request.names.to_vec();
-        let (fields, plan) = sh.plan(&names, (sh.clock)());
+        let (fields, plan) = sh.plan(&names, sh.clock.now_ms());
         let mut inv = FETCH_SCRIPT.key(sh.key(request.user));
         inv.arg(sh.max_reply_bytes).arg(&fields);
         let shared = Arc::clone(sh);

@@ -54,6 +54,10 @@ impl std::fmt::Debug for AggregatesWriter {
 pub(super) const WRITE_CHUNK: usize = 1_000;
 
 impl AggregatesWriter {
+    /// Now on the source's clock, as unix milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
     /// How long event ids are remembered for deduplication (default 24 h).
     #[must_use]
     pub fn dedup_ttl(mut self, ttl: Duration) -> Self {
@@ -77,7 +81,7 @@ impl AggregatesWriter {
     /// or may not have been applied; applying them again is safe for events with ids.
     pub fn apply(&self, events: &[Event]) -> Result<WriteReport, RedisError> {
         let sh = &self.shared;
-        let now = (sh.clock)();
+        let now = sh.clock.now_ms();
         let mut report = WriteReport::default();
         let mut prepared = Vec::with_capacity(events.len());
         for e in events {

@@ -6,29 +6,31 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::capture::{self, Backend, Captured, Queue};
+use crate::clock::Clock;
 use super::{Counters, DecisionEvent, DecisionSink, FlushError, Overflow, SinkStats};
 
-/// Options of a [`JsonlSink`].
+/// Options of a [`JsonlSink`]: the defaults, changed with the setters.
+///
+/// ```
+/// use elvon::sink::{JsonlOptions, Overflow};
+/// let options = JsonlOptions::default()
+///     .overflow(Overflow::Block(std::time::Duration::from_millis(5)))
+///     .rotate_bytes(Some(64 << 20))
+///     .keep_files(8);
+/// # drop(options);
+/// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
+#[must_use]
 pub struct JsonlOptions {
-    /// Records queued for the writer at most, per deciding thread; beyond that `record` drops
-    /// and counts. Each thread that records gets its own queue on its first record, sized at
-    /// 128 bytes per record (at least 32 KiB): 1 MiB for the default 8,192.
-    pub queue_capacity: usize,
-    /// The writer writes out its batch at the latest when it holds this many bytes.
-    pub batch_bytes: usize,
-    /// What `record` does when its thread's queue is full (default [`Overflow::Drop`]).
-    pub overflow: Overflow,
-    /// Rotate the file once it holds at least this many bytes (default `None`: never). The
-    /// file is renamed to `<path>.1` (an older `<path>.1` to `<path>.2`, and so on, up to
-    /// [`JsonlOptions::keep_files`]) and a new file is started, always at a line boundary.
-    pub rotate_bytes: Option<u64>,
-    /// Rotated files kept (`<path>.1` … `<path>.N`, default 4); the oldest is removed.
-    pub keep_files: u32,
+    queue_capacity: usize,
+    batch_bytes: usize,
+    overflow: Overflow,
+    rotate_bytes: Option<u64>,
+    keep_files: u32,
+    clock: Clock,
 }
 
 impl Default for JsonlOptions {
@@ -39,36 +41,55 @@ impl Default for JsonlOptions {
             overflow: Overflow::Drop,
             rotate_bytes: None,
             keep_files: 4,
+            clock: Clock::system(),
         }
     }
 }
 
 impl JsonlOptions {
-    /// Sets [`JsonlOptions::queue_capacity`] (at least 1).
-    #[must_use]
+    /// Records queued for the writer at most, per deciding thread (default 8,192, at least
+    /// 1); beyond that `record` drops and counts. Each thread that records gets its own
+    /// queue on its first record, sized at 128 bytes per record (at least 32 KiB): 1 MiB for
+    /// the default.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
         self
     }
 
-    /// Sets [`JsonlOptions::overflow`].
-    #[must_use]
+    /// The writer writes out its batch at the latest when it holds this many bytes (default
+    /// 256 KiB, at least 1).
+    pub fn batch_bytes(mut self, n: usize) -> Self {
+        self.batch_bytes = n.max(1);
+        self
+    }
+
+    /// What `record` does when its thread's queue is full (default [`Overflow::Drop`]).
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
         self
     }
 
-    /// Sets [`JsonlOptions::rotate_bytes`] (`None`: never rotate).
-    #[must_use]
+    /// Rotate the file once it holds at least this many bytes (default `None`: never). The
+    /// file is renamed to `<path>.1` (an older `<path>.1` to `<path>.2`, and so on, up to
+    /// [`keep_files`](Self::keep_files)) and a new file is started, always at a line
+    /// boundary.
     pub fn rotate_bytes(mut self, bytes: Option<u64>) -> Self {
         self.rotate_bytes = bytes.map(|b| b.max(1));
         self
     }
 
-    /// Sets [`JsonlOptions::keep_files`] (at least 1).
-    #[must_use]
+    /// Rotated files kept (`<path>.1` … `<path>.N`, default 4, at least 1); the oldest is
+    /// removed.
     pub fn keep_files(mut self, n: u32) -> Self {
         self.keep_files = n.max(1);
+        self
+    }
+
+    /// The clock the writer's once-a-second check for a moved or deleted file runs on
+    /// (default: the system clock). Record timestamps come from the engine's clock, not
+    /// this one.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 }
@@ -158,7 +179,8 @@ impl JsonlSink {
             keep_files: options.keep_files.max(1),
             control: Arc::clone(&control),
             reopened: 0,
-            checked: Instant::now(),
+            checked_ms: options.clock.monotonic_ms(),
+            clock: options.clock,
         };
         let writer = capture::spawn_writer(&queue, "elvon-jsonl", backend)?;
         Ok(JsonlSink {
@@ -304,8 +326,9 @@ struct FileBackend {
     control: Arc<Control>,
     /// Reopen requests handled.
     reopened: u64,
-    /// When the path was last checked for a moved or deleted file.
-    checked: Instant,
+    /// When the path was last checked for a moved or deleted file (`clock`'s monotonic ms).
+    checked_ms: u64,
+    clock: Clock,
 }
 
 impl FileBackend {
@@ -335,8 +358,9 @@ impl FileBackend {
     /// most once a second).
     fn maintain(&mut self, c: &Counters) {
         let asked = self.control.reopen_asked.load(Ordering::Acquire);
-        let moved = self.checked.elapsed() >= Duration::from_secs(1) && {
-            self.checked = Instant::now();
+        let now = self.clock.monotonic_ms();
+        let moved = now.saturating_sub(self.checked_ms) >= 1_000 && {
+            self.checked_ms = now;
             !self.log.is_at(&self.path)
         };
         if asked != self.reopened || moved {

@@ -34,9 +34,20 @@ pub struct DecisionEvent<'a> {
     pub user: &'a str,
     /// The features the decision was made with.
     pub features: &'a Features,
+    /// The engine's clock (see [`DecisionEvent::timestamp_ms`]).
+    pub(crate) clock: &'a crate::clock::Clock,
 }
 
 impl<'a> DecisionEvent<'a> {
+    /// When the decision was made, as unix milliseconds on the engine's
+    /// [clock](crate::EngineBuilder::clock): what a record's `timestamp_ms` holds. Read from
+    /// the coarse system clock (a few milliseconds of resolution, a few nanoseconds to read)
+    /// unless the engine has a fake clock.
+    #[must_use]
+    pub fn timestamp_ms(&self) -> u64 {
+        self.clock.coarse_now_ms()
+    }
+
     /// The features the slot's config reads, as present in this event (the "features used").
     pub fn features_used(&self) -> impl Iterator<Item = (&'a str, &'a crate::Value)> + 'a {
         self.features_used_at().map(|(_, name, v)| (name, v))

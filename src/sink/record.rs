@@ -130,11 +130,11 @@ impl From<Reason<'_>> for RecordReason {
 }
 
 impl DecisionRecord {
-    /// Builds the record of an event, stamped with the current time.
+    /// Builds the record of an event, stamped with its [time](DecisionEvent::timestamp_ms).
     #[must_use]
     pub fn from_event(event: &DecisionEvent<'_>) -> Self {
         let d = event.decision;
-        let timestamp_ms = crate::clock::unix_now_ms();
+        let timestamp_ms = event.timestamp_ms();
         let mut features = Features::new();
         for (name, value) in event.features_used() {
             features.insert(Text::Owned(name.to_owned()), value.clone());

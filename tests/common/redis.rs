@@ -5,8 +5,6 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use elvon::features::aggregate::{Aggregate, Aggregates, Event};
@@ -198,7 +196,3 @@ pub fn views(user: &str, n: usize, at: u64, tag: &str) -> Vec<Event> {
         .collect()
 }
 
-pub fn clock(at: &Arc<AtomicU64>) -> impl Fn() -> u64 + Send + Sync + 'static {
-    let at = Arc::clone(at);
-    move || at.load(Ordering::SeqCst)
-}

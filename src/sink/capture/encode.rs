@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::ring::{lock, Ring};
 use super::{Queue, HAS_MODEL, HEADER, NEW_SNAP, SLOT_NAME, SNAPS};
-use crate::clock::coarse_unix_now_ms;
 use crate::features::Value;
 use crate::sink::{DecisionEvent, Overflow};
 use crate::snapshot::{RawCause, RawReason};
@@ -172,7 +171,7 @@ impl ProducerState {
         let id = d.id.as_u128();
         out.word(id as u64);
         out.word((id >> 64) as u64);
-        out.word(coarse_unix_now_ms());
+        out.word(event.timestamp_ms());
         out.word(o.propensity.to_bits());
         out.word(u64::from(d.slot) | u64::from(o.variant) << 32);
         out.word(pack_reason(o.reason));
