@@ -7,16 +7,14 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use serde_json::Value;
 
 use super::condition::Env;
 use super::walk::{variant_ref, Ctx, Obj};
 use crate::bucketing::salt_seed;
 use crate::policy::model::{
-    layout, BanditSpec, Explore, Model, Policy, DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT,
+    layout, BanditSpec, Explore, Policy, DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT,
 };
 use crate::snapshot::Action;
 
@@ -245,9 +243,7 @@ pub(crate) fn bandit(
         window_ms,
         reward_range: range,
         default_reward,
-        cell: Arc::new(ArcSwap::from_pointee(Model::default())),
-        learner_id: u32::MAX,
-        learner_arms: Vec::new(),
-        learner_gens: Vec::new(),
+        // Numbered in config order once the snapshot's rules are final.
+        binding: u32::MAX,
     })))
 }

@@ -10,7 +10,7 @@ use super::walk::Ctx;
 use super::{Config, ConfigProblem};
 use crate::bucketing::salt_seed;
 use crate::metrics::SlotMetrics;
-use crate::snapshot::{Holdout, Layer, Snapshot, StrIndex};
+use crate::snapshot::{Action, Holdout, Layer, Snapshot, StrIndex};
 
 /// A compiled snapshot and the warnings (non-fatal findings such as unreachable rules).
 pub(crate) struct Compiled {
@@ -129,10 +129,17 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
     let Some(version) = version else {
         return Err(vec![ConfigProblem::new("version", "missing")]);
     };
+    let mut bandits = 0u32;
     let slots = slots
         .into_iter()
         .map(|(_, mut s)| {
             s.metrics = SlotMetrics::register(&s.id);
+            for rule in &mut s.rules {
+                if let Action::Bandit(spec) = &mut rule.action {
+                    spec.binding = bandits;
+                    bandits += 1;
+                }
+            }
             s
         })
         .collect();
@@ -147,6 +154,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
             holdout,
             feature_names: interner.names,
             unknown_slot: SlotMetrics::register("<unknown>"),
+            bindings: Box::default(),
         },
         warnings: ctx.warnings,
     })

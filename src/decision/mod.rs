@@ -194,6 +194,18 @@ impl<H: SnapshotHold> Decision<H> {
         self.snap.bandit_spec(self.slot, self.outcome.reason)
     }
 
+    /// The bandit rule that decided and its learner binding (`None` also on a snapshot no
+    /// engine loaded).
+    pub(crate) fn bandit_binding(
+        &self,
+    ) -> Option<(
+        &crate::policy::model::BanditSpec,
+        &crate::policy::model::Binding,
+    )> {
+        let spec = self.bandit_spec()?;
+        Some((spec, self.snap.binding(spec)?))
+    }
+
     /// The `version` of the config that made this decision.
     #[must_use]
     pub fn config_version(&self) -> &str {

@@ -30,13 +30,13 @@ impl Engine {
         let spec = snap.slot(slot).and_then(|s| {
             s.rules.iter().find_map(|r| match &r.action {
                 crate::snapshot::Action::Bandit(b) if b.arm_ids.iter().any(|a| **a == *variant) => {
-                    Some(b)
+                    Some((&**b, snap.binding(b)?))
                 }
                 _ => None,
             })
         });
         let out = match spec {
-            Some(spec) => self.inner.learner.reward_arm(spec, variant, value),
+            Some((spec, binding)) => self.inner.learner.reward_arm(spec, binding, variant, value),
             None => {
                 self.inner.learner.count_rejected();
                 RewardOutcome::NoSuchArm

@@ -409,10 +409,11 @@ impl Engine {
         };
         count(&decision.snap, idx, decision.outcome.reason);
         if let Some(b) = &decision.outcome.bandit {
-            if let Some(spec) = decision.bandit_spec() {
+            if let Some((spec, binding)) = decision.bandit_binding() {
                 self.inner.learner.remember(
                     decision.id.as_u128(),
                     spec,
+                    binding,
                     usize::from(b.chosen),
                     b.probs.context(),
                 );

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
-use crate::policy::model::{BanditSpec, Model, Policy};
+use crate::policy::model::{BanditSpec, Binding, Model, Policy};
 pub use crate::policy::model::{DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT, MAX_CONTEXT_VALUE};
 use crate::snapshot::{Action, Snapshot};
 
@@ -130,7 +130,8 @@ impl Learner {
         self.pending.next_id(engine)
     }
 
-    /// Connects the bandit rules of a freshly compiled snapshot to their learner state and
+    /// Binds the bandit rules of a freshly compiled snapshot to their learner state (fills
+    /// the snapshot's binding table; the rules themselves are left as compiled) and
     /// publishes a model matching each rule's arms. Called before the snapshot is swapped in.
     pub(crate) fn attach(&self, snap: &mut Snapshot) {
         let mut guard = lock(&self.bandits);
@@ -138,9 +139,10 @@ impl Learner {
         for b in bandits.iter_mut() {
             b.active = None;
         }
-        for slot in &mut snap.slots {
-            for rule in &mut slot.rules {
-                let Action::Bandit(spec) = &mut rule.action else {
+        let mut bindings = Vec::new();
+        for slot in &snap.slots {
+            for rule in &slot.rules {
+                let Action::Bandit(spec) = &rule.action else {
                     continue;
                 };
                 let now = self.clock.monotonic_ms();
@@ -171,31 +173,39 @@ impl Learner {
                     default_reward: spec.default_reward,
                     reward_range: spec.reward_range,
                 });
-                spec.cell = Arc::clone(&b.cell);
-                spec.learner_id = id;
-                spec.learner_gens = order.iter().map(|&i| b.gens[i as usize]).collect();
-                spec.learner_arms = order;
+                // Compile numbers the bandit rules in this same order.
+                debug_assert_eq!(spec.binding as usize, bindings.len());
+                bindings.push(Binding {
+                    model: Arc::clone(&b.cell),
+                    learner: id,
+                    gens: order.iter().map(|&i| b.gens[i as usize]).collect(),
+                    arms: order,
+                });
                 publish(b, &self.counters, self.clock.monotonic_ms());
             }
         }
+        snap.bindings = bindings.into_boxed_slice();
     }
 
     /// Remembers a bandit decision for joining its reward (decide path: no lock, no
     /// allocation after the store's first use).
     #[inline]
-    pub(crate) fn remember(&self, id: u128, spec: &BanditSpec, chosen: usize, x: &[f64]) {
-        let (Some(&arm), Some(&gen)) =
-            (spec.learner_arms.get(chosen), spec.learner_gens.get(chosen))
+    pub(crate) fn remember(
+        &self,
+        id: u128,
+        spec: &BanditSpec,
+        binding: &Binding,
+        chosen: usize,
+        x: &[f64],
+    ) {
+        let (Some(&arm), Some(&gen)) = (binding.arms.get(chosen), binding.gens.get(chosen))
         else {
             return;
         };
-        if spec.learner_id == u32::MAX {
-            return;
-        }
         let x = &x[..x.len().min(MAX_CONTEXT)];
         let now = self.clock.monotonic_ms();
         let p = Pending {
-            learner: spec.learner_id,
+            learner: binding.learner,
             arm,
             gen,
             expires_ms: now.saturating_add(spec.window_ms),
@@ -258,15 +268,21 @@ impl Learner {
     }
 
     /// Applies a reward to an arm directly (no decision id).
-    pub(crate) fn reward_arm(&self, spec: &BanditSpec, variant: &str, value: f64) -> RewardOutcome {
+    pub(crate) fn reward_arm(
+        &self,
+        spec: &BanditSpec,
+        binding: &Binding,
+        variant: &str,
+        value: f64,
+    ) -> RewardOutcome {
         let out = if !value.is_finite() {
             RewardOutcome::Invalid
         } else if matches!(spec.policy, Policy::Linear { .. }) {
             RewardOutcome::NeedsContext
         } else if let Some(i) = spec.arm_ids.iter().position(|a| **a == *variant) {
             let mut guard = lock(&self.bandits);
-            let arm = (spec.learner_arms.get(i), spec.learner_gens.get(i));
-            match (guard.1.get_mut(spec.learner_id as usize), arm) {
+            let arm = (binding.arms.get(i), binding.gens.get(i));
+            match (guard.1.get_mut(binding.learner as usize), arm) {
                 (Some(b), (Some(&arm), Some(&gen))) => match check(b, arm, gen, value) {
                     RewardOutcome::Applied => {
                         apply(b, arm, value, &[]);
@@ -400,15 +416,15 @@ impl Learner {
                 let Action::Bandit(spec) = &rule.action else {
                     continue;
                 };
-                let Some(&id) = keys.get(&*spec.key) else {
+                let (Some(&id), Some(binding)) = (keys.get(&*spec.key), snap.binding(spec)) else {
                     continue;
                 };
                 let b = &mut bandits[id as usize];
                 let restored = std::mem::take(&mut b.state);
                 let dim = spec.context.len();
                 let fits = restored.policy == spec.policy.name() && restored.dim == dim;
-                let width = spec
-                    .learner_arms
+                let width = binding
+                    .arms
                     .iter()
                     .map(|&i| i as usize + 1)
                     .max()
@@ -424,8 +440,8 @@ impl Learner {
                 for ((a, &i), &g) in spec
                     .arm_ids
                     .iter()
-                    .zip(&spec.learner_arms)
-                    .zip(&spec.learner_gens)
+                    .zip(&binding.arms)
+                    .zip(&binding.gens)
                 {
                     // The serving rule's arms keep the generations its snapshot carries,
                     // so its decisions (made before or after the restore) still join.

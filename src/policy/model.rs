@@ -77,15 +77,35 @@ pub(crate) struct BanditSpec {
     pub(crate) default_reward: Option<f64>,
     /// Rewards outside `[min, max]` are refused.
     pub(crate) reward_range: (f64, f64),
-    /// Where the learner publishes this rule's model (replaced when an engine loads it).
-    pub(crate) cell: Arc<ArcSwap<Model>>,
-    /// The learner's id for `key`, `u32::MAX` until attached to an engine.
-    pub(crate) learner_id: u32,
-    /// Learner arm index of each arm.
-    pub(crate) learner_arms: Vec<u32>,
-    /// Generation of each learner arm when the rule was attached.
-    pub(crate) learner_gens: Vec<u32>,
+    /// This rule's position among the snapshot's bandit rules (in config order): its entry
+    /// in the snapshot's [`Binding`] table.
+    pub(crate) binding: u32,
 }
+
+/// What a bandit rule of a loaded snapshot is bound to in its engine's learner: where its
+/// model is published and which learner state its decisions feed. The compiled rules stay
+/// as the config made them; the engine that loads a snapshot fills the snapshot's binding
+/// table once, before the snapshot serves.
+#[derive(Debug, Clone)]
+pub(crate) struct Binding {
+    /// Where the learner publishes the rule's model.
+    pub(crate) model: Arc<ArcSwap<Model>>,
+    /// The learner's id for the rule's key.
+    pub(crate) learner: u32,
+    /// Learner arm index of each arm, in the rule's arm order.
+    pub(crate) arms: Vec<u32>,
+    /// Generation of each of those learner arms when the snapshot was bound.
+    pub(crate) gens: Vec<u32>,
+}
+
+/// The model of a rule bound to no learner (a snapshot no engine loaded): the prior.
+pub(crate) static PRIOR: Model = Model {
+    version: 0,
+    layout: 0,
+    probs: Vec::new(),
+    theta: Vec::new(),
+    dim: 0,
+};
 
 /// A frozen model, republished by the learner on refresh.
 #[derive(Debug, Clone, Default)]
@@ -212,18 +232,18 @@ impl BanditSpec {
         }
     }
 
-    /// Probabilities for this decision, written to `out[..arms]` (and, for contextual
-    /// rules, the context to `x[..features]`); returns the model version used (0 when the
-    /// published model does not match this spec's arms yet).
+    /// Probabilities for this decision from `model` (the rule's published model), written
+    /// to `out[..arms]` (and, for contextual rules, the context to `x[..features]`); returns
+    /// the model version used (0 when the model does not match this spec's arms yet).
     #[inline]
     pub(crate) fn probabilities(
         &self,
+        model: &Model,
         features: &Features,
         out: &mut [f64; MAX_ARMS],
         x: &mut [f64; MAX_CONTEXT],
     ) -> u64 {
         let k = self.arms.len();
-        let model = self.cell.load();
         let fits = model.layout == self.layout;
         match self.policy {
             Policy::Linear { explore, .. } => {

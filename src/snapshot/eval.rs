@@ -7,7 +7,7 @@ use crate::bucketing::{bucket_with_seed, int_bytes, BUCKETS};
 use crate::features::{Features, Value};
 use crate::kinds::ReasonKind;
 use crate::policy::math;
-use crate::policy::model::{BanditOutcome, Probs, MAX_ARMS, MAX_CONTEXT};
+use crate::policy::model::{BanditOutcome, Probs, MAX_ARMS, MAX_CONTEXT, PRIOR};
 
 /// Marks "no variant" (unknown slot).
 pub(crate) const NO_VARIANT: u32 = u32::MAX;
@@ -334,7 +334,10 @@ impl Snapshot {
                 }
                 Action::Bandit(spec) => {
                     let (mut probs, mut x) = ([0.0; MAX_ARMS], [0.0; MAX_CONTEXT]);
-                    let version = spec.probabilities(features, &mut probs, &mut x);
+                    // The rule's published model (the prior on a snapshot no engine loaded).
+                    let published = self.binding(spec).map(|b| b.model.load());
+                    let model = published.as_ref().map_or(&PRIOR, |m| &***m);
+                    let version = spec.probabilities(model, features, &mut probs, &mut x);
                     let k = spec.arms.len();
                     let u = math::uniform(id.bandit_id(), spec.seed, version);
                     let chosen = math::pick(&probs[..k], u);

@@ -16,6 +16,7 @@ pub(crate) use eval::{BanditId, Outcome, RawCause, RawReason, NO_VARIANT};
 pub(crate) use lookup::StrIndex;
 
 use crate::metrics::SlotMetrics;
+use crate::policy::model::{BanditSpec, Binding};
 
 thread_local! {
     /// The index of the slot this thread looked up last (see `Snapshot::slot_idx`).
@@ -37,6 +38,9 @@ pub struct Snapshot {
     /// Interned feature names, indexed by `FeatureKey::id`.
     pub(crate) feature_names: Vec<Box<str>>,
     pub(crate) unknown_slot: SlotMetrics,
+    /// Each bandit rule's binding to the learner of the engine that loaded the snapshot,
+    /// indexed by `BanditSpec::binding`; empty until an engine loads it.
+    pub(crate) bindings: Box<[Binding]>,
 }
 
 impl Snapshot {
@@ -100,7 +104,14 @@ impl Snapshot {
             holdout: None,
             feature_names: Vec::new(),
             unknown_slot: SlotMetrics::register("<unknown>"),
+            bindings: Box::default(),
         }
+    }
+
+    /// The learner binding of a bandit rule, once an engine has loaded the snapshot.
+    #[inline]
+    pub(crate) fn binding(&self, spec: &BanditSpec) -> Option<&Binding> {
+        self.bindings.get(spec.binding as usize)
     }
 }
 
