@@ -193,7 +193,7 @@ fn consumer(bootstrap: &str) -> f64 {
         )
         .batch_size(2_000),
         MemoryTarget {
-            store: elvon::MemoryStore::new(),
+            store: elvon::features::MemoryStore::new(),
             aggregates,
         },
         None,

@@ -16,7 +16,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use elvon::{Engine, Features, JsonlSink};
+use elvon::sink::JsonlSink;
+use elvon::{Engine, Features};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use elvon::features::aggregate::{Aggregate, Aggregates, Event};
+use elvon::features::MemoryStore;
 use elvon::kafka::{FeatureUpdater, MemoryTarget, UpdaterOptions};
-use elvon::{Engine, MemoryStore};
+use elvon::Engine;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 

@@ -12,7 +12,8 @@
 //! the logged records and rewards; the truth is computed from the click probabilities.
 
 use elvon::ope::evaluate_records;
-use elvon::{Engine, Features, MemorySink};
+use elvon::sink::MemorySink;
+use elvon::{Engine, Features};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;

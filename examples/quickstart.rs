@@ -9,8 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use elvon::features::MemoryStore;
+use elvon::sink::JsonlSink;
 use elvon::sink::{JsonlOptions, Overflow};
-use elvon::{Engine, Features, JsonlSink, MemoryStore};
+use elvon::{Engine, Features};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 

@@ -10,7 +10,7 @@
 //! splits, percentage rollouts and linear scoring, inside mutually exclusive layers and
 //! holdouts. [`Engine::decide`] evaluates it for one user and returns a [`Decision`] that says
 //! what was chosen, why ([`Reason`]), with what probability, under which config version, with
-//! an id to join outcomes to later. Every decision can go to a [`DecisionSink`].
+//! an id to join outcomes to later. Every decision can go to a [`DecisionSink`](sink::DecisionSink).
 //!
 //! ```
 //! use elvon::{Engine, Features, Reason};
@@ -50,12 +50,17 @@
 //!
 //! ## Modules
 //!
+//! Every item has one path. The root holds the core types, what a caller of `decide` names;
+//! each other module holds one concern, and an extension point's trait together with
+//! everything implementing it needs (beside the root's core types): a
+//! [`FeatureSource`](features::FeatureSource) needs only [`features`], a
+//! [`DecisionSink`](sink::DecisionSink) only [`sink`].
+//!
 //! | module | what |
 //! |---|---|
-//! | the crate root | [`Engine`], [`Decision`], [`Features`], [`Reason`], the sinks, rewards: the core types |
-//! | [`config`] | the config document, validation and its errors |
-//! | [`features`] | feature values, sources, the in-memory store, behaviour aggregates |
-//! | [`sink`] | decision sinks and the decision record |
+//! | the crate root | [`Engine`] and its builder, [`Decision`], [`Reason`], [`Features`] and [`Value`], [`Config`] and its errors, config watching, rewards and learner state: the core types |
+//! | [`features`] | feature sources ([`FeatureSource`](features::FeatureSource) and its request, future and error), the in-memory store, behaviour aggregates |
+//! | [`sink`] | decision sinks ([`DecisionSink`](sink::DecisionSink) and its event, stats and errors), the built-in sinks, the decision record |
 //! | [`ope`] | off-policy evaluation of logged decisions |
 //! | [`clock`] | the injectable clock reward windows and refreshes run on |
 //! | [`metrics`] | every metric elvon records |
@@ -83,7 +88,7 @@
 mod background;
 mod bucketing;
 pub mod clock;
-pub mod config;
+mod config;
 mod decision;
 pub mod docs;
 mod engine;
@@ -113,16 +118,16 @@ pub mod kafka;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 pub use bucketing::{bucket, bucket_with_seed, salt_seed, BUCKETS};
-pub use features::{FeatureSource, Features, MemoryStore, SourceError, Value};
+pub use features::set::Features;
+pub use features::value::{Text, Value};
 pub use kinds::{ReasonKind, UnknownCodeError};
 
 pub use learn::{
     ArmState, BanditState, LearnerState, RewardOutcome, RewardStats, DEFAULT_REWARD_BOUND,
     MAX_ARMS, MAX_CONTEXT, MAX_CONTEXT_VALUE,
 };
-pub use sink::{DecisionRecord, DecisionSink, JsonlSink, MemorySink, NoopSink, SinkStats};
 pub use snapshot::Snapshot;
-pub use watch::{ConfigWatcher, WatchEvent};
+pub use watch::{ConfigSourceError, ConfigWatcher, WatchEvent};
 
 /// The README's Rust examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -26,7 +26,7 @@
 //! | `elvon_updater_events_total` | counter | `outcome` (`applied`, `dead_letter`, `reward`; feature `kafka`) |
 //! | `elvon_updater_errors_total` | counter | `kind` (`poll`, `apply`, `rejected`, `dead_letter`; feature `kafka`) |
 //! | `elvon_updater_lag` | gauge | (messages behind the end of the assigned partitions; feature `kafka`) |
-//! | `elvon_config_watch_errors_total` | counter | (feature `kafka`: errors reading the config topic) |
+//! | `elvon_config_watch_errors_total` | counter | (errors reading a watched config file or the Kafka config topic) |
 
 use metrics::{counter, Counter};
 

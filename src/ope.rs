@@ -274,7 +274,7 @@ impl Estimator {
 /// Records without a variant are skipped.
 pub fn evaluate_records<'a, I>(records: I, candidate: &crate::Engine) -> Report
 where
-    I: IntoIterator<Item = (&'a crate::DecisionRecord, f64)>,
+    I: IntoIterator<Item = (&'a crate::sink::DecisionRecord, f64)>,
     I::IntoIter: Clone,
 {
     use std::collections::HashMap;

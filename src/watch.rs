@@ -15,9 +15,36 @@ pub enum WatchEvent {
     /// The file changed but could not be loaded; the previous config keeps serving.
     /// Reported once per distinct file content (or per change of read error).
     Rejected(ConfigError),
-    /// The config source could not be read (the Kafka watcher could not reach the broker);
-    /// the current config keeps serving and the watcher keeps trying.
-    SourceError(String),
+    /// The config source could not be read (the file watcher could not read the file, the
+    /// Kafka watcher could not reach the broker); the current config keeps serving and the
+    /// watcher keeps trying. Also counted in `elvon_config_watch_errors_total`. The file
+    /// watcher reports a read error once per change of its kind, not on every poll.
+    SourceError(ConfigSourceError),
+}
+
+/// Why a config watcher could not read its source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigSourceError {
+    /// The watched file could not be read (missing, no permission, …).
+    #[error("cannot read config file {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Kafka config topic could not be read.
+    #[cfg(feature = "kafka")]
+    #[error("kafka config topic ({operation}): {source}")]
+    Kafka {
+        /// What the watcher was doing: `"watermarks"` (finding the topic's end) or `"poll"`.
+        operation: &'static str,
+        /// What librdkafka or the broker reported.
+        #[source]
+        source: crate::kafka::ClientError,
+    },
 }
 
 /// Watches a config file by polling; loads it whenever its content changes. A bad file is
@@ -98,7 +125,8 @@ fn poll(engine: &Engine, path: &Path, last: &mut Option<u64>) -> Option<WatchEve
                 return None;
             }
             *last = Some(fp);
-            return Some(WatchEvent::Rejected(ConfigError::Io {
+            metrics::counter!("elvon_config_watch_errors_total").increment(1);
+            return Some(WatchEvent::SourceError(ConfigSourceError::File {
                 path: path.to_owned(),
                 source,
             }));

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use common::{kinds_users, KINDS_CONFIG, KIND_SLOTS};
+use elvon::sink::JsonlSink;
+use elvon::Engine;
 use elvon::ReasonKind;
-use elvon::{Engine, JsonlSink};
 
 mod common;
 

@@ -5,7 +5,8 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use elvon::{Engine, Features, MemoryStore, OwnedDecision};
+use elvon::features::MemoryStore;
+use elvon::{Engine, Features, OwnedDecision};
 
 fn send_sync<T: Send + Sync>() {}
 fn clone<T: Clone>() {}
@@ -21,13 +22,13 @@ fn public_types_are_send_sync_and_clone_where_promised() {
     send_sync::<Features>();
     clone::<Features>();
     send_sync::<MemoryStore>();
-    send_sync::<elvon::MemorySink>();
-    clone::<elvon::MemorySink>();
-    send_sync::<elvon::JsonlSink>();
-    send_sync::<elvon::NoopSink>();
+    send_sync::<elvon::sink::MemorySink>();
+    clone::<elvon::sink::MemorySink>();
+    send_sync::<elvon::sink::JsonlSink>();
+    send_sync::<elvon::sink::NoopSink>();
     send_sync::<elvon::DecisionId>();
     send_sync::<elvon::ConfigError>();
-    send_sync::<elvon::SourceError>();
+    send_sync::<elvon::features::SourceError>();
     #[cfg(feature = "redis")]
     {
         send_sync::<elvon::redis::RedisFeatureSource>();

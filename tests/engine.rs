@@ -5,10 +5,9 @@ use std::future::Future as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use elvon::features::{FeatureSource, MemoryStore, SourceError};
 use elvon::features::{FetchFuture, FetchRequest};
-use elvon::{
-    Engine, FallbackCause, FeatureSource, FeatureStatus, Features, MemoryStore, Reason, SourceError,
-};
+use elvon::{Engine, FallbackCause, FeatureStatus, Features, Reason};
 use serde_json::{json, Value};
 
 fn engine(v: Value) -> Engine {
@@ -567,9 +566,13 @@ fn slow_source_times_out_at_the_deadline_and_failures_fall_back() {
 #[test]
 fn a_source_that_refuses_gives_an_unavailable_fallback() {
     struct Refuses;
-    impl elvon::FeatureSource for Refuses {
+    impl elvon::features::FeatureSource for Refuses {
         fn fetch<'a>(&'a self, _: FetchRequest<'a>) -> FetchFuture<'a> {
-            Box::pin(async { Err(elvon::SourceError::Unavailable("breaker open".into())) })
+            Box::pin(async {
+                Err(elvon::features::SourceError::Unavailable(
+                    "breaker open".into(),
+                ))
+            })
         }
     }
     let e = Engine::builder().source(Refuses).build();
@@ -594,7 +597,7 @@ fn a_source_that_refuses_gives_an_unavailable_fallback() {
 
 #[test]
 fn explain_traces_every_step_without_logging() {
-    let sink = elvon::MemorySink::new(100);
+    let sink = elvon::sink::MemorySink::new(100);
     let e = Engine::builder().sink(sink.clone()).build();
     e.load_config_json(&one_slot(json!([{"id": "kr", "when": {"feature": "country", "op": "eq", "value": "KR"}, "serve": "on"}])).to_string())
         .unwrap();
@@ -742,11 +745,11 @@ fn features_from_a_borrowed_request() {
 #[test]
 fn records_are_stamped_on_the_engines_clock() {
     let clock = elvon::clock::Clock::fake(1_700_000_000_000);
-    let memory = elvon::MemorySink::new(10);
+    let memory = elvon::sink::MemorySink::new(10);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("log.jsonl");
-    let jsonl = elvon::JsonlSink::create(&path, elvon::sink::JsonlOptions::default())
-        .expect("sink");
+    let jsonl =
+        elvon::sink::JsonlSink::create(&path, elvon::sink::JsonlOptions::default()).expect("sink");
     let config = one_slot(json!([])).to_string();
     let (a, b) = (
         Engine::builder()
@@ -774,7 +777,7 @@ fn records_are_stamped_on_the_engines_clock() {
     let stamps: Vec<u64> = text
         .lines()
         .map(|l| {
-            let r: elvon::DecisionRecord = serde_json::from_str(l).expect("a record");
+            let r: elvon::sink::DecisionRecord = serde_json::from_str(l).expect("a record");
             r.timestamp_ms
         })
         .collect();

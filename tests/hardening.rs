@@ -194,7 +194,7 @@ fn large_feature_sets_build_by_sorting_and_decoding_is_bounded() {
 /// Point 8: `Duration::MAX` as "no deadline" does not panic.
 #[test]
 fn duration_max_does_not_panic() {
-    let store = elvon::MemoryStore::new();
+    let store = elvon::features::MemoryStore::new();
     store.set("u", Features::new().with("country", "KR"));
     let engine = Engine::builder()
         .source(store)
@@ -208,7 +208,7 @@ fn duration_max_does_not_panic() {
         .expect("valid config");
     assert_eq!(engine.decide_for("s", "u").variant(), Some("b"));
     let dir = tempfile::tempdir().expect("temp dir");
-    let sink = elvon::JsonlSink::create(
+    let sink = elvon::sink::JsonlSink::create(
         dir.path().join("log.jsonl"),
         elvon::sink::JsonlOptions::default(),
     )
@@ -427,7 +427,7 @@ fn counters_saturate_and_future_events_are_rejected() {
         Aggregate::count("views_7d", "view").window(Duration::from_millis(86_400_000), 7),
     ])
     .expect("valid");
-    let store = elvon::MemoryStore::new();
+    let store = elvon::features::MemoryStore::new();
     store.set_feature("u", "views", i64::MAX - 1);
     let now = 1_800_000_000_000;
     for i in 0..3 {

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use elvon::kafka::{KafkaDecisionSink, KafkaSinkOptions};
-use elvon::{DecisionRecord, Engine, Features};
+use elvon::sink::DecisionRecord;
+use elvon::{Engine, Features};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -204,8 +205,8 @@ mod updater {
     use super::*;
     use crate::kafka_common::{aggs, now_ms, produce, view, wait_for, Broker};
     use elvon::features::aggregate::Event;
+    use elvon::features::MemoryStore;
     use elvon::kafka::{ApplyError, EventTarget, FeatureUpdater, MemoryTarget, UpdaterOptions};
-    use elvon::MemoryStore;
     use rdkafka::message::Headers;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;

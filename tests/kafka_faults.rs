@@ -127,10 +127,10 @@ mod updater {
     use super::*;
     use crate::kafka_common::{aggs, cluster, produce, read_with_headers, view, wait_for};
     use elvon::features::aggregate::Event;
+    use elvon::features::MemoryStore;
     use elvon::kafka::{
         ApplyError, EventTarget, FeatureUpdater, MemoryTarget, UpdaterError, UpdaterOptions,
     };
-    use elvon::MemoryStore;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};

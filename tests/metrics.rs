@@ -1,7 +1,8 @@
 //! Metrics reach an installed recorder: decisions by slot and reason, fallbacks, swaps,
 //! rejections, sink counts.
 
-use elvon::{Engine, Features, MemorySink};
+use elvon::sink::MemorySink;
+use elvon::{Engine, Features};
 
 #[path = "common/recorder.rs"]
 mod recorder;
@@ -65,7 +66,7 @@ fn counters_by_slot_reason_and_config_events() {
 fn fetch_latency_is_recorded_only_for_real_fetches() {
     let rec = Rec::default();
     metrics::with_local_recorder(&rec, || {
-        let store = elvon::MemoryStore::new();
+        let store = elvon::features::MemoryStore::new();
         store.set("u", Features::new().with("plan", "vip"));
         let engine = Engine::builder().source(store).build();
         engine

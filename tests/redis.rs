@@ -448,7 +448,7 @@ fn memory_and_redis_apply_the_same_events_to_the_same_features() {
         .clock(now.clone())
         .build()
         .expect("source");
-    let memory = elvon::MemoryStore::new();
+    let memory = elvon::features::MemoryStore::new();
     let defs = aggs();
     let mut rng = StdRng::seed_from_u64(7);
     let mut next = |n: u64| rng.random_range(0..n);

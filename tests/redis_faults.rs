@@ -268,7 +268,7 @@ fn redis_counters_saturate_like_memory_and_future_events_are_rejected() {
         .expect("source");
     let now = wall_ms();
     server.cli(&["HSET", &src.key("u"), "views", &(i64::MAX - 1).to_string()]);
-    let memory = elvon::MemoryStore::new();
+    let memory = elvon::features::MemoryStore::new();
     memory.set_feature("u", "views", i64::MAX - 1);
     let events: Vec<Event> = (0..3)
         .map(|i| Event::new(format!("e{i}"), "u", "view", now))

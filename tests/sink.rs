@@ -3,8 +3,9 @@
 use std::io::BufRead;
 use std::time::Duration;
 
+use elvon::sink::{DecisionRecord, JsonlSink, MemorySink};
 use elvon::sink::{JsonlOptions, RECORD_SCHEMA};
-use elvon::{DecisionRecord, Engine, Features, JsonlSink, MemorySink};
+use elvon::{Engine, Features};
 
 const CONFIG: &str = include_str!("data/kinds.json");
 

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use elvon::clock::Clock;
+use elvon::sink::{DecisionRecord, DecisionSink, JsonlSink};
 use elvon::sink::{JsonlOptions, Overflow};
-use elvon::{DecisionRecord, DecisionSink, Engine, Features, JsonlSink};
+use elvon::{Engine, Features};
 
 const CONFIG: &str = r#"{"version": "1", "slots": [{"id": "s", "variants": [{"id": "a"}, {"id": "b"}],
     "default": "a", "rules": [{"split": {"variants": [{"variant": "a", "weight": 50}, {"variant": "b", "weight": 50}]}}]}]}"#;
@@ -128,7 +129,8 @@ fn moved_files_are_followed_and_files_rotate_by_size() {
     let path = dir.path().join("log.jsonl");
     let moved = dir.path().join("log.jsonl.old");
     let clock = Clock::fake(1_000_000);
-    let sink = JsonlSink::create(&path, JsonlOptions::default().clock(clock.clone())).expect("sink");
+    let sink =
+        JsonlSink::create(&path, JsonlOptions::default().clock(clock.clone())).expect("sink");
     let engine = engine_with(sink.clone());
     let none = Features::new();
     let decide = |n: usize| {

@@ -23,6 +23,7 @@ fn watcher_loads_changes_and_reports_bad_files() {
             let line = match e {
                 WatchEvent::Loaded(o) => format!("loaded {}", o.version),
                 WatchEvent::Rejected(err) => format!("rejected {err}"),
+                WatchEvent::SourceError(err) => format!("source error {err}"),
                 _ => "other".into(),
             };
             let _ = tx.send(line);
@@ -55,7 +56,11 @@ fn watcher_loads_changes_and_reports_bad_files() {
     );
 
     std::fs::remove_file(&path).unwrap();
-    assert!(next().starts_with("rejected cannot read config file"));
+    let e = next();
+    assert!(
+        e.starts_with("source error cannot read config file") && e.contains("config.json"),
+        "a read error is the source's, not a rejected config: {e}"
+    );
     // Reported once, not on every poll.
     assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
     drop(watcher);

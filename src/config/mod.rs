@@ -27,6 +27,13 @@ use crate::Snapshot;
 
 /// A parsed, not yet validated configuration document.
 ///
+/// A config is data: it implements `serde::Deserialize`, so it can come from JSON (built
+/// in) or any other serde format. [`Engine::load_config`](crate::Engine::load_config)
+/// validates and compiles it into a [`Snapshot`] in one pass that collects **every**
+/// problem, each with a path such as `slots[2].rules[0].when.any[1]: unknown operator
+/// "gtt"` ([`ConfigError::Invalid`]); [`Config::validate`] checks without loading. The
+/// format is documented in [`docs::config_format`](crate::docs::config_format).
+///
 /// Parsing (from JSON or, through `Deserialize`, any serde format) rejects an object with
 /// the same key twice, naming the object's path (`slots[0]: duplicate key "id"`): JSON
 /// itself would let the last one win silently, hiding a typo or a bad merge.

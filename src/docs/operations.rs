@@ -10,11 +10,12 @@
 //! call [`Engine::flush`](crate::Engine::flush) with a timeout: it waits for the decisions
 //! already made to reach the decision log. Dropping the last handle of a JSON-lines or Kafka
 //! sink drains it too, bounded by its drain timeout, and counts what could not be delivered
-//! as failed ([`SinkStats`](crate::SinkStats)).
+//! as failed ([`SinkStats`](crate::sink::SinkStats)).
 //!
 //! ```
 //! use std::time::Duration;
-//! use elvon::{Engine, Features, MemorySink};
+//! use elvon::{Engine, Features};
+//! use elvon::sink::MemorySink;
 //!
 //! let sink = MemorySink::new(100);
 //! let engine = Engine::builder().sink(sink.clone()).build();

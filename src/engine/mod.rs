@@ -68,7 +68,9 @@ impl fmt::Debug for Engine {
 /// Builds an [`Engine`].
 ///
 /// ```
-/// use elvon::{Engine, MemoryStore, MemorySink};
+/// use elvon::Engine;
+/// use elvon::features::MemoryStore;
+/// use elvon::sink::MemorySink;
 /// let engine = Engine::builder()
 ///     .source(MemoryStore::new())
 ///     .sink(MemorySink::new(1_000))
@@ -95,7 +97,7 @@ impl fmt::Debug for EngineBuilder {
 }
 
 impl EngineBuilder {
-    /// Where decisions go (default: none, like [`NoopSink`](crate::NoopSink)).
+    /// Where decisions go (default: none, like [`NoopSink`](crate::sink::NoopSink)).
     pub fn sink(mut self, sink: impl DecisionSink + 'static) -> Self {
         self.sink = Some(Arc::new(sink));
         self

@@ -18,7 +18,8 @@ pub const DEFAULT_DEDUP_TTL_MS: u64 = 86_400_000;
 /// [`FeatureSource`], in tests, or as a local cache in front of a remote store.
 ///
 /// ```
-/// use elvon::{Features, MemoryStore};
+/// use elvon::Features;
+/// use elvon::features::MemoryStore;
 /// let store = MemoryStore::new();
 /// store.set("u1", Features::new().with("country", "KR"));
 /// store.update("u1", |f| { f.insert("page_view_7d", 3); });
@@ -88,7 +89,7 @@ impl MemoryStore {
     /// use elvon::clock::Clock;
     /// use elvon::features::aggregate::{Aggregate, Aggregates, Event};
     /// use elvon::features::{FeatureSource, FetchRequest};
-    /// use elvon::MemoryStore;
+    /// use elvon::features::MemoryStore;
     ///
     /// let aggs = Aggregates::new(vec![
     ///     Aggregate::count("views_1h", "view").window(Duration::from_secs(600), 6),
@@ -133,7 +134,7 @@ impl MemoryStore {
     /// use std::time::Duration;
     /// use elvon::features::aggregate::{Aggregate, Aggregates, Event};
     /// use elvon::features::ApplyOutcome;
-    /// use elvon::MemoryStore;
+    /// use elvon::features::MemoryStore;
     ///
     /// let aggs = Aggregates::new(vec![
     ///     Aggregate::count("page_view_7d", "page_view").window(Duration::from_secs(86_400), 7),

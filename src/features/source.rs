@@ -77,7 +77,7 @@ impl SourceError {
     /// data changes.
     ///
     /// ```
-    /// use elvon::SourceError;
+    /// use elvon::features::SourceError;
     ///
     /// assert!(SourceError::Timeout.is_timeout() && SourceError::Timeout.is_transient());
     /// assert!(!SourceError::Data("WRONGTYPE".into()).is_transient());

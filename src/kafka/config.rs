@@ -10,10 +10,10 @@ use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-use super::{kafka_ms, kafka_timeout, KafkaError};
+use super::{kafka_ms, kafka_timeout, ClientError, KafkaError};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::watch::WatchEvent;
+use crate::watch::{ConfigSourceError, WatchEvent};
 
 /// The message key configs are published under. The config topic should have one partition
 /// (it is compacted, so it keeps the latest config per key); the watcher loads configs in
@@ -169,11 +169,12 @@ impl Watch<'_> {
         self.stop.is_set()
     }
 
-    fn error(&self, what: &str, e: &RdKafkaError) {
+    fn error(&self, what: &'static str, e: &RdKafkaError) {
         metrics::counter!("elvon_config_watch_errors_total").increment(1);
-        (self.on_event)(&WatchEvent::SourceError(format!(
-            "kafka config topic {what}: {e}"
-        )));
+        (self.on_event)(&WatchEvent::SourceError(ConfigSourceError::Kafka {
+            operation: what,
+            source: ClientError::from_display(e),
+        }));
     }
 
     /// Reads the topic up to the end it had at the start, then loads the newest valid config

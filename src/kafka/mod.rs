@@ -1,7 +1,7 @@
 //! Kafka adapters (cargo feature `kafka`): the decision-log sink and config broadcast.
 //!
 //! [`KafkaDecisionSink`] sends every decision to a topic as the versioned
-//! [`DecisionRecord`](crate::DecisionRecord) in JSON (the same object as a line of the
+//! [`DecisionRecord`](crate::sink::DecisionRecord) in JSON (the same object as a line of the
 //! JSON-lines sink, schema [`RECORD_SCHEMA`](crate::sink::RECORD_SCHEMA)), keyed by the user
 //! id so that one user's decisions land on one partition in order.
 //!
@@ -42,7 +42,7 @@ pub enum KafkaError {
 
 impl KafkaError {
     pub(crate) fn client(message: impl std::fmt::Display) -> Self {
-        KafkaError::Client(ClientError(message.to_string()))
+        KafkaError::Client(ClientError::from_display(message))
     }
 }
 
@@ -53,6 +53,10 @@ impl KafkaError {
 pub struct ClientError(String);
 
 impl ClientError {
+    pub(crate) fn from_display(message: impl std::fmt::Display) -> Self {
+        ClientError(message.to_string())
+    }
+
     /// The message.
     #[must_use]
     pub fn message(&self) -> &str {

@@ -64,12 +64,12 @@ impl ApplyError {
     }
 }
 
-/// Applies events to a [`MemoryStore`](crate::MemoryStore) with these aggregates, at the
-/// store's clock's now (see [`MemoryStore::clock`](crate::MemoryStore::clock)).
+/// Applies events to a [`MemoryStore`](crate::features::MemoryStore) with these aggregates, at the
+/// store's clock's now (see [`MemoryStore::clock`](crate::features::MemoryStore::clock)).
 #[derive(Debug, Clone)]
 pub struct MemoryTarget {
     /// The store.
-    pub store: crate::MemoryStore,
+    pub store: crate::features::MemoryStore,
     /// The aggregates events feed.
     pub aggregates: Arc<crate::features::aggregate::Aggregates>,
 }

@@ -356,8 +356,7 @@ fn parse(
     let e: crate::features::aggregate::Event =
         serde_json::from_value(json).map_err(|e| format!("not an event: {e}"))?;
     // Validated against the target's clock, so an event dated far in the future is poison.
-    aggs.updates(&e, now_ms)
-        .map_err(|e| e.to_string())?;
+    aggs.updates(&e, now_ms).map_err(|e| e.to_string())?;
     Ok(Parsed::Event(e))
 }
 

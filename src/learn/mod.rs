@@ -198,8 +198,7 @@ impl Learner {
         chosen: usize,
         x: &[f64],
     ) {
-        let (Some(&arm), Some(&gen)) = (binding.arms.get(chosen), binding.gens.get(chosen))
-        else {
+        let (Some(&arm), Some(&gen)) = (binding.arms.get(chosen), binding.gens.get(chosen)) else {
             return;
         };
         let x = &x[..x.len().min(MAX_CONTEXT)];
@@ -437,12 +436,7 @@ impl Learner {
                     })
                     .collect();
                 let mut gens: Vec<u32> = (0..width).map(|_| next_gen()).collect();
-                for ((a, &i), &g) in spec
-                    .arm_ids
-                    .iter()
-                    .zip(&binding.arms)
-                    .zip(&binding.gens)
-                {
+                for ((a, &i), &g) in spec.arm_ids.iter().zip(&binding.arms).zip(&binding.gens) {
                     // The serving rule's arms keep the generations its snapshot carries,
                     // so its decisions (made before or after the restore) still join.
                     let i = i as usize;

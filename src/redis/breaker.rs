@@ -256,7 +256,13 @@ mod tests {
     #[test]
     fn a_failed_probe_is_retried_quickly_once() {
         let clock = Clock::fake(1_000);
-        let b = Breaker::new(1, 0.5, Duration::from_secs(1), Duration::ZERO, clock.clone());
+        let b = Breaker::new(
+            1,
+            0.5,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            clock.clone(),
+        );
         b.failure();
         assert_eq!(b.state.load(Ordering::Acquire), OPEN);
         assert!(b.admit().is_ok(), "cool-down of zero: probe at once");
@@ -273,11 +279,20 @@ mod tests {
     #[test]
     fn an_open_breaker_probes_once_the_cool_down_has_passed_on_its_clock() {
         let clock = Clock::fake(5_000);
-        let b = Breaker::new(1, 0.5, Duration::from_secs(1), Duration::from_secs(30), clock.clone());
+        let b = Breaker::new(
+            1,
+            0.5,
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            clock.clone(),
+        );
         b.failure();
         assert!(b.admit().is_err(), "open");
         clock.advance(Duration::from_millis(29_999));
-        assert!(b.admit().is_err(), "a millisecond before the cool-down ends");
+        assert!(
+            b.admit().is_err(),
+            "a millisecond before the cool-down ends"
+        );
         clock.advance(Duration::from_millis(1));
         assert!(b.admit().is_ok(), "the probe");
         assert!(b.admit().is_err(), "one probe at a time");

@@ -1,4 +1,4 @@
-//! Redis online feature store (cargo feature `redis`): a [`FeatureSource`](crate::FeatureSource) with a deadline,
+//! Redis online feature store (cargo feature `redis`): a [`FeatureSource`](crate::features::FeatureSource) with a deadline,
 //! a circuit breaker and an optional local cache, and an [`AggregatesWriter`] that applies
 //! behaviour events to Redis atomically and idempotently.
 //!
@@ -29,7 +29,7 @@
 //! fallback. The breaker opens when, within its sliding window (default 1 s), at least
 //! `breaker_failures` fetches failed and they were at least `breaker_failure_rate` (default
 //! half) of the window's fetches: then fetches fail at once with
-//! [`SourceError::Unavailable`](crate::SourceError::Unavailable) (a `source_unavailable`
+//! [`SourceError::Unavailable`](crate::features::SourceError::Unavailable) (a `source_unavailable`
 //! fallback) until the cool-down passes; then one probe is let through, and the breaker
 //! closes when it succeeds. A failed probe is followed by one more 50 ms later (the first
 //! probe after Redis comes back often races the reconnect), then by the next cool-down.
@@ -39,7 +39,7 @@
 //! or a reply whose values add up to more than
 //! [`max_reply_bytes`](RedisFeatureSourceBuilder::max_reply_bytes) (default 1 MiB; Redis
 //! checks the sizes with `HSTRLEN` in the fetch script before it sends any value). That user
-//! gets [`SourceError::Data`](crate::SourceError::Data) (a `source_error` fallback), everyone
+//! gets [`SourceError::Data`](crate::features::SourceError::Data) (a `source_error` fallback), everyone
 //! else keeps their features. The [`AggregatesWriter`] writes over a connection of its own,
 //! so its batches never queue in front of the deciding reads.
 //! Gauge `elvon_redis_breaker_state` (0 closed, 1 open, 2 probing). With a cache, answers

@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::capture::{self, Backend, Captured, Queue};
-use crate::clock::Clock;
 use super::{Counters, DecisionEvent, DecisionSink, FlushError, Overflow, SinkStats};
+use crate::clock::Clock;
 
 /// Options of a [`JsonlSink`]: the defaults, changed with the setters.
 ///
@@ -117,7 +117,7 @@ impl JsonlOptions {
 ///
 /// ```no_run
 /// # fn main() -> std::io::Result<()> {
-/// let sink = elvon::JsonlSink::create("decisions.jsonl", Default::default())?;
+/// let sink = elvon::sink::JsonlSink::create("decisions.jsonl", Default::default())?;
 /// let engine = elvon::Engine::builder().sink(sink.clone()).build();
 /// let _ = engine.decide("banner", "u42", &elvon::Features::new());
 /// sink.flush(std::time::Duration::from_secs(5)).ok();

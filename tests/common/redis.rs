@@ -195,4 +195,3 @@ pub fn views(user: &str, n: usize, at: u64, tag: &str) -> Vec<Event> {
         })
         .collect()
 }
-
