@@ -173,6 +173,7 @@ fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
     let err = elvon::kafka::publish_config(&bootstrap, "configs", bad, Duration::from_secs(5))
         .expect_err("invalid config not published");
     assert!(err.to_string().contains("slots[0]"), "{err}");
+    assert!(!err.is_transient(), "an invalid config fails the same way every time");
     let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
@@ -199,6 +200,17 @@ fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
     let err = elvon::kafka::publish_config(&bootstrap, "configs", CONFIG, Duration::from_secs(1))
         .expect_err("not confirmed with the broker down");
     assert!(err.to_string().contains("config not"), "{err}");
+    assert!(err.is_transient(), "a broker that is down may come back: {err:?}");
+}
+
+/// A setting librdkafka refuses is a permanent error: retrying cannot help.
+#[test]
+fn a_refused_setting_is_a_permanent_error() {
+    let options = elvon::kafka::KafkaSinkOptions::new("127.0.0.1:9", "decisions")
+        .set("no.such.property", "1");
+    let err = elvon::kafka::KafkaDecisionSink::new(options).expect_err("refused");
+    assert!(err.to_string().contains("no.such.property"), "{err}");
+    assert!(!err.is_transient(), "{err:?}");
 }
 
 mod updater {

@@ -35,24 +35,26 @@ pub fn publish_config(
         .set("acks", "all")
         .set("message.timeout.ms", kafka_ms(timeout).max(1).to_string())
         .create_with_context(Confirm::default())
-        .map_err(KafkaError::client)?;
+        .map_err(|e| KafkaError::rdkafka("", &e))?;
     producer
         .send(BaseRecord::to(topic).key(CONFIG_KEY).payload(config_json))
-        .map_err(|(e, _)| KafkaError::client(e))?;
+        .map_err(|(e, _)| KafkaError::rdkafka("config not sent", &e))?;
     producer
         .flush(kafka_timeout(timeout))
-        .map_err(|e| KafkaError::client(format!("config not confirmed: {e}")))?;
+        .map_err(|e| KafkaError::rdkafka("config not confirmed", &e))?;
     let outcome = producer.context().0.lock().map_or(None, |mut g| g.take());
     match outcome {
         Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(KafkaError::client(format!("config not stored: {e}"))),
-        None => Err(KafkaError::client("config not confirmed in time")),
+        Some(Err(e)) => Err(KafkaError::Client(e)),
+        None => Err(KafkaError::Client(ClientError::transient(
+            "config not confirmed in time",
+        ))),
     }
 }
 
 /// Keeps the delivery result of the one config message.
 #[derive(Default)]
-struct Confirm(std::sync::Mutex<Option<Result<(), String>>>);
+struct Confirm(std::sync::Mutex<Option<Result<(), ClientError>>>);
 
 impl ClientContext for Confirm {}
 
@@ -61,7 +63,12 @@ impl ProducerContext for Confirm {
 
     fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
         if let Ok(mut g) = self.0.lock() {
-            *g = Some(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
+            *g = Some(
+                result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|(e, _)| ClientError::from_rdkafka("config not stored", e)),
+            );
         }
     }
 }
@@ -111,11 +118,11 @@ impl KafkaConfigWatcher {
             // so a new config is seen within tens of milliseconds.
             .set("fetch.wait.max.ms", "50")
             .create()
-            .map_err(KafkaError::client)?;
+            .map_err(|e| KafkaError::rdkafka("", &e))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(KafkaError::client)?;
-        consumer.assign(&tpl).map_err(KafkaError::client)?;
+            .map_err(|e| KafkaError::rdkafka("", &e))?;
+        consumer.assign(&tpl).map_err(|e| KafkaError::rdkafka("", &e))?;
         let ready = Arc::new(AtomicBool::new(false));
         let (is_ready, topic) = (Arc::clone(&ready), topic.to_owned());
         let thread = crate::background::Background::spawn("elvon-kafka-config", move |stop| {
@@ -173,7 +180,7 @@ impl Watch<'_> {
         metrics::counter!("elvon_config_watch_errors_total").increment(1);
         (self.on_event)(&WatchEvent::SourceError(ConfigSourceError::Kafka {
             operation: what,
-            source: ClientError::from_display(e),
+            source: ClientError::from_rdkafka("", e),
         }));
     }
 

@@ -102,7 +102,7 @@ impl DeadLetters {
             .unwrap_or(1_000_000);
         let producer = config
             .create_with_context(Results::default())
-            .map_err(KafkaError::client)?;
+            .map_err(|e| KafkaError::rdkafka("", &e))?;
         Ok(DeadLetters {
             producer,
             topic: topic.to_owned(),

@@ -41,27 +41,108 @@ pub enum KafkaError {
 }
 
 impl KafkaError {
+    /// A permanent client error (a refused setting, a thread that did not start).
     pub(crate) fn client(message: impl std::fmt::Display) -> Self {
         KafkaError::Client(ClientError::from_display(message))
+    }
+
+    /// librdkafka's error, classified.
+    pub(crate) fn rdkafka(context: &str, e: &rdkafka::error::KafkaError) -> Self {
+        KafkaError::Client(ClientError::from_rdkafka(context, e))
+    }
+
+    /// Whether trying again later may succeed: the broker could not be reached or did not
+    /// answer in time, or a queue was full. `false` for an invalid config and for settings
+    /// librdkafka refuses, which fail the same way every time.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KafkaError::InvalidConfig(_) => false,
+            KafkaError::Client(c) => c.is_transient(),
+        }
     }
 }
 
 /// What librdkafka or the broker reported, as text (rdkafka's own error type is not part of
-/// elvon's API).
+/// elvon's API), and whether it may pass.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ClientError(String);
+#[error("{message}")]
+pub struct ClientError {
+    message: String,
+    transient: bool,
+}
 
 impl ClientError {
+    /// A permanent error with this message.
     pub(crate) fn from_display(message: impl std::fmt::Display) -> Self {
-        ClientError(message.to_string())
+        ClientError {
+            message: message.to_string(),
+            transient: false,
+        }
+    }
+
+    /// A transient error with this message (a timeout, no broker reachable).
+    pub(crate) fn transient(message: impl std::fmt::Display) -> Self {
+        ClientError {
+            message: message.to_string(),
+            transient: true,
+        }
+    }
+
+    /// librdkafka's error, transient when its code says the broker was unreachable, slow or
+    /// busy (see [`is_transient`](Self::is_transient)).
+    pub(crate) fn from_rdkafka(context: &str, e: &rdkafka::error::KafkaError) -> Self {
+        let message = if context.is_empty() {
+            e.to_string()
+        } else {
+            format!("{context}: {e}")
+        };
+        ClientError {
+            message,
+            transient: retriable(e),
+        }
     }
 
     /// The message.
     #[must_use]
     pub fn message(&self) -> &str {
-        &self.0
+        &self.message
     }
+
+    /// Whether trying again later may succeed (the broker was unreachable, did not answer in
+    /// time, or a queue was full), as opposed to a refused setting or a rejected request.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+}
+
+/// Whether librdkafka's error is one that passes: unreachable or slow brokers, leadership
+/// moving, full queues.
+fn retriable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    if matches!(e, rdkafka::error::KafkaError::Flush(_)) {
+        return true;
+    }
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageTimedOut
+                | C::QueueFull
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::NetworkException
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+        )
+    )
 }
 
 /// A duration in librdkafka's milliseconds (an `i32`), saturating.

@@ -316,7 +316,7 @@ impl KafkaDecisionSink {
                         counters: Arc::clone(&counters),
                         shared: Arc::clone(&shared),
                     })
-                    .map_err(KafkaError::client)
+                    .map_err(|e| KafkaError::rdkafka("", &e))
             }
         };
         let producer: Cell = Arc::new(arc_swap::ArcSwap::from_pointee(make()?));

@@ -264,9 +264,9 @@ impl FeatureUpdater {
         let consumer: BaseConsumer = config
             .set("enable.auto.commit", "false")
             .create()
-            .map_err(KafkaError::client)?;
+            .map_err(|e| KafkaError::rdkafka("", &e))?;
         let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(KafkaError::client)?;
+        consumer.subscribe(&topics).map_err(|e| KafkaError::rdkafka("", &e))?;
         let mut dlq = DeadLetters::new(
             &options.brokers,
             &options.dead_letter,
