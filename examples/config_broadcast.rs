@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use elvon::kafka::{publish_config, KafkaConfigWatcher};
+use elvon::kafka::{publish_config, ConfigTopicOptions, KafkaConfigWatcher};
 use elvon::{Engine, WatchEvent};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,9 +24,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => std::env::var("KAFKA_BROKERS")?,
     };
+    // TLS, SASL and other librdkafka settings go on the topic options with `.set(k, v)`.
+    let topic = ConfigTopicOptions::new(&brokers, "elvon-config");
     let engine = Engine::default();
     let (tx, rx) = std::sync::mpsc::channel();
-    let _watcher = KafkaConfigWatcher::spawn(engine.clone(), &brokers, "elvon-config", move |e| {
+    let _watcher = KafkaConfigWatcher::spawn(engine.clone(), &topic, move |e| {
         let line = match e {
             WatchEvent::Loaded(o) => format!("loaded version {:?}", o.version),
             WatchEvent::Rejected(err) => format!("rejected: {err}"),
@@ -39,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let config = format!(
             r#"{{"version": "{version}", "slots": [{{"id": "banner", "variants": [{{"id": "a"}}], "default": "a"}}]}}"#
         );
-        publish_config(&brokers, "elvon-config", &config, Duration::from_secs(5))?;
+        publish_config(&topic, &config, Duration::from_secs(5))?;
         let seen = rx.recv_timeout(Duration::from_secs(5))?;
         println!(
             "published {version}: watcher {seen} after {:?}; serving {:?}",
@@ -49,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let bad =
         r#"{"version": "v3", "slots": [{"id": "banner", "variants": [], "default": "nope"}]}"#;
-    match publish_config(&brokers, "elvon-config", bad, Duration::from_secs(5)) {
+    match publish_config(&topic, bad, Duration::from_secs(5)) {
         Ok(()) => println!("v3 published (unexpected)"),
         Err(e) => println!("publisher refused v3: {e}"),
     }

@@ -140,18 +140,25 @@ fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
     let bootstrap = cluster.bootstrap_servers();
     let engine = Engine::default();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let _watcher =
-        elvon::kafka::KafkaConfigWatcher::spawn(engine.clone(), &bootstrap, "configs", move |e| {
+    let _watcher = elvon::kafka::KafkaConfigWatcher::spawn(
+        engine.clone(),
+        &elvon::kafka::ConfigTopicOptions::new(&bootstrap, "configs"),
+        move |e| {
             let _ = tx.send(match e {
                 elvon::WatchEvent::Loaded(o) => format!("loaded {}", o.version),
                 elvon::WatchEvent::Rejected(err) => format!("rejected {err}"),
                 _ => "other".to_owned(),
             });
-        })
-        .expect("watcher");
+        },
+    )
+    .expect("watcher");
     let t = Instant::now();
-    elvon::kafka::publish_config(&bootstrap, "configs", CONFIG, Duration::from_secs(5))
-        .expect("published");
+    elvon::kafka::publish_config(
+        &elvon::kafka::ConfigTopicOptions::new(&bootstrap, "configs"),
+        CONFIG,
+        Duration::from_secs(5),
+    )
+    .expect("published");
     let published = t.elapsed();
     let seen = rx
         .recv_timeout(Duration::from_secs(1))
@@ -170,10 +177,17 @@ fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
     // The publisher refuses an invalid config; one written past it is rejected by the
     // watcher, and k1 keeps serving.
     let bad = r#"{"version": "k2", "slots": [{"id": "banner", "variants": [], "default": "x"}]}"#;
-    let err = elvon::kafka::publish_config(&bootstrap, "configs", bad, Duration::from_secs(5))
-        .expect_err("invalid config not published");
+    let err = elvon::kafka::publish_config(
+        &elvon::kafka::ConfigTopicOptions::new(&bootstrap, "configs"),
+        bad,
+        Duration::from_secs(5),
+    )
+    .expect_err("invalid config not published");
     assert!(err.to_string().contains("slots[0]"), "{err}");
-    assert!(!err.is_transient(), "an invalid config fails the same way every time");
+    assert!(
+        !err.is_transient(),
+        "an invalid config fails the same way every time"
+    );
     let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
@@ -197,10 +211,17 @@ fn a_published_config_is_swapped_in_and_an_invalid_one_is_rejected() {
 
     // A publish the broker never confirms is an error, not a silent success.
     cluster.broker_down(1).expect("broker down");
-    let err = elvon::kafka::publish_config(&bootstrap, "configs", CONFIG, Duration::from_secs(1))
-        .expect_err("not confirmed with the broker down");
+    let err = elvon::kafka::publish_config(
+        &elvon::kafka::ConfigTopicOptions::new(&bootstrap, "configs"),
+        CONFIG,
+        Duration::from_secs(1),
+    )
+    .expect_err("not confirmed with the broker down");
     assert!(err.to_string().contains("config not"), "{err}");
-    assert!(err.is_transient(), "a broker that is down may come back: {err:?}");
+    assert!(
+        err.is_transient(),
+        "a broker that is down may come back: {err:?}"
+    );
 }
 
 /// A setting librdkafka refuses is a permanent error: retrying cannot help.
@@ -211,6 +232,21 @@ fn a_refused_setting_is_a_permanent_error() {
     let err = elvon::kafka::KafkaDecisionSink::new(options).expect_err("refused");
     assert!(err.to_string().contains("no.such.property"), "{err}");
     assert!(!err.is_transient(), "{err:?}");
+    // The config topic's settings reach both of its clients.
+    let topic = elvon::kafka::ConfigTopicOptions::new("127.0.0.1:9", "configs")
+        .set("no.such.property", "1");
+    let err = elvon::kafka::KafkaConfigWatcher::spawn(Engine::default(), &topic, |_| {})
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("no.such.property") && !err.is_transient(),
+        "{err}"
+    );
+    let err =
+        elvon::kafka::publish_config(&topic, CONFIG, Duration::from_secs(1)).expect_err("refused");
+    assert!(
+        err.to_string().contains("no.such.property") && !err.is_transient(),
+        "{err}"
+    );
 }
 
 mod updater {

@@ -404,16 +404,19 @@ fn a_new_config_watcher_loads_only_the_newest_valid_config_and_says_when_ready()
     let engine = Engine::default();
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = std::sync::Arc::clone(&events);
-    let watcher =
-        elvon::kafka::KafkaConfigWatcher::spawn(engine.clone(), &bootstrap, "configs", move |e| {
+    let watcher = elvon::kafka::KafkaConfigWatcher::spawn(
+        engine.clone(),
+        &elvon::kafka::ConfigTopicOptions::new(&bootstrap, "configs"),
+        move |e| {
             let what = match e {
                 elvon::WatchEvent::Loaded(o) => format!("loaded {}", o.version),
                 elvon::WatchEvent::Rejected(_) => "rejected".to_owned(),
                 _ => "other".to_owned(),
             };
             seen.lock().expect("lock").push(what);
-        })
-        .expect("watcher");
+        },
+    )
+    .expect("watcher");
     assert!(watcher.wait_ready(Duration::from_secs(20)), "caught up");
     assert_eq!(engine.config_version(), "v2");
     assert_eq!(
@@ -421,8 +424,12 @@ fn a_new_config_watcher_loads_only_the_newest_valid_config_and_says_when_ready()
         ["rejected", "rejected", "loaded v2"],
         "newest first, and nothing older than the newest valid one loaded"
     );
-    elvon::kafka::publish_config(&bootstrap, "configs", &config("v5"), Duration::from_secs(5))
-        .expect("published");
+    elvon::kafka::publish_config(
+        &elvon::kafka::ConfigTopicOptions::new(&bootstrap, "configs"),
+        &config("v5"),
+        Duration::from_secs(5),
+    )
+    .expect("published");
     let t = Instant::now();
     while engine.config_version() != "v5" && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(10));
@@ -434,9 +441,12 @@ fn a_new_config_watcher_loads_only_the_newest_valid_config_and_says_when_ready()
     );
     // An empty (or missing) topic: ready at once, nothing loaded.
     let other = Engine::default();
-    let w =
-        elvon::kafka::KafkaConfigWatcher::spawn(other.clone(), &bootstrap, "no-configs", |_| {})
-            .expect("watcher");
+    let w = elvon::kafka::KafkaConfigWatcher::spawn(
+        other.clone(),
+        &elvon::kafka::ConfigTopicOptions::new(&bootstrap, "no-configs"),
+        |_| {},
+    )
+    .expect("watcher");
     assert!(w.wait_ready(Duration::from_secs(20)));
     assert_eq!(other.config_version(), "");
 }

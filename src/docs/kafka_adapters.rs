@@ -39,11 +39,13 @@
 //! `elvon_kafka_producer_restarts_total` and calls `KafkaSinkOptions::on_fatal`.
 //! librdkafka is built from the crate's sources with `gcc`, `g++` and `make`.
 //!
-//! **Config broadcast**: `elvon::kafka::publish_config(brokers, topic, json, timeout)` validates
+//! **Config broadcast**: a `ConfigTopicOptions::new(brokers, topic)` names the config topic
+//! (with `.set(key, value)` for TLS, SASL and other librdkafka settings).
+//! `elvon::kafka::publish_config(&topic, json, timeout)` validates
 //! a config (`Config::validate`, every problem with its path) and publishes it under the key
 //! `config`, then waits for the broker to confirm it stored the config; an invalid or
-//! unconfirmed config is an error. `KafkaConfigWatcher::spawn(engine, brokers,
-//! topic, on_event)` reads partition 0 of the compacted config topic to its end, loads only the
+//! unconfirmed config is an error. `KafkaConfigWatcher::spawn(engine,
+//! &topic, on_event)` reads partition 0 of the compacted config topic to its end, loads only the
 //! newest valid config there (newer invalid ones are reported), then says so
 //! (`is_ready()`, `wait_ready(timeout)`) and swaps in every valid config published later. An
 //! invalid one is reported (`WatchEvent::Rejected` to the callback,

@@ -20,24 +20,87 @@ use crate::watch::{ConfigSourceError, WatchEvent};
 /// the order the partition holds them.
 pub const CONFIG_KEY: &str = "config";
 
-/// Validates `config_json` as an elvon config and publishes it to `topic` (key
+/// Where configs are broadcast: a config topic on a cluster, and the librdkafka settings
+/// (TLS, SASL, …) for reaching it. Used by [`publish_config`] and [`KafkaConfigWatcher`].
+///
+/// ```
+/// let topic = elvon::kafka::ConfigTopicOptions::new("kafka-1:9093", "elvon-config")
+///     .set("security.protocol", "SASL_SSL")
+///     .set("sasl.mechanism", "SCRAM-SHA-512");
+/// # drop(topic);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConfigTopicOptions {
+    brokers: String,
+    topic: String,
+    settings: Vec<(String, String)>,
+}
+
+impl ConfigTopicOptions {
+    /// The config topic `topic` on the cluster reached through `brokers` (`host:port,...`).
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        ConfigTopicOptions {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            settings: Vec::new(),
+        }
+    }
+
+    /// Sets any librdkafka property for both the publisher's producer and the watcher's
+    /// consumer (`security.protocol`, `sasl.*`, `ssl.*`, `client.id`, …), replacing an
+    /// earlier value. The properties that make the watcher and the publisher work are
+    /// applied after these and cannot be overridden: the publisher's `acks=all` and
+    /// `message.timeout.ms` (from its timeout), the watcher's `group.id`,
+    /// `enable.auto.commit=false`, `enable.partition.eof=true` and `fetch.wait.max.ms=50`.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        super::set_property(&mut self.settings, key.into(), value.into());
+        self
+    }
+
+    /// The topic.
+    #[must_use]
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        // The user's settings first, so the watcher's own (set after) always win.
+        for (k, v) in &self.settings {
+            c.set(k, v);
+        }
+        c.set("bootstrap.servers", &self.brokers);
+        c
+    }
+}
+
+/// Validates `config_json` as an elvon config and publishes it to the config topic (key
 /// [`CONFIG_KEY`]), waiting at most `timeout` for the broker to store it. An invalid config
 /// is not published: the error lists every problem with its path.
+///
+/// # Errors
+/// [`KafkaError::InvalidConfig`] for a config that does not validate; a
+/// [`KafkaError::Client`] when the producer cannot be made or the broker does not confirm
+/// the config in time ([`KafkaError::is_transient`] tells the two apart).
 pub fn publish_config(
-    brokers: &str,
-    topic: &str,
+    topic: &ConfigTopicOptions,
     config_json: &str,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
     Config::from_json(config_json).and_then(|c| c.validate())?;
-    let producer: BaseProducer<Confirm> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: BaseProducer<Confirm> = topic
+        .client()
         .set("acks", "all")
         .set("message.timeout.ms", kafka_ms(timeout).max(1).to_string())
         .create_with_context(Confirm::default())
         .map_err(|e| KafkaError::rdkafka("", &e))?;
     producer
-        .send(BaseRecord::to(topic).key(CONFIG_KEY).payload(config_json))
+        .send(
+            BaseRecord::to(&topic.topic)
+                .key(CONFIG_KEY)
+                .payload(config_json),
+        )
         .map_err(|(e, _)| KafkaError::rdkafka("config not sent", &e))?;
     producer
         .flush(kafka_timeout(timeout))
@@ -88,7 +151,8 @@ impl ProducerContext for Confirm {
 /// ```compile_fail
 /// #![deny(unused_must_use)]
 /// fn start(engine: elvon::Engine) -> Result<(), elvon::kafka::KafkaError> {
-///     elvon::kafka::KafkaConfigWatcher::spawn(engine, "localhost:9092", "configs", |_| {})?;
+///     let topic = elvon::kafka::ConfigTopicOptions::new("localhost:9092", "configs");
+///     elvon::kafka::KafkaConfigWatcher::spawn(engine, &topic, |_| {})?;
 ///     Ok(())
 /// }
 /// ```
@@ -101,15 +165,18 @@ pub struct KafkaConfigWatcher {
 }
 
 impl KafkaConfigWatcher {
-    /// Starts following partition 0 of `topic` on `brokers`.
+    /// Starts following partition 0 of the config topic.
+    ///
+    /// # Errors
+    /// A [`KafkaError::Client`] when the consumer cannot be made (a refused setting) or the
+    /// thread cannot be started.
     pub fn spawn(
         engine: Engine,
-        brokers: &str,
-        topic: &str,
+        topic: &ConfigTopicOptions,
         on_event: impl Fn(&WatchEvent) + Send + 'static,
     ) -> Result<Self, KafkaError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer: BaseConsumer = topic
+            .client()
             .set("group.id", "elvon-config-watcher")
             .set("enable.auto.commit", "false")
             // The end of the partition tells the watcher it has caught up.
@@ -120,11 +187,13 @@ impl KafkaConfigWatcher {
             .create()
             .map_err(|e| KafkaError::rdkafka("", &e))?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        tpl.add_partition_offset(&topic.topic, 0, Offset::Beginning)
             .map_err(|e| KafkaError::rdkafka("", &e))?;
-        consumer.assign(&tpl).map_err(|e| KafkaError::rdkafka("", &e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| KafkaError::rdkafka("", &e))?;
         let ready = Arc::new(AtomicBool::new(false));
-        let (is_ready, topic) = (Arc::clone(&ready), topic.to_owned());
+        let (is_ready, topic) = (Arc::clone(&ready), topic.topic.clone());
         let thread = crate::background::Background::spawn("elvon-kafka-config", move |stop| {
             let w = Watch {
                 consumer: &consumer,

@@ -22,7 +22,7 @@ mod updater;
 
 use std::time::Duration;
 
-pub use config::{publish_config, KafkaConfigWatcher, CONFIG_KEY};
+pub use config::{publish_config, ConfigTopicOptions, KafkaConfigWatcher, CONFIG_KEY};
 pub use sink::{KafkaDecisionSink, KafkaSinkOptions, DEFAULT_DRAIN_TIMEOUT};
 pub use target::{ApplyError, EventTarget, MemoryTarget};
 pub use updater::{FeatureUpdater, UpdaterError, UpdaterOptions, UpdaterStats};

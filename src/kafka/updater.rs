@@ -266,7 +266,9 @@ impl FeatureUpdater {
             .create()
             .map_err(|e| KafkaError::rdkafka("", &e))?;
         let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(|e| KafkaError::rdkafka("", &e))?;
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| KafkaError::rdkafka("", &e))?;
         let mut dlq = DeadLetters::new(
             &options.brokers,
             &options.dead_letter,
