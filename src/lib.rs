@@ -120,7 +120,7 @@ pub mod redis;
 pub use bucketing::{bucket, bucket_with_seed, salt_seed, BUCKETS};
 pub use features::set::Features;
 pub use features::value::{Text, Value};
-pub use kinds::{ReasonKind, UnknownCodeError};
+pub use kinds::{FallbackKind, ReasonKind, UnknownCodeError};
 
 pub use learn::{
     ArmState, BanditState, LearnerState, RewardOutcome, RewardStats, DEFAULT_REWARD_BOUND,

@@ -30,23 +30,15 @@
 
 use metrics::{counter, Counter};
 
-use crate::kinds::ReasonKind;
-
-/// Fallback causes, in the order of [`SlotMetrics::fallbacks`].
-pub(crate) const FALLBACK_CAUSES: [&str; 5] = [
-    "feature_missing",
-    "feature_type",
-    "source_timeout",
-    "source_error",
-    "source_unavailable",
-];
+use crate::kinds::{FallbackKind, ReasonKind};
 
 /// Counter handles of one slot.
 #[derive(Debug)]
 pub(crate) struct SlotMetrics {
     /// By [`ReasonKind`] number.
     pub(crate) decisions: [Counter; ReasonKind::ALL.len()],
-    pub(crate) fallbacks: [Counter; FALLBACK_CAUSES.len()],
+    /// By [`FallbackKind`] number.
+    pub(crate) fallbacks: [Counter; FallbackKind::ALL.len()],
 }
 
 impl SlotMetrics {
@@ -54,7 +46,7 @@ impl SlotMetrics {
     pub(crate) fn noop() -> Self {
         SlotMetrics {
             decisions: ReasonKind::ALL.map(|_| Counter::noop()),
-            fallbacks: FALLBACK_CAUSES.map(|_| Counter::noop()),
+            fallbacks: FallbackKind::ALL.map(|_| Counter::noop()),
         }
     }
 
@@ -64,8 +56,9 @@ impl SlotMetrics {
             decisions: ReasonKind::ALL.map(|r| {
                 counter!("elvon_decisions_total", "slot" => slot.clone(), "reason" => r.as_str())
             }),
-            fallbacks: FALLBACK_CAUSES
-                .map(|c| counter!("elvon_fallbacks_total", "slot" => slot.clone(), "cause" => c)),
+            fallbacks: FallbackKind::ALL.map(|c| {
+                counter!("elvon_fallbacks_total", "slot" => slot.clone(), "cause" => c.as_str())
+            }),
         }
     }
 }

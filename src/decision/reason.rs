@@ -1,7 +1,7 @@
 //! Why a decision came out as it did: reasons and fallback causes, resolved from the
 //! snapshot.
 
-use crate::kinds::ReasonKind;
+use crate::kinds::{FallbackKind, ReasonKind};
 use crate::snapshot::{Action, RawCause, RawReason, Snapshot, Variant};
 
 /// A rule of a slot, as reasons name it.
@@ -104,19 +104,16 @@ impl Reason<'_> {
 }
 
 impl FallbackCause<'_> {
-    /// A short stable name, as used in metrics and decision logs.
+    /// The cause's kind, without its details; its [`as_str`](FallbackKind::as_str) name is
+    /// what metrics and decision logs use.
     #[must_use]
-    pub fn kind(&self) -> &'static str {
-        crate::metrics::FALLBACK_CAUSES[self.kind_index()]
-    }
-
-    pub(crate) fn kind_index(&self) -> usize {
+    pub fn kind(&self) -> FallbackKind {
         match self {
-            FallbackCause::FeatureMissing { .. } => 0,
-            FallbackCause::FeatureType { .. } => 1,
-            FallbackCause::SourceTimeout => 2,
-            FallbackCause::SourceError => 3,
-            FallbackCause::SourceUnavailable => 4,
+            FallbackCause::FeatureMissing { .. } => FallbackKind::FeatureMissing,
+            FallbackCause::FeatureType { .. } => FallbackKind::FeatureType,
+            FallbackCause::SourceTimeout => FallbackKind::SourceTimeout,
+            FallbackCause::SourceError => FallbackKind::SourceError,
+            FallbackCause::SourceUnavailable => FallbackKind::SourceUnavailable,
         }
     }
 }

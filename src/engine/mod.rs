@@ -491,7 +491,7 @@ fn count(snap: &Snapshot, idx: u32, raw: RawReason) {
     };
     slot.metrics.decisions[raw.kind(slot) as usize].increment(1);
     if let RawReason::Fallback(cause) = raw {
-        slot.metrics.fallbacks[cause.kind_index()].increment(1);
+        slot.metrics.fallbacks[cause.kind() as usize].increment(1);
     }
 }
 
@@ -524,7 +524,7 @@ mod tests {
                 assert_eq!(d.outcome.reason.kind(s), resolved.kind());
                 if let (RawReason::Fallback(c), Reason::Fallback(r)) = (d.outcome.reason, resolved)
                 {
-                    assert_eq!(c.kind_index(), r.kind_index());
+                    assert_eq!(c.kind(), r.kind());
                 }
                 seen.insert(resolved.kind());
             }

@@ -116,7 +116,7 @@ impl From<Reason<'_>> for RecordReason {
             Reason::Holdout { layer } => out.layer = layer.map(str::to_owned),
             Reason::NotInLayer { layer } => out.layer = Some(layer.to_owned()),
             Reason::Fallback(c) => {
-                out.cause = Some(c.kind().to_owned());
+                out.cause = Some(c.kind().as_str().to_owned());
                 if let FallbackCause::FeatureMissing { feature }
                 | FallbackCause::FeatureType { feature } = c
                 {

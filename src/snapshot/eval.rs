@@ -5,7 +5,7 @@ use super::trace::Trace;
 use super::{Action, FeatureKey, Holdout, Slot, Snapshot, Unit};
 use crate::bucketing::{bucket_with_seed, int_bytes, BUCKETS};
 use crate::features::{Features, Value};
-use crate::kinds::ReasonKind;
+use crate::kinds::{FallbackKind, ReasonKind};
 use crate::policy::math;
 use crate::policy::model::{BanditOutcome, Probs, MAX_ARMS, MAX_CONTEXT, PRIOR};
 
@@ -45,15 +45,35 @@ pub(crate) enum RawReason {
 }
 
 impl RawCause {
-    /// Position in [`crate::metrics::FALLBACK_CAUSES`].
+    /// The kind, without resolving names; agrees with `FallbackCause::kind`.
     #[inline]
-    pub(crate) fn kind_index(self) -> usize {
+    pub(crate) fn kind(self) -> FallbackKind {
         match self {
-            RawCause::Missing(_) => 0,
-            RawCause::WrongType(_) => 1,
-            RawCause::SourceTimeout => 2,
-            RawCause::SourceError => 3,
-            RawCause::SourceUnavailable => 4,
+            RawCause::Missing(_) => FallbackKind::FeatureMissing,
+            RawCause::WrongType(_) => FallbackKind::FeatureType,
+            RawCause::SourceTimeout => FallbackKind::SourceTimeout,
+            RawCause::SourceError => FallbackKind::SourceError,
+            RawCause::SourceUnavailable => FallbackKind::SourceUnavailable,
+        }
+    }
+
+    /// The cause of kind `kind` with feature index `feature` (ignored by causes without a
+    /// feature): the inverse of [`RawCause::kind`] and [`RawCause::feature`].
+    pub(crate) fn from_kind(kind: FallbackKind, feature: u32) -> Self {
+        match kind {
+            FallbackKind::FeatureMissing => RawCause::Missing(feature),
+            FallbackKind::FeatureType => RawCause::WrongType(feature),
+            FallbackKind::SourceTimeout => RawCause::SourceTimeout,
+            FallbackKind::SourceError => RawCause::SourceError,
+            FallbackKind::SourceUnavailable => RawCause::SourceUnavailable,
+        }
+    }
+
+    /// The interned feature index of a feature cause, 0 for the others.
+    pub(crate) fn feature(self) -> u32 {
+        match self {
+            RawCause::Missing(f) | RawCause::WrongType(f) => f,
+            _ => 0,
         }
     }
 }

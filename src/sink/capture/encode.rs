@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::ring::{lock, Ring};
 use super::{Queue, HAS_MODEL, HEADER, NEW_SNAP, SLOT_NAME, SNAPS};
 use crate::features::Value;
+use crate::kinds::FallbackKind;
 use crate::sink::{DecisionEvent, Overflow};
 use crate::snapshot::{RawCause, RawReason};
 
@@ -286,14 +287,14 @@ pub(super) fn pack_reason(r: RawReason) -> u64 {
         RawReason::Default => (4, 0, 0),
         RawReason::KillSwitch => (5, 0, 0),
         RawReason::UnknownSlot => (6, 0, 0),
-        RawReason::Fallback(RawCause::Missing(f)) => (7, 0, f),
-        RawReason::Fallback(RawCause::WrongType(f)) => (8, 0, f),
-        RawReason::Fallback(RawCause::SourceTimeout) => (9, 0, 0),
-        RawReason::Fallback(RawCause::SourceError) => (10, 0, 0),
-        RawReason::Fallback(RawCause::SourceUnavailable) => (11, 0, 0),
+        // The cause is numbered by its `FallbackKind`.
+        RawReason::Fallback(c) => (FALLBACK_TAG, u16::from(c.kind() as u8), c.feature()),
     };
     tag << 56 | u64::from(a) << 32 | u64::from(b)
 }
+
+/// The tag of a fallback reason (its cause's kind number follows in `a`).
+const FALLBACK_TAG: u64 = 7;
 
 pub(super) fn unpack_reason(w: u64) -> Option<RawReason> {
     let (a, b) = ((w >> 32) as u16, w as u32);
@@ -305,11 +306,10 @@ pub(super) fn unpack_reason(w: u64) -> Option<RawReason> {
         4 => RawReason::Default,
         5 => RawReason::KillSwitch,
         6 => RawReason::UnknownSlot,
-        7 => RawReason::Fallback(RawCause::Missing(b)),
-        8 => RawReason::Fallback(RawCause::WrongType(b)),
-        9 => RawReason::Fallback(RawCause::SourceTimeout),
-        10 => RawReason::Fallback(RawCause::SourceError),
-        11 => RawReason::Fallback(RawCause::SourceUnavailable),
+        FALLBACK_TAG => {
+            let kind = FallbackKind::try_from(u8::try_from(a).ok()?).ok()?;
+            RawReason::Fallback(RawCause::from_kind(kind, b))
+        }
         _ => return None,
     })
 }

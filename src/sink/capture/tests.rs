@@ -198,10 +198,17 @@ fn reasons_survive_packing() {
         RawReason::Fallback(RawCause::SourceError),
         RawReason::Fallback(RawCause::SourceUnavailable),
     ];
-    for r in all {
+    let causes =
+        crate::FallbackKind::ALL.map(|k| RawReason::Fallback(RawCause::from_kind(k, u32::MAX - 1)));
+    for r in all.into_iter().chain(causes) {
         assert_eq!(unpack_reason(pack_reason(r)), Some(r));
     }
-    assert_eq!(unpack_reason(12 << 56), None);
+    assert_eq!(unpack_reason(12 << 56), None, "no such tag");
+    assert_eq!(
+        unpack_reason(7 << 56 | 5 << 32),
+        None,
+        "no such fallback kind"
+    );
 }
 
 /// Records the event both ways: through the queue, and as `DecisionRecord::from_event`.
