@@ -192,10 +192,7 @@ fn consumer(bootstrap: &str) -> f64 {
             Arc::clone(&aggregates),
         )
         .batch_size(2_000),
-        MemoryTarget {
-            store: elvon::features::MemoryStore::new(),
-            aggregates,
-        },
+        MemoryTarget::new(elvon::features::MemoryStore::new(), aggregates),
         None,
     )
     .expect("updater");

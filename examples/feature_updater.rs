@@ -67,10 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Arc::clone(&aggregates),
         )
         .batch_size(2_000),
-        MemoryTarget {
-            store: store.clone(),
-            aggregates,
-        },
+        MemoryTarget::new(store.clone(), aggregates),
         None,
     )?;
     // Throughput is timed from the first applied batch (joining the group takes a few

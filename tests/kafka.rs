@@ -266,10 +266,7 @@ mod updater {
         let bootstrap = broker.bootstrap();
         let (events_topic, dead) = (broker.t("events"), broker.t("dead"));
         let store = MemoryStore::new();
-        let target = MemoryTarget {
-            store: store.clone(),
-            aggregates: aggs(),
-        };
+        let target = MemoryTarget::new(store.clone(), aggs());
         let engine = Engine::builder().id_prefix(7).build();
         engine
             .load_config_json(
@@ -356,10 +353,7 @@ mod updater {
                 dead.as_str(),
                 aggs(),
             ),
-            MemoryTarget {
-                store: store.clone(),
-                aggregates: aggs(),
-            },
+            MemoryTarget::new(store.clone(), aggs()),
             None,
         )
         .expect("updater");
@@ -423,10 +417,7 @@ mod updater {
                 .set("session.timeout.ms", "6000")
                 .set("heartbeat.interval.ms", "500"),
             Crashes {
-                inner: MemoryTarget {
-                    store: store.clone(),
-                    aggregates: aggs(),
-                },
+                inner: MemoryTarget::new(store.clone(), aggs()),
                 crashed: Arc::clone(&crashed),
                 batches: AtomicUsize::new(0),
             },
@@ -440,15 +431,8 @@ mod updater {
         drop(first); // stops without committing the failed batch
         eprintln!("first stopped after {:?}", t0.elapsed());
         assert!(before < 5_000, "{before}");
-        let second = FeatureUpdater::spawn(
-            g3(),
-            MemoryTarget {
-                store: store.clone(),
-                aggregates: aggs(),
-            },
-            None,
-        )
-        .expect("updater");
+        let second = FeatureUpdater::spawn(g3(), MemoryTarget::new(store.clone(), aggs()), None)
+            .expect("updater");
         let total = || {
             (0..50)
                 .map(|u| {

@@ -138,10 +138,7 @@ mod updater {
     use std::sync::{Arc, Mutex};
 
     fn target() -> MemoryTarget {
-        MemoryTarget {
-            store: MemoryStore::new(),
-            aggregates: aggs(),
-        }
+        MemoryTarget::new(MemoryStore::new(), aggs())
     }
 
     /// The sum of the committed offsets of `group` over the 4 partitions of `events`.

@@ -68,10 +68,25 @@ impl ApplyError {
 /// store's clock's now (see [`MemoryStore::clock`](crate::features::MemoryStore::clock)).
 #[derive(Debug, Clone)]
 pub struct MemoryTarget {
-    /// The store.
-    pub store: crate::features::MemoryStore,
-    /// The aggregates events feed.
-    pub aggregates: Arc<crate::features::aggregate::Aggregates>,
+    store: crate::features::MemoryStore,
+    aggregates: Arc<crate::features::aggregate::Aggregates>,
+}
+
+impl MemoryTarget {
+    /// Events go to `store` (a clone shares it), through these aggregates.
+    #[must_use]
+    pub fn new(
+        store: crate::features::MemoryStore,
+        aggregates: Arc<crate::features::aggregate::Aggregates>,
+    ) -> Self {
+        MemoryTarget { store, aggregates }
+    }
+
+    /// The store events go to.
+    #[must_use]
+    pub fn store(&self) -> &crate::features::MemoryStore {
+        &self.store
+    }
 }
 
 impl EventTarget for MemoryTarget {
