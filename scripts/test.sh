@@ -53,8 +53,8 @@ cargo clippy --all-targets --all-features -- -D warnings
 step "rust-version covers every dependency"
 python3 scripts/check_rust_version.py
 
-step "cargo hack check --each-feature --no-dev-deps (every feature alone, and none)"
-cargo hack check --each-feature --no-dev-deps --quiet
+step "cargo hack clippy --each-feature --no-dev-deps -D warnings (every feature alone, and none)"
+cargo hack clippy --each-feature --no-dev-deps --quiet -- -D warnings
 
 step "cargo test --all-features (unit, integration, property, doc tests)"
 cargo test --all-features

@@ -71,9 +71,7 @@ impl Clock {
     pub fn now_ms(&self) -> u64 {
         match &self.fake {
             Some(t) => t.load(Ordering::Acquire),
-            None => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => unix_now_ms(),
         }
     }
 

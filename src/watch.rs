@@ -35,15 +35,21 @@ pub enum ConfigSourceError {
         #[source]
         source: std::io::Error,
     },
-    /// The Kafka config topic could not be read.
-    #[cfg(feature = "kafka")]
-    #[error("kafka config topic ({operation}): {source}")]
-    Kafka {
-        /// What the watcher was doing: `"watermarks"` (finding the topic's end) or `"poll"`.
+    /// A remote config source could not be read (the Kafka config topic).
+    #[error("{system} config source ({operation}): {error}")]
+    Remote {
+        /// The source's system: `"kafka"`.
+        system: &'static str,
+        /// What the watcher was doing (for Kafka: `"watermarks"`, finding the topic's end,
+        /// or `"poll"`).
         operation: &'static str,
-        /// What librdkafka or the broker reported.
+        /// The client's error, whose own type `downcast_ref` recovers
+        #[cfg_attr(
+            feature = "kafka",
+            doc = "(for Kafka a [`ClientError`](crate::kafka::ClientError))."
+        )]
         #[source]
-        source: crate::kafka::ClientError,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

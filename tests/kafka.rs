@@ -456,3 +456,43 @@ mod updater {
         second.stop();
     }
 }
+
+/// A config watcher that cannot reach its broker reports a source error, whose client error
+/// is the Kafka client's own type, and keeps the current config serving.
+#[test]
+fn an_unreachable_config_topic_is_a_source_error() {
+    let engine = Engine::default();
+    engine.load_config_json(CONFIG).expect("valid");
+    let served = engine.config_version();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let topic = elvon::kafka::ConfigTopicOptions::new("127.0.0.1:9", "configs");
+    let watcher = elvon::kafka::KafkaConfigWatcher::spawn(engine.clone(), &topic, move |e| {
+        if let elvon::WatchEvent::SourceError(err) = e {
+            let _ = tx.send(err.to_string());
+            if let elvon::ConfigSourceError::Remote { system, error, .. } = err {
+                assert_eq!(*system, "kafka");
+                let client = error
+                    .downcast_ref::<elvon::kafka::ClientError>()
+                    .expect("the Kafka client's error");
+                let _ = tx.send(format!("transient: {}", client.is_transient()));
+            }
+        }
+    })
+    .expect("watcher");
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a source error");
+    assert!(
+        first.starts_with("kafka config source (watermarks)"),
+        "{first}"
+    );
+    let second = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("its client error");
+    assert_eq!(
+        second, "transient: true",
+        "an unreachable broker may come back"
+    );
+    assert!(!watcher.is_ready());
+    assert_eq!(engine.config_version(), served);
+}

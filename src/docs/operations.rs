@@ -50,7 +50,7 @@
 //! `scripts/test.sh` installs what is missing (`gcc`, `g++`, `make`, `redis-server`,
 //! `redis-tools`, `python3` via `apt-get`; `cargo-fuzz` and `cargo-hack` via `cargo install`)
 //! and runs: `cargo fmt --check`, `cargo clippy --all-targets --all-features -D warnings`, the
-//! rust-version check, `cargo hack check --each-feature --no-dev-deps`, `cargo test
+//! rust-version check, `cargo hack clippy --each-feature --no-dev-deps -- -D warnings`, `cargo test
 //! --all-features` (unit, integration, property and doc tests, these pages included), `cargo
 //! test --no-default-features`, `cargo doc` with `-D warnings`, the quickstart, and a
 //! 20-second run of each fuzz target on the stable toolchain. The fuzz targets are `config`

@@ -299,7 +299,7 @@ impl MemoryStore {
 impl FeatureSource for MemoryStore {
     fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> FetchFuture<'a> {
         if let Some(aggs) = &self.aggregates {
-            let all = self.read(aggs, request.user, self.clock.now_ms());
+            let all = self.read(aggs, request.user, self.now_ms());
             let out = all.select(request.names.iter().map(|n| &**n));
             return Box::pin(std::future::ready(Ok(out)));
         }

@@ -247,9 +247,10 @@ impl Watch<'_> {
 
     fn error(&self, what: &'static str, e: &RdKafkaError) {
         metrics::counter!("elvon_config_watch_errors_total").increment(1);
-        (self.on_event)(&WatchEvent::SourceError(ConfigSourceError::Kafka {
+        (self.on_event)(&WatchEvent::SourceError(ConfigSourceError::Remote {
+            system: "kafka",
             operation: what,
-            source: ClientError::from_rdkafka("", e),
+            error: Box::new(ClientError::from_rdkafka("", e)),
         }));
     }
 

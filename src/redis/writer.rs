@@ -81,7 +81,7 @@ impl AggregatesWriter {
     /// or may not have been applied; applying them again is safe for events with ids.
     pub fn apply(&self, events: &[Event]) -> Result<WriteReport, RedisError> {
         let sh = &self.shared;
-        let now = sh.clock.now_ms();
+        let now = self.now_ms();
         let mut report = WriteReport::default();
         let mut prepared = Vec::with_capacity(events.len());
         for e in events {
