@@ -29,15 +29,27 @@ fn public_types_are_send_sync_and_clone_where_promised() {
     send_sync::<elvon::DecisionId>();
     send_sync::<elvon::ConfigError>();
     send_sync::<elvon::features::SourceError>();
+    send_sync::<elvon::clock::Clock>();
+    clone::<elvon::clock::Clock>();
+    send_sync::<elvon::WatchEvent>();
+    send_sync::<elvon::ConfigSourceError>();
+    send_sync::<elvon::ConfigWatcher>();
+    send_sync::<elvon::sink::FlushError>();
     #[cfg(feature = "redis")]
     {
         send_sync::<elvon::redis::RedisFeatureSource>();
         send_sync::<elvon::redis::AggregatesWriter>();
+        send_sync::<elvon::redis::RedisError>();
+        clone::<elvon::redis::RedisFeatureSource>();
     }
     #[cfg(feature = "kafka")]
     {
         send_sync::<elvon::kafka::KafkaDecisionSink>();
         clone::<elvon::kafka::KafkaDecisionSink>();
+        send_sync::<elvon::kafka::KafkaError>();
+        send_sync::<elvon::kafka::KafkaConfigWatcher>();
+        send_sync::<elvon::kafka::FeatureUpdater>();
+        send_sync::<elvon::kafka::MemoryTarget>();
     }
 }
 
