@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use elvon::{Engine, Features};
 use elvon::sink::{DecisionRecord, JsonlSink};
+use elvon::{Engine, Features};
 use libfuzzer_sys::fuzz_target;
 
 struct Rig {
