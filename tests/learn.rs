@@ -551,3 +551,25 @@ fn bad_bandit_rules_are_rejected_with_paths() {
         .expect_err("17 arms");
     assert!(err.to_string().contains("at most 16 arms"), "{err}");
 }
+
+/// Engines used in turn on one thread (one per tenant, instances in a test) keep their
+/// pending decisions: each thread holds a block of every engine's bandit sequence it uses,
+/// so switching engines does not throw the block away and wrap the store early.
+#[test]
+fn engines_alternating_on_one_thread_keep_their_pending_decisions() {
+    let engines: Vec<Engine> = (0..3)
+        .map(|i| bandit_engine(json!({"policy": "thompson"}), ARMS, 100 + i))
+        .collect();
+    let none = Features::new();
+    let ids: Vec<_> = (0..3_000)
+        .map(|t| (t % 3, engines[t % 3].decide("s", "u", &none).id()))
+        .collect();
+    let applied = ids
+        .iter()
+        .filter(|(i, id)| engines[*i].reward(*id, 1.0) == RewardOutcome::Applied)
+        .count();
+    assert_eq!(applied, 3_000, "{:?}", engines[0].reward_stats());
+    for e in &engines {
+        assert_eq!(e.reward_stats().evicted, 0);
+    }
+}

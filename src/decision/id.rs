@@ -77,28 +77,54 @@ const BLOCK: u64 = 1 << 16;
 /// sequence of their own, so the pending-reward store can index them directly.
 pub(crate) const BANDIT_SEQ: u64 = 1 << 63;
 
-type LocalSeq = std::thread::LocalKey<Cell<(u64, u64, u64)>>;
+/// Engines whose blocks one thread keeps at once: a thread that uses up to this many
+/// engines in turn (one per tenant, fleet instances in a test) keeps a block of each instead
+/// of throwing its block away at every switch, which would waste most of every block and,
+/// for the bandit sequence, wrap the pending-reward store after capacity / block decisions.
+const LOCAL_ENGINES: usize = 4;
+
+/// `(engine, next, end)` per engine, most recently used first.
+type Blocks = [Cell<(u64, u64, u64)>; LOCAL_ENGINES];
+type LocalSeq = std::thread::LocalKey<Blocks>;
 
 thread_local! {
-    /// `(engine, next, end)`: this thread's current block of an engine's sequence.
-    static LOCAL_SEQ: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
-    /// The same for the engine's bandit sequence.
-    static LOCAL_BANDIT_SEQ: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+    /// This thread's current blocks of engines' sequences.
+    static LOCAL_SEQ: Blocks = const { [const { Cell::new((0, 0, 0)) }; LOCAL_ENGINES] };
+    /// The same for the engines' bandit sequences.
+    static LOCAL_BANDIT_SEQ: Blocks = const { [const { Cell::new((0, 0, 0)) }; LOCAL_ENGINES] };
 }
 
 /// The next number of a sequence handed out in per-thread blocks of `block` from `blocks`.
 #[inline]
 fn take_seq(local: &'static LocalSeq, engine: u64, blocks: &AtomicU64, block: u64) -> u64 {
     local.with(|c| {
-        let (mut owner, mut n, mut end) = c.get();
-        if owner != engine || n == end {
-            owner = engine;
-            n = blocks.fetch_add(block, Ordering::Relaxed);
-            end = n + block;
+        let (owner, n, end) = c[0].get();
+        if owner == engine && n != end {
+            c[0].set((owner, n + 1, end));
+            return n;
         }
-        c.set((owner, n + 1, end));
-        n
+        take_seq_slow(c, engine, blocks, block)
     })
+}
+
+/// `take_seq` when the thread's most recent block is another engine's or used up: move
+/// this engine's block to the front (or a new one, dropping the least recently used).
+#[cold]
+fn take_seq_slow(c: &Blocks, engine: u64, blocks: &AtomicU64, block: u64) -> u64 {
+    let i = c
+        .iter()
+        .position(|b| b.get().0 == engine)
+        .unwrap_or(LOCAL_ENGINES - 1);
+    for j in (1..=i).rev() {
+        c[j].swap(&c[j - 1]);
+    }
+    let (owner, mut n, mut end) = c[0].get();
+    if owner != engine || n == end {
+        n = blocks.fetch_add(block, Ordering::Relaxed);
+        end = n + block;
+    }
+    c[0].set((engine, n + 1, end));
+    n
 }
 
 /// The next number of an engine's bandit sequence (see [`BANDIT_SEQ`]).
