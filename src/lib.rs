@@ -123,8 +123,8 @@ pub use features::value::{Text, Value};
 pub use kinds::{FallbackKind, ReasonKind, UnknownCodeError};
 
 pub use learn::{
-    ArmState, BanditState, LearnerState, RewardOutcome, RewardStats, DEFAULT_REWARD_BOUND,
-    MAX_ARMS, MAX_CONTEXT, MAX_CONTEXT_VALUE,
+    ArmState, BanditState, LearnerState, MergeOutcome, RewardOutcome, RewardStats,
+    DEFAULT_REWARD_BOUND, MAX_ARMS, MAX_CONTEXT, MAX_CONTEXT_VALUE,
 };
 pub use snapshot::Snapshot;
 pub use watch::{ConfigSourceError, ConfigWatcher, WatchEvent};

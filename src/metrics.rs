@@ -27,6 +27,9 @@
 //! | `elvon_updater_errors_total` | counter | `kind` (`poll`, `apply`, `rejected`, `dead_letter`; feature `kafka`) |
 //! | `elvon_updater_lag` | gauge | (messages behind the end of the assigned partitions; feature `kafka`) |
 //! | `elvon_config_watch_errors_total` | counter | (errors reading a watched config file or the Kafka config topic) |
+//! | `elvon_fleet_merged_total` | counter | (learner-topic entries merged; feature `kafka`, `FleetSync`) |
+//! | `elvon_fleet_rejected_total` | counter | (arm increments a merge left out because they did not fit; feature `kafka`) |
+//! | `elvon_fleet_errors_total` | counter | (errors reaching the cluster, retried; feature `kafka`) |
 
 use metrics::{counter, Counter};
 

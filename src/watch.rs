@@ -43,11 +43,8 @@ pub enum ConfigSourceError {
         /// What the watcher was doing (for Kafka: `"watermarks"`, finding the topic's end,
         /// or `"poll"`).
         operation: &'static str,
-        /// The client's error, whose own type `downcast_ref` recovers
-        #[cfg_attr(
-            feature = "kafka",
-            doc = "(for Kafka a [`ClientError`](crate::kafka::ClientError))."
-        )]
+        /// The client's error, whose own type `downcast_ref` recovers (for Kafka a
+        /// `kafka::ClientError`).
         #[source]
         error: Box<dyn std::error::Error + Send + Sync>,
     },

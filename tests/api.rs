@@ -50,6 +50,7 @@ fn public_types_are_send_sync_and_clone_where_promised() {
         send_sync::<elvon::kafka::KafkaConfigWatcher>();
         send_sync::<elvon::kafka::FeatureUpdater>();
         send_sync::<elvon::kafka::MemoryTarget>();
+        send_sync::<elvon::kafka::FleetSync>();
     }
 }
 

@@ -496,3 +496,110 @@ fn an_unreachable_config_topic_is_a_source_error() {
     assert!(!watcher.is_ready());
     assert_eq!(engine.config_version(), served);
 }
+
+mod fleet {
+    use super::*;
+    use crate::kafka_common::{cluster, produce, wait_for};
+    use elvon::kafka::{FleetOptions, FleetSync};
+
+    fn thompson_config() -> String {
+        let ids: Vec<String> = (0..10).map(|i| format!("arm{i}")).collect();
+        serde_json::json!({"version": "1", "slots": [{
+            "id": "s",
+            "variants": ids.iter().map(|i| serde_json::json!({"id": i})).collect::<Vec<_>>(),
+            "default": ids[0],
+            "rules": [{"bandit": {"policy": "thompson", "arms": ids}}]
+        }]})
+        .to_string()
+    }
+
+    /// Issue 15: three instances, traffic round-robin, rewards from a separate producer on
+    /// a reward topic of three partitions: each reward is applied once, by its instance; the
+    /// instances end on the same statistics and model version.
+    #[test]
+    fn a_fleet_applies_every_reward_once_and_agrees_on_the_model() {
+        let _serial = serial();
+        let (cluster, bootstrap) = cluster();
+        cluster.create_topic("learner", 1, 1).expect("topic");
+        cluster.create_topic("rewards", 3, 1).expect("topic");
+        let options =
+            FleetOptions::new(&bootstrap, "learner", "rewards").interval(Duration::from_millis(20));
+        let config = thompson_config();
+        let engines: Vec<Engine> = (1..=3u64)
+            .map(|p| {
+                let e = Engine::builder().id_prefix(p).build();
+                e.load_config_json(&config).expect("valid");
+                e
+            })
+            .collect();
+        let syncs: Vec<FleetSync> = engines
+            .iter()
+            .map(|e| FleetSync::spawn(e.clone(), &options).expect("fleet"))
+            .collect();
+        for s in &syncs {
+            assert!(s.wait_ready(Duration::from_secs(10)), "caught up");
+        }
+        const N: usize = 3_000;
+        let none = Features::new();
+        let rewards: Vec<String> = (0..N)
+            .map(|t| {
+                let d = engines[t % 3].decide("s", "u", &none);
+                let r = u8::from(d.variant() == Some("arm3") || t % 3 == 0);
+                format!(r#"{{"decision_id": "{}", "reward": {r}}}"#, d.id())
+            })
+            .collect();
+        produce(&bootstrap, "rewards", &rewards);
+        wait_for("every reward applied", || {
+            syncs.iter().map(|s| s.stats().rewards_applied).sum::<u64>() == N as u64
+        });
+        let applied_at = Instant::now();
+        for (s, e) in syncs.iter().zip(&engines) {
+            let st = s.stats();
+            assert_eq!(st.rewards_applied, (N / 3) as u64, "{st:?}");
+            assert_eq!(st.rewards_foreign, (2 * N / 3) as u64, "{st:?}");
+            assert_eq!(
+                (st.rewards_not_applied, st.rewards_invalid),
+                (0, 0),
+                "{st:?}"
+            );
+            assert_eq!(e.reward_stats().unknown, 0);
+        }
+        let total =
+            |e: &Engine| -> f64 { e.learner_state().bandits[0].arms.iter().map(|a| a.n).sum() };
+        wait_for("every instance merged every reward", || {
+            engines.iter().all(|e| total(e) == N as f64)
+        });
+        let versions: Vec<_> = engines
+            .iter()
+            .map(|e| e.decide("s", "u", &none).model_version())
+            .collect();
+        let agreed = applied_at.elapsed();
+        assert!(
+            versions
+                .iter()
+                .all(|v| *v == versions[0] && v.unwrap_or(0) > 0),
+            "{versions:?}"
+        );
+        assert!(
+            agreed < Duration::from_secs(1),
+            "instances agreed {agreed:?} after the last reward"
+        );
+        let states: Vec<_> = engines.iter().map(Engine::learner_state).collect();
+        assert_eq!(states[0], states[1]);
+        assert_eq!(states[0], states[2]);
+        // A new instance rebuilds the fleet's state from the learner topic.
+        let late = Engine::builder().id_prefix(9).build();
+        late.load_config_json(&config).expect("valid");
+        let sync = FleetSync::spawn(late.clone(), &options).expect("fleet");
+        assert!(
+            sync.wait_ready(Duration::from_secs(2)),
+            "caught up within 2 s"
+        );
+        assert_eq!(late.learner_state(), states[0]);
+        let id = engines[0].decide("s", "u", &none).id();
+        assert_eq!(
+            late.replay("s", "u", &none, id).probability_vector(),
+            engines[0].replay("s", "u", &none, id).probability_vector()
+        );
+    }
+}

@@ -22,6 +22,13 @@ impl DecisionId {
         self.0
     }
 
+    /// The high 64 bits: the [id prefix](crate::Engine::id_prefix) of the engine that made
+    /// the decision, which names the instance in a fleet.
+    #[must_use]
+    pub const fn prefix(self) -> u64 {
+        (self.0 >> 64) as u64
+    }
+
     /// Builds an id from its raw value.
     #[must_use]
     pub const fn from_u128(v: u128) -> Self {

@@ -125,3 +125,13 @@
 //! librdkafka's threads and, here, the mock brokers themselves. About one call in six pays for
 //! capturing its record (17.1% in the run that printed it; the others find the ring full and
 //! drop), so the p99 is the cost of a decide plus a captured record.
+//!
+//! **A fleet's learning loop**: `FleetSync::spawn(engine, &FleetOptions::new(brokers,
+//! learner_topic, reward_topic))` makes the engine one instance of a fleet that learns as
+//! one: reward increments go to the learner topic (one partition) and every instance merges
+//! all of them in order; rewards (`{"decision_id", "reward"}`) go to the reward topic, which
+//! every instance reads in full, applying those of its own decisions. See
+//! [`docs::learning`](crate::docs::learning), "Running several instances", and
+//! `cargo run --release --features kafka --example fleet`. In a fleet, send rewards there
+//! rather than through the `FeatureUpdater`, whose consumer group gives each reward to one
+//! instance only.

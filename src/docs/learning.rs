@@ -103,3 +103,60 @@
 //! checks: the contextual policy comes within 5% of the optimal policy, draws are reproducible,
 //! and state survives swaps and restarts. `cargo test --test ope` checks the estimators' bias and
 //! interval coverage over 200 simulated logs.
+//!
+//! ## Running several instances
+//!
+//! A service behind a load balancer runs the same engine in several processes. Each makes
+//! its own decisions, but they should learn as one: every reward counted once, one
+//! posterior, the same model for the same decision on every instance. elvon builds this from
+//! two facts.
+//!
+//! **The statistics are sums.** Every policy's sufficient statistics are additive per arm:
+//! the count and sum of rewards (ε-greedy, softmax, IGW, UCB1, and Thompson's Beta
+//! posterior), and for the linear policy `Σ x xᵀ` and `Σ r x`. So the fleet's state is the
+//! sum of each instance's increments, whatever their order. After
+//! [`Engine::join_fleet`](crate::Engine::join_fleet), an engine's rewards stop changing its
+//! own statistics and gather as increments;
+//! [`take_learner_deltas`](crate::Engine::take_learner_deltas) hands them out (a
+//! [`LearnerState`](crate::LearnerState) whose numbers are increments). A transport appends
+//! them to **one ordered log** and gives every entry, the instance's own included, to every
+//! instance's [`merge_learner_deltas`](crate::Engine::merge_learner_deltas) in log order,
+//! with its position. Every instance thus adds the same numbers in the same order (so even
+//! the floating-point sums agree bit for bit), and after position *p* holds the same
+//! statistics and publishes the same models with version *p*: a decision record's
+//! `model_version` names the same model on every instance, and the same decision id draws
+//! the same arm everywhere. A redelivered entry (position not beyond what a bandit merged)
+//! is skipped, so at-least-once delivery is enough; entries that do not fit (another
+//! policy, wrong lengths, non-finite numbers) are counted in
+//! [`MergeOutcome`](crate::MergeOutcome), not added.
+//!
+//! **Decision ids name their instance.** The high 64 bits of a decision id are the engine's
+//! [id prefix](crate::Engine::id_prefix), random per engine unless set. A reward can only be
+//! joined where its decision is pending, so rewards travel on a topic every instance reads
+//! in full; each applies the rewards with its own prefix and counts the others as foreign.
+//!
+//! `kafka::FleetSync` (feature `kafka`) is that transport on Kafka: the log is a topic with
+//! one partition (its order is the merge order; position = offset + 1), and the reward topic
+//! may have any number of partitions; every instance reads both outside consumer groups.
+//!
+//! Trade-offs and limits:
+//! - A reward counts on every instance (its own included) after the publish interval plus a
+//!   round trip; one instance alone refreshes on its own schedule. `cargo test --test fleet`
+//!   checks that three instances merging every 30 decisions stay within 1.2× the regret of
+//!   one instance refreshing every 30 rewards, and that the linear policy comes within 5%.
+//! - Every instance reads every reward: traffic on the reward topic is multiplied by the
+//!   number of instances. Keying the reward topic by prefix and assigning partitions would
+//!   avoid it, at the cost of a partitioning scheme every producer must follow.
+//! - The log keeps every increment since the start: a new instance replays it to build the
+//!   fleet's state (10,000 rewards merged every 100 ms are a few hundred entries). Keep the
+//!   learner topic's retention at least as long as the state should live.
+//! - An instance cut off from the log keeps deciding on its last models and keeps its
+//!   increments; they reach the fleet when it reconnects. Rewards for its decisions sent
+//!   meanwhile wait on the reward topic.
+//! - A restarted instance has a new prefix: rewards for the decisions of its previous life
+//!   are foreign to everyone (their pending decisions died with the process).
+//! - Arms are matched by id: during a config rollout an instance merges increments for arms
+//!   it does not serve yet, so they are there when its config catches up; an arm the config
+//!   removed drops its statistics, as on one instance.
+//! - [`Engine::restore_learner`](crate::Engine::restore_learner) is for single instances: in
+//!   a fleet the state comes from the log.

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::Engine;
 use crate::decision::DecisionId;
+use crate::learn::MergeOutcome;
 use crate::learn::{LearnerState, RewardOutcome, RewardStats};
 
 impl Engine {
@@ -94,6 +95,68 @@ impl Engine {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let snap = self.inner.snapshot.load();
         self.inner.learner.restore(state, &snap);
+    }
+
+    /// Makes this engine one instance of a fleet that shares one learner state (see
+    /// [`docs::learning`](crate::docs::learning), "Running several instances"); idempotent.
+    ///
+    /// From then on, rewards (applied, defaulted) no longer change this engine's statistics:
+    /// they gather as increments that [`take_learner_deltas`](Self::take_learner_deltas)
+    /// hands out. A transport appends them to one ordered log shared by the fleet and gives
+    /// every entry, this engine's own included, to every instance's
+    /// [`merge_learner_deltas`](Self::merge_learner_deltas) in log order. Statistics then
+    /// change only by merges, so instances that merged the same entries hold the same
+    /// statistics and serve the same models, under the same model version (the log
+    /// position). `kafka::FleetSync` is such a transport.
+    ///
+    /// ```
+    /// use elvon::{Engine, Features};
+    ///
+    /// let config = r#"{"version": "1", "slots": [{"id": "s", "variants": [{"id": "a"}, {"id": "b"}],
+    ///     "default": "a", "rules": [{"bandit": {"policy": "thompson", "arms": ["a", "b"]}}]}]}"#;
+    /// let fleet = [Engine::builder().id_prefix(1).build(), Engine::builder().id_prefix(2).build()];
+    /// for e in &fleet {
+    ///     e.load_config_json(config)?;
+    ///     e.join_fleet();
+    /// }
+    /// // A reward on one instance …
+    /// let d = fleet[0].decide("s", "u", &Features::new());
+    /// fleet[0].reward(d.id(), 1.0);
+    /// // … reaches every instance through the log (here a vector).
+    /// let log = vec![fleet[0].take_learner_deltas().expect("one increment")];
+    /// for e in &fleet {
+    ///     for (i, entry) in log.iter().enumerate() {
+    ///         e.merge_learner_deltas(entry, i as u64 + 1);
+    ///     }
+    /// }
+    /// let versions: Vec<_> = fleet
+    ///     .iter()
+    ///     .map(|e| e.decide("s", "u", &Features::new()).model_version())
+    ///     .collect();
+    /// assert_eq!(versions, [Some(1), Some(1)]);
+    /// assert_eq!(fleet[0].learner_state(), fleet[1].learner_state());
+    /// # Ok::<(), elvon::ConfigError>(())
+    /// ```
+    pub fn join_fleet(&self) {
+        self.inner.learner.join_fleet();
+    }
+
+    /// In a fleet ([`join_fleet`](Self::join_fleet)): the reward increments gathered since
+    /// the last call, as a [`LearnerState`] whose statistics are increments; `None` when
+    /// there are none (and always before joining).
+    #[must_use]
+    pub fn take_learner_deltas(&self) -> Option<LearnerState> {
+        self.inner.learner.take_deltas()
+    }
+
+    /// In a fleet: adds the increments of the shared log's entry at `position` (counting
+    /// from 1, growing along the log) to the statistics and republishes the models of the
+    /// bandits it touched, with `position` as their model version. A bandit that already
+    /// merged an entry at `position` or later leaves this one out, so a redelivered entry
+    /// is not counted twice. Increments for keys no rule serves yet are kept (a rule loaded
+    /// later starts from them).
+    pub fn merge_learner_deltas(&self, deltas: &LearnerState, position: u64) -> MergeOutcome {
+        self.inner.learner.merge(deltas, position)
     }
 }
 

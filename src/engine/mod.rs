@@ -272,6 +272,13 @@ impl Engine {
         self.load_config(&config)
     }
 
+    /// The engine's id prefix: the high 64 bits of every decision id it makes (see
+    /// [`EngineBuilder::id_prefix`]); in a fleet, what routes a reward to its instance.
+    #[must_use]
+    pub fn id_prefix(&self) -> u64 {
+        self.inner.prefix
+    }
+
     /// The `version` of the config currently serving (`""` before the first load).
     #[must_use]
     pub fn config_version(&self) -> String {

@@ -223,11 +223,7 @@ impl KafkaConfigWatcher {
 
     /// Waits at most `timeout` for [`is_ready`](Self::is_ready); returns it.
     pub fn wait_ready(&self, timeout: Duration) -> bool {
-        let deadline = crate::clock::deadline(timeout);
-        while !self.is_ready() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        self.is_ready()
+        super::wait_until(&self.ready, timeout)
     }
 }
 

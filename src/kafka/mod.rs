@@ -16,6 +16,7 @@
 
 mod config;
 mod dead_letter;
+mod fleet;
 mod sink;
 mod target;
 mod updater;
@@ -23,6 +24,7 @@ mod updater;
 use std::time::Duration;
 
 pub use config::{publish_config, ConfigTopicOptions, KafkaConfigWatcher, CONFIG_KEY};
+pub use fleet::{FleetOptions, FleetStats, FleetSync};
 pub use sink::{KafkaDecisionSink, KafkaSinkOptions, DEFAULT_DRAIN_TIMEOUT};
 pub use target::{ApplyError, EventTarget, MemoryTarget};
 pub use updater::{FeatureUpdater, UpdaterError, UpdaterOptions, UpdaterStats};
@@ -143,6 +145,16 @@ fn retriable(e: &rdkafka::error::KafkaError) -> bool {
                 | C::CoordinatorLoadInProgress
         )
     )
+}
+
+/// Waits until `flag` is set, at most `timeout` (checking every 5 ms); returns whether it is.
+pub(crate) fn wait_until(flag: &std::sync::atomic::AtomicBool, timeout: Duration) -> bool {
+    let ready = || flag.load(std::sync::atomic::Ordering::Acquire);
+    let deadline = crate::clock::deadline(timeout);
+    while !ready() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ready()
 }
 
 /// A duration in librdkafka's milliseconds (an `i32`), saturating.

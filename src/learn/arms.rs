@@ -69,6 +69,7 @@ pub(super) fn check(b: &Bandit, arm: u32, gen: u32, value: f64) -> RewardOutcome
     }
 }
 
+/// Applies a reward to the bandit's statistics, or, in a fleet, to its unsent increments.
 pub(super) fn apply(b: &mut Bandit, arm: u32, value: f64, x: &[f64]) {
     let Some(s) = b.state.arms.get_mut(arm as usize) else {
         return;
@@ -76,9 +77,20 @@ pub(super) fn apply(b: &mut Bandit, arm: u32, value: f64, x: &[f64]) {
     if !s.active {
         return;
     }
+    if b.fleet {
+        b.delta.add(&b.state.policy, b.state.dim, &s.id, value, x);
+        return;
+    }
+    add_reward(s, b.state.dim, value, x);
+    b.since_refresh += 1;
+}
+
+/// One reward into an arm's sufficient statistics (`n`, `sum`, and for a context of `dim`
+/// features `Σ x xᵀ` and `Σ r x`).
+pub(super) fn add_reward(s: &mut ArmState, dim: usize, value: f64, x: &[f64]) {
     s.n += 1.0;
     s.sum += value;
-    let d = b.state.dim;
+    let d = dim;
     if d > 0 && x.len() == d && s.xx.len() == d * d && s.xr.len() == d {
         for i in 0..d {
             s.xr[i] += value * x[i];
@@ -87,5 +99,4 @@ pub(super) fn apply(b: &mut Bandit, arm: u32, value: f64, x: &[f64]) {
             }
         }
     }
-    b.since_refresh += 1;
 }

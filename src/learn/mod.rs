@@ -11,10 +11,14 @@
 
 mod arms;
 mod build;
+mod fleet;
 mod outcome;
 mod pending;
 mod state;
 
+#[cfg(feature = "kafka")]
+pub(crate) use fleet::combine_deltas;
+pub use fleet::MergeOutcome;
 pub use outcome::{RewardOutcome, RewardStats};
 
 use arms::{apply, check, fresh_arm, reconcile};
@@ -73,12 +77,18 @@ struct Bandit {
     version: u64,
     since_refresh: u64,
     refreshed_ms: u64,
+    /// Fleet mode (see the `fleet` module): rewards go to `delta`, the statistics change
+    /// only by merged deltas, and the model version is the merged log position.
+    fleet: bool,
+    delta: fleet::Delta,
 }
 
 impl Bandit {
     /// A key not served by any rule yet, with the prior model.
-    fn new(state: BanditState, now_ms: u64) -> Self {
+    fn new(state: BanditState, now_ms: u64, fleet: bool) -> Self {
         Bandit {
+            fleet,
+            delta: fleet::Delta::default(),
             gens: (0..state.arms.len()).map(|_| next_gen()).collect(),
             state,
             cell: Arc::new(ArcSwap::from_pointee(Model::default())),
@@ -106,6 +116,8 @@ pub(crate) struct Learner {
     expired_reported: AtomicU64,
     /// Reward windows and refresh intervals are measured on this clock.
     clock: crate::clock::Clock,
+    /// Whether the engine has joined a fleet (see the `fleet` module); never unset.
+    fleet: std::sync::atomic::AtomicBool,
 }
 
 /// Positions of the pending store a reward looks at for expired decisions.
@@ -121,6 +133,7 @@ impl Learner {
             counters: Counters::default(),
             expired_reported: AtomicU64::new(0),
             clock,
+            fleet: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -146,6 +159,7 @@ impl Learner {
                     continue;
                 };
                 let now = self.clock.monotonic_ms();
+                let fleet = self.fleet.load(Ordering::Acquire);
                 let id = *keys.entry(spec.key.to_string()).or_insert_with(|| {
                     bandits.push(Bandit::new(
                         BanditState {
@@ -153,6 +167,7 @@ impl Learner {
                             ..BanditState::default()
                         },
                         now,
+                        fleet,
                     ));
                     (bandits.len() - 1) as u32
                 });
@@ -404,7 +419,8 @@ impl Learner {
                 }
                 None => {
                     keys.insert(s.key.clone(), bandits.len() as u32);
-                    bandits.push(Bandit::new(s, self.clock.monotonic_ms()));
+                    let fleet = self.fleet.load(Ordering::Acquire);
+                    bandits.push(Bandit::new(s, self.clock.monotonic_ms(), fleet));
                 }
             }
         }
@@ -476,7 +492,10 @@ fn publish(b: &mut Bandit, counters: &Counters, now: u64) {
     let Some(a) = &b.active else {
         return;
     };
-    b.version += 1;
+    // In a fleet the version is the merged log position, set by `merge`.
+    if !b.fleet {
+        b.version += 1;
+    }
     let model = build_model(&b.state, a, b.version);
     b.cell.store(Arc::new(model));
     b.since_refresh = 0;
