@@ -108,29 +108,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &candidate,
     );
     println!("candidate (static per-segment config), true click rate {truth:.4}:");
+    print!("{report}");
     for (name, e) in [
         ("IPS", report.ips),
         ("SNIPS", report.snips),
+        ("DM", report.dm),
         ("DR", report.dr),
     ] {
-        println!(
-            "  {name:<5} {:.4}  95% CI [{:.4}, {:.4}]  {}",
-            e.value,
-            e.lower,
-            e.upper,
-            if e.covers(truth) {
-                "covers the truth"
-            } else {
-                "misses the truth"
-            }
-        );
-    }
-    println!(
-        "  effective sample size {:.0} of {} decisions",
-        report.effective_sample_size, report.n
-    );
-    for w in report.warnings() {
-        println!("  warning: {w}");
+        let verdict = if e.covers(truth) { "covers" } else { "misses" };
+        println!("  {name:<5} normal interval {verdict} the truth");
     }
     Ok(())
 }

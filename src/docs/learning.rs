@@ -84,12 +84,18 @@
 //!
 //! **Offline evaluation** (`elvon::ope`): `Estimator` takes logged samples (the logged arm, its
 //! propensity, the reward, the logging vector, the candidate's probabilities and optionally a
-//! reward model) and reports IPS, self-normalized IPS and doubly robust estimates with 95%
-//! confidence intervals, the effective sample size, and how many decisions the candidate plays
-//! an arm that the logging policy could never play. `ope::evaluate_records(records, &candidate)`
-//! does this for decision records and a candidate engine: it replays each logged decision on
-//! the candidate. Records carry only the features their slot reads, so make the logging slot
-//! read whatever a candidate will need. The example logs 50,000 decisions with an ε-greedy
+//! reward model) and reports IPS, self-normalized IPS, direct-method and doubly robust
+//! estimates with 95% normal intervals (and percentile-bootstrap intervals with
+//! `Estimator::with_bootstrap`), the effective sample size, how many decisions carry a
+//! non-zero reward term, and how many decisions the candidate plays an arm that the logging
+//! policy could never play; inputs that contradict each other are errors naming the row.
+//! `ope::evaluate_records(records, &candidate)` does this for decision records and a candidate
+//! engine: it replays each logged decision on the candidate, fits the reward model per
+//! (slot, variant) cross-fitted over 5 folds, and adds 200 bootstrap replicates
+//! (`evaluate_records_with` and `EvalOptions` change both). Estimators of several instances'
+//! logs merge (`Estimator::merge`); a record's decision id names its instance (its prefix)
+//! and `model_version` the fleet's model. Records carry only the features their slot reads,
+//! so make the logging slot read whatever a candidate will need. The example logs 50,000 decisions with an ε-greedy
 //! bandit, then estimates a per-segment static config from the log and prints the estimates next
 //! to the true value:
 //!
