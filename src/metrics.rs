@@ -23,7 +23,7 @@
 //! | `elvon_redis_breaker_opened_total` | counter | (feature `redis`) |
 //! | `elvon_feature_cache_total` | counter | `result` (`hit`, `miss`; the Redis source's cache) |
 //! | `elvon_kafka_producer_restarts_total` | counter | (feature `kafka`: the decision-log producer was recreated after a fatal error) |
-//! | `elvon_updater_events_total` | counter | `outcome` (`applied`, `dead_letter`, `reward`; feature `kafka`) |
+//! | `elvon_updater_events_total` | counter | `outcome` (`applied`, `dead_letter`, `reward`, `reward_not_applied`, `reward_foreign`; feature `kafka`) |
 //! | `elvon_updater_errors_total` | counter | `kind` (`poll`, `apply`, `rejected`, `dead_letter`; feature `kafka`) |
 //! | `elvon_updater_lag` | gauge | (messages behind the end of the assigned partitions; feature `kafka`) |
 //! | `elvon_config_watch_errors_total` | counter | (errors reading a watched config file or the Kafka config topic) |

@@ -279,6 +279,10 @@ mod updater {
         msgs.push(r#"{"id": "b1", "user": "u1", "kind": "buy", "time_ms": 1, "values": {"amount": "lots"}}"#.to_owned());
         msgs.push(view(2, "u1"));
         msgs.push(format!(r#"{{"decision_id": "{}", "reward": 1.0}}"#, d.id()));
+        // Another instance's decision (prefix 8), and this one's again (already rewarded).
+        let other = elvon::DecisionId::from_u128(8 << 64 | 1);
+        msgs.push(format!(r#"{{"decision_id": "{other}", "reward": 1.0}}"#));
+        msgs.push(format!(r#"{{"decision_id": "{}", "reward": 1.0}}"#, d.id()));
         msgs.push(r#"{"id": "b2", "user": "u1", "kind": "buy", "time_ms": 1, "values": {"amount": 12.5}}"#.to_owned());
         produce(&bootstrap, &events_topic, &msgs);
         let updater = FeatureUpdater::spawn(
@@ -295,8 +299,14 @@ mod updater {
         .expect("updater");
         wait_for("all messages", || {
             let s = updater.stats();
-            s.applied == 3 && s.dead_lettered == 2 && s.rewards == 1
+            s.applied == 3 && s.dead_lettered == 2 && s.rewards == 3
         });
+        let s = updater.stats();
+        assert_eq!(
+            (s.rewards_applied, s.rewards_not_applied, s.rewards_foreign),
+            (1, 1, 1),
+            "{s:?}"
+        );
         let f = store.read(&aggs(), "u1", now_ms());
         assert_eq!(f.get("views"), Some(&elvon::Value::Int(2)));
         assert_eq!(f.get("spend"), Some(&elvon::Value::Float(12.5)));

@@ -58,7 +58,9 @@
 //! It commits after each applied batch, so delivery is at least once; the targets deduplicate
 //! by event id, so each event counts once. An event is the JSON form of
 //! `elvon::features::aggregate::Event`: `{"id", "user", "kind", "time_ms", "values"}`. A reward is
-//! `{"decision_id", "reward"}` and goes to `Engine::reward`. A message that is neither, or an
+//! `{"decision_id", "reward"}` and goes to `Engine::reward` when its id carries the engine's prefix
+//! (counted as `rewards_applied` or `rewards_not_applied`); one for another engine's decision is
+//! counted as `rewards_foreign`. A message that is neither, or an
 //! event its aggregates reject, goes to the dead-letter topic with the error in header
 //! `elvon-error` (and where it came from in `elvon-topic`, `elvon-partition`, `elvon-offset`),
 //! and consumption carries on. Offsets are committed only after the broker confirmed the batch's

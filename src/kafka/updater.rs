@@ -164,8 +164,17 @@ pub struct UpdaterStats {
     pub poll_errors: u64,
     /// The last problem met, if any.
     pub last_error: Option<Arc<str>>,
-    /// Rewards routed to the engine.
+    /// Reward messages read (each also counted below when an engine is given).
     pub rewards: u64,
+    /// Rewards the engine applied.
+    pub rewards_applied: u64,
+    /// Rewards for this engine's decisions that it did not apply (unknown, expired, already
+    /// rewarded, out of range; see [`RewardStats`](crate::RewardStats)).
+    pub rewards_not_applied: u64,
+    /// Rewards for decisions of another engine (another id prefix): not given to this one.
+    /// In a fleet the updater's consumer group hands each reward to one instance only, so
+    /// send rewards to a [`FleetSync`](super::FleetSync) reward topic instead.
+    pub rewards_foreign: u64,
     /// Batches committed.
     pub commits: u64,
     /// Messages behind the end of the assigned partitions, as of the last check (once a
@@ -182,6 +191,9 @@ struct UpdaterCounters {
     rejected: AtomicU64,
     poll_errors: AtomicU64,
     rewards: AtomicU64,
+    rewards_applied: AtomicU64,
+    rewards_not_applied: AtomicU64,
+    rewards_foreign: AtomicU64,
     commits: AtomicU64,
     lag: AtomicU64,
     last_error: std::sync::Mutex<Option<Arc<str>>>,
@@ -304,6 +316,9 @@ impl FeatureUpdater {
             rejected: get(&c.rejected),
             poll_errors: get(&c.poll_errors),
             rewards: get(&c.rewards),
+            rewards_applied: get(&c.rewards_applied),
+            rewards_not_applied: get(&c.rewards_not_applied),
+            rewards_foreign: get(&c.rewards_foreign),
             commits: get(&c.commits),
             lag: get(&c.lag).checked_sub(1),
             last_error: c.last_error.lock().ok().and_then(|g| g.clone()),
@@ -401,11 +416,24 @@ fn consume_loop(
                     raws.push(Raw::of(&m));
                 }
                 Ok(Parsed::Reward(r)) => {
-                    if let Some(engine) = engine {
-                        engine.reward(r.decision_id, r.reward);
-                    }
                     c.rewards.fetch_add(1, Relaxed);
-                    metrics::counter!("elvon_updater_events_total", "outcome" => "reward")
+                    let outcome = match engine {
+                        Some(e) if r.decision_id.prefix() != e.id_prefix() => {
+                            c.rewards_foreign.fetch_add(1, Relaxed);
+                            "reward_foreign"
+                        }
+                        Some(e) => {
+                            if e.reward(r.decision_id, r.reward) == crate::RewardOutcome::Applied {
+                                c.rewards_applied.fetch_add(1, Relaxed);
+                                "reward"
+                            } else {
+                                c.rewards_not_applied.fetch_add(1, Relaxed);
+                                "reward_not_applied"
+                            }
+                        }
+                        None => "reward",
+                    };
+                    metrics::counter!("elvon_updater_events_total", "outcome" => outcome)
                         .increment(1);
                 }
                 Err(why) => dlq.add(Raw::of(&m), why),
