@@ -549,7 +549,8 @@ mod fleet {
         for s in &syncs {
             assert!(s.wait_ready(Duration::from_secs(10)), "caught up");
         }
-        const N: usize = 3_000;
+        // Over 10,000 rewards, so the late instance below starts after 10,000.
+        const N: usize = 10_002;
         let none = Features::new();
         let rewards: Vec<String> = (0..N)
             .map(|t| {
@@ -600,10 +601,17 @@ mod fleet {
         // A new instance rebuilds the fleet's state from the learner topic.
         let late = Engine::builder().id_prefix(9).build();
         late.load_config_json(&config).expect("valid");
+        let started = Instant::now();
         let sync = FleetSync::spawn(late.clone(), &options).expect("fleet");
         assert!(
             sync.wait_ready(Duration::from_secs(2)),
             "caught up within 2 s"
+        );
+        println!(
+            "instances agreed {agreed:?} after the last reward; a new one caught up on {} \
+             entries in {:?}",
+            sync.stats().merged,
+            started.elapsed()
         );
         assert_eq!(late.learner_state(), states[0]);
         let id = engines[0].decide("s", "u", &none).id();
