@@ -620,4 +620,70 @@ mod fleet {
             engines[0].replay("s", "u", &none, id).probability_vector()
         );
     }
+
+    /// Issue 15: a fleet cut off from the cluster keeps deciding on its last models and
+    /// keeps its increments; when the broker is back they reach every instance, and the
+    /// instances agree again.
+    #[test]
+    fn a_fleet_cut_off_from_the_cluster_keeps_deciding_and_converges_after() {
+        let _serial = serial();
+        let (cluster, bootstrap) = cluster();
+        cluster.create_topic("learner", 1, 1).expect("topic");
+        cluster.create_topic("rewards", 1, 1).expect("topic");
+        let options =
+            FleetOptions::new(&bootstrap, "learner", "rewards").interval(Duration::from_millis(20));
+        let config = thompson_config();
+        let engines: Vec<Engine> = (1..=2u64)
+            .map(|p| {
+                let e = Engine::builder().id_prefix(20 + p).build();
+                e.load_config_json(&config).expect("valid");
+                e
+            })
+            .collect();
+        let syncs: Vec<FleetSync> = engines
+            .iter()
+            .map(|e| FleetSync::spawn(e.clone(), &options).expect("fleet"))
+            .collect();
+        let none = Features::new();
+        let total =
+            |e: &Engine| -> f64 { e.learner_state().bandits[0].arms.iter().map(|a| a.n).sum() };
+        // Rewards given directly to the instances (the reward topic is tested above).
+        let reward_round = |n: usize| {
+            for t in 0..n {
+                let e = &engines[t % 2];
+                let d = e.decide("s", "u", &none);
+                assert_eq!(e.reward(d.id(), 1.0), elvon::RewardOutcome::Applied);
+            }
+        };
+        reward_round(100);
+        wait_for("the first rewards merged", || {
+            engines.iter().all(|e| total(e) == 100.0)
+        });
+        let before = engines[0].decide("s", "u", &none).model_version();
+        cluster.broker_down(1).expect("broker down");
+        reward_round(200);
+        std::thread::sleep(Duration::from_millis(300));
+        for e in &engines {
+            let d = e.decide("s", "u", &none);
+            assert_eq!(d.model_version(), before, "cut off: the last model serves");
+            assert_eq!(total(e), 100.0, "nothing merged while cut off");
+        }
+        cluster.broker_up(1).expect("broker up");
+        wait_for(
+            "the increments made while cut off merged everywhere",
+            || engines.iter().all(|e| total(e) == 300.0),
+        );
+        wait_for("the same model version on both", || {
+            let v: Vec<_> = engines
+                .iter()
+                .map(|e| e.decide("s", "u", &none).model_version())
+                .collect();
+            v[0] == v[1] && v[0] > before
+        });
+        assert_eq!(engines[0].learner_state(), engines[1].learner_state());
+        assert_eq!(total(&engines[0]), 300.0, "every increment merged once");
+        for s in &syncs {
+            assert_eq!(s.stats().bad_entries, 0);
+        }
+    }
 }
