@@ -358,3 +358,27 @@ fn the_linear_policy_merges_too() {
     println!("linear, last 10% reward: one instance {one:.1}, three {three:.1}");
     assert!(three >= 0.95 * one, "fleet {three} vs one instance {one}");
 }
+
+/// Increments gathered under a policy the rule no longer has are discarded, and counted.
+#[test]
+fn increments_of_a_replaced_policy_are_discarded_and_counted() {
+    let engines = fleet(&config(json!({"policy": "thompson"}), 2), 1, 5);
+    let e = &engines[0];
+    for _ in 0..3 {
+        let d = e.decide("s", "u", &Features::new());
+        assert_eq!(e.reward(d.id(), 1.0), elvon::RewardOutcome::Applied);
+    }
+    e.load_config_json(&config(json!({"policy": "epsilon_greedy"}), 2))
+        .expect("valid");
+    let d = e.decide("s", "u", &Features::new());
+    assert_eq!(e.reward(d.id(), 1.0), elvon::RewardOutcome::Applied);
+    let taken = e.take_learner_deltas().expect("the new policy's increment");
+    assert_eq!(taken.bandits[0].policy, "epsilon_greedy");
+    assert_eq!(taken.bandits[0].arms.iter().map(|a| a.n).sum::<f64>(), 1.0);
+    assert_eq!(
+        e.reward_stats().fleet_discarded,
+        3,
+        "{:?}",
+        e.reward_stats()
+    );
+}

@@ -686,4 +686,44 @@ mod fleet {
             assert_eq!(s.stats().bad_entries, 0);
         }
     }
+
+    /// Many rules rewarded in one interval are published as several bounded entries, not
+    /// one message the broker would refuse.
+    #[test]
+    fn large_increments_are_split_into_bounded_entries() {
+        let _serial = serial();
+        let (cluster, bootstrap) = cluster();
+        cluster.create_topic("learner", 1, 1).expect("topic");
+        cluster.create_topic("rewards", 1, 1).expect("topic");
+        let slots: Vec<serde_json::Value> = (0..3_000)
+            .map(|i| {
+                serde_json::json!({"id": format!("slot-{i}"), "variants": [{"id": "a"}, {"id": "b"}],
+                    "default": "a", "rules": [{"bandit": {"policy": "thompson", "arms": ["a", "b"]}}]})
+            })
+            .collect();
+        let config = serde_json::json!({"version": "1", "slots": slots}).to_string();
+        let engine = Engine::builder().id_prefix(31).build();
+        engine.load_config_json(&config).expect("valid");
+        // Rewards before joining become increments too: all 3,000 rules in one interval.
+        for i in 0..3_000 {
+            let d = engine.decide(&format!("slot-{i}"), "u", &Features::new());
+            assert_eq!(engine.reward(d.id(), 1.0), elvon::RewardOutcome::Applied);
+        }
+        let options =
+            FleetOptions::new(&bootstrap, "learner", "rewards").interval(Duration::from_millis(20));
+        let sync = FleetSync::spawn(engine.clone(), &options).expect("fleet");
+        let total = || -> f64 {
+            engine
+                .learner_state()
+                .bandits
+                .iter()
+                .flat_map(|b| &b.arms)
+                .map(|a| a.n)
+                .sum()
+        };
+        wait_for("every increment merged back", || total() == 3_000.0);
+        let s = sync.stats();
+        assert!(s.published >= 2 && s.merged == s.published, "{s:?}");
+        assert_eq!(s.errors, 0, "{s:?}");
+    }
 }

@@ -329,6 +329,10 @@ fn watermark(consumer: &BaseConsumer, topic: &str) -> Result<i64, KafkaError> {
     }
 }
 
+/// Learner-topic entries are cut at about this size (librdkafka's default
+/// `message.max.bytes` is 1,000,000).
+const MAX_ENTRY_BYTES: usize = 256 * 1024;
+
 /// A reward message: `{"decision_id": "<32 hex digits>", "reward": 1.0}`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -387,7 +391,34 @@ impl Run {
             }
         }
         let Some(batch) = batch else { return };
-        let payload = match serde_json::to_vec(&batch) {
+        // Entries of at most about MAX_ENTRY_BYTES (whole bandits), so many rules rewarded
+        // in one interval never make a message the broker refuses.
+        let mut chunk = LearnerState {
+            format: batch.format,
+            bandits: Vec::new(),
+        };
+        let mut bytes = 0;
+        for b in batch.bandits {
+            let size = serde_json::to_vec(&b).map_or(0, |v| v.len());
+            if !chunk.bandits.is_empty() && bytes + size > MAX_ENTRY_BYTES {
+                let full = LearnerState {
+                    format: chunk.format,
+                    bandits: std::mem::take(&mut chunk.bandits),
+                };
+                self.send(full);
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.bandits.push(b);
+        }
+        if !chunk.bandits.is_empty() {
+            self.send(chunk);
+        }
+    }
+
+    /// Appends one entry; on a refused send it goes back to the unsent pile.
+    fn send(&mut self, entry: LearnerState) {
+        let payload = match serde_json::to_vec(&entry) {
             Ok(p) => p,
             Err(e) => {
                 self.counters.error("learner increments not serialized", &e);
@@ -397,7 +428,7 @@ impl Run {
         self.seq += 1;
         let key = format!("{:016x}", self.engine.id_prefix());
         if let Ok(mut g) = self.in_flight.lock() {
-            g.push((self.seq, batch));
+            g.push((self.seq, entry));
         }
         let record = BaseRecord::with_opaque_to(&self.learner_topic, Box::new(self.seq))
             .partition(0)
@@ -405,7 +436,6 @@ impl Run {
             .payload(&payload);
         if let Err((e, _)) = self.producer.send(record) {
             self.counters.error("learner topic send", &e);
-            // Back to the unsent pile; sent with the next batch.
             let entry = self.in_flight.lock().ok().and_then(|mut g| {
                 let i = g.iter().position(|(s, _)| *s == self.seq)?;
                 Some(g.swap_remove(i))

@@ -25,6 +25,9 @@ pub(super) struct Delta {
     policy: String,
     dim: usize,
     arms: Vec<ArmState>,
+    /// Rewards discarded with increments of an earlier policy or dimension, not counted
+    /// in the stats yet.
+    discarded: u64,
 }
 
 impl Delta {
@@ -32,13 +35,7 @@ impl Delta {
     /// or dimension change drops the unsent increments of the old one (they would not fit
     /// the statistics any more, as a config swap drops them locally).
     pub(super) fn add(&mut self, policy: &str, dim: usize, id: &str, value: f64, x: &[f64]) {
-        if self.policy != policy || self.dim != dim {
-            *self = Delta {
-                policy: policy.to_owned(),
-                dim,
-                arms: Vec::new(),
-            };
-        }
+        self.fit(policy, dim);
         let i = match self.arms.iter().position(|a| a.id == id) {
             Some(i) => i,
             None => {
@@ -51,14 +48,20 @@ impl Delta {
 
     /// Statistics gathered before joining the fleet, as increments.
     fn add_stats(&mut self, policy: &str, dim: usize, gathered: &ArmState) {
-        if self.policy != policy || self.dim != dim {
-            *self = Delta {
-                policy: policy.to_owned(),
-                dim,
-                arms: Vec::new(),
-            };
-        }
+        self.fit(policy, dim);
         self.arms.push(gathered.clone());
+    }
+
+    /// Starts over (counting what is discarded) when the increments held are of another
+    /// policy or context dimension.
+    fn fit(&mut self, policy: &str, dim: usize) {
+        if self.policy != policy || self.dim != dim {
+            let rewards: f64 = self.arms.iter().map(|a| a.n).sum();
+            self.discarded += rewards as u64;
+            self.policy = policy.to_owned();
+            self.dim = dim;
+            self.arms.clear();
+        }
     }
 
     fn take(&mut self, key: &str) -> Option<BanditState> {
@@ -118,11 +121,18 @@ impl Learner {
     /// [`LearnerState`] whose statistics are increments.
     pub(crate) fn take_deltas(&self) -> Option<LearnerState> {
         let mut guard = lock(&self.bandits);
+        let mut discarded = 0;
         let bandits: Vec<BanditState> = guard
             .1
             .iter_mut()
-            .filter_map(|b| b.delta.take(&b.state.key))
+            .filter_map(|b| {
+                discarded += std::mem::take(&mut b.delta.discarded);
+                b.delta.take(&b.state.key)
+            })
             .collect();
+        self.counters
+            .fleet_discarded
+            .fetch_add(discarded, Ordering::Relaxed);
         (!bandits.is_empty()).then_some(LearnerState { format: 1, bandits })
     }
 

@@ -50,6 +50,7 @@ struct Counters {
     defaulted: AtomicU64,
     expired: AtomicU64,
     refreshes: AtomicU64,
+    fleet_discarded: AtomicU64,
 }
 
 /// Parameters of the rule currently serving a key.
@@ -380,6 +381,7 @@ impl Learner {
             expired: l(&c.expired) + self.pending.expired(),
             evicted: self.pending.evicted(),
             refreshes: l(&c.refreshes),
+            fleet_discarded: l(&c.fleet_discarded),
         }
     }
 

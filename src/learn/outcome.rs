@@ -67,4 +67,9 @@ pub struct RewardStats {
     pub evicted: u64,
     /// Model refreshes published.
     pub refreshes: u64,
+    /// In a fleet: rewards gathered as increments and discarded before they were handed out,
+    /// because the rule's policy or context dimension changed in between (as a config swap
+    /// discards statistics of another policy on one instance). Counted when increments are
+    /// next taken.
+    pub fleet_discarded: u64,
 }
