@@ -65,7 +65,8 @@
 //! | [`clock`] | the injectable clock reward windows and refreshes run on |
 //! | [`metrics`] | every metric elvon records |
 //! | `redis` | the Redis feature store (feature `redis`) |
-//! | `kafka` | Kafka decision log, behaviour events and config broadcast (feature `kafka`) |
+//! | `kafka` | Kafka decision log, behaviour events, config broadcast and the fleet's learning loop (feature `kafka`) |
+//! | `http` | the decide service's routes, OFREP and the native API, as an axum `Router` (feature `http`) |
 //! | [`docs`] | reference pages, no code |
 //!
 //! ## Cargo features
@@ -74,7 +75,8 @@
 //! |---|---|---|
 //! | (none) | everything above except the two below | Rust 1.88 |
 //! | `redis` | `elvon::redis`: `RedisFeatureSource`, `AggregatesWriter` | a Redis server or cluster |
-//! | `kafka` | `elvon::kafka`: `KafkaDecisionSink`, `FeatureUpdater`, `KafkaConfigWatcher` | gcc, g++ and make (librdkafka is built from source) |
+//! | `kafka` | `elvon::kafka`: `KafkaDecisionSink`, `FeatureUpdater`, `KafkaConfigWatcher`, `FleetSync` | gcc, g++ and make (librdkafka is built from source) |
+//! | `http` | `elvon::http`: `router` (OFREP and the native API) | |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 #![forbid(unsafe_code)]
@@ -111,6 +113,9 @@ pub use engine::{
     Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, DEFAULT_FETCH_DEADLINE,
     DEFAULT_PENDING_REWARDS,
 };
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 #[cfg(feature = "kafka")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub mod kafka;

@@ -1,0 +1,165 @@
+//! OFREP: single and bulk flag evaluation.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value as Json_};
+
+use crate::{Decision, Features, Reason};
+
+/// An OFREP error code with its details.
+type Failure = (&'static str, String);
+
+/// The user and features of an OFREP request body.
+fn context(body: &[u8]) -> Result<(String, Features), Failure> {
+    let v: Json_ = serde_json::from_slice(body)
+        .map_err(|e| ("PARSE_ERROR", format!("the body is not JSON: {e}")))?;
+    let ctx = match v.get("context") {
+        Some(Json_::Object(c)) => c,
+        Some(_) => return Err(("INVALID_CONTEXT", "\"context\" is not an object".into())),
+        None => return Err(("INVALID_CONTEXT", "missing \"context\"".into())),
+    };
+    let user = match ctx.get("targetingKey") {
+        Some(Json_::String(s)) if !s.is_empty() => s.clone(),
+        Some(Json_::String(_)) => {
+            return Err(("TARGETING_KEY_MISSING", "\"targetingKey\" is empty".into()))
+        }
+        Some(_) => return Err(("INVALID_CONTEXT", "\"targetingKey\" is not a string".into())),
+        None => {
+            return Err((
+                "TARGETING_KEY_MISSING",
+                "the context has no \"targetingKey\"".into(),
+            ))
+        }
+    };
+    let mut features = Features::with_capacity(ctx.len().saturating_sub(1));
+    for (name, value) in ctx.iter().filter(|(k, _)| *k != "targetingKey") {
+        let v: crate::Value = serde_json::from_value(value.clone()).map_err(|e| {
+            (
+                "INVALID_CONTEXT",
+                format!("context field {name:?} is not a feature value: {e}"),
+            )
+        })?;
+        features.insert(name.clone(), v);
+    }
+    Ok((user, features))
+}
+
+fn reason(r: &Reason<'_>) -> &'static str {
+    match r {
+        Reason::Serve(_) | Reason::Score(_) => "TARGETING_MATCH",
+        Reason::Split { .. } | Reason::Rollout { .. } | Reason::Bandit(_) => "SPLIT",
+        Reason::KillSwitch => "DISABLED",
+        _ => "DEFAULT",
+    }
+}
+
+/// The evaluation of one flag, as OFREP's `evaluationSuccess`.
+pub(super) fn success(key: &str, d: &Decision) -> Json_ {
+    let variant = d.variant().unwrap_or_default();
+    let value = d
+        .payload()
+        .and_then(|p| serde_json::from_slice::<Json_>(p).ok())
+        .unwrap_or_else(|| Json_::String(variant.to_owned()));
+    let r = d.reason();
+    let mut metadata = Map::new();
+    metadata.insert("decisionId".into(), d.id().to_string().into());
+    metadata.insert("propensity".into(), json!(d.propensity()));
+    metadata.insert("configVersion".into(), d.config_version().into());
+    metadata.insert("elvonReason".into(), r.kind().as_str().into());
+    if let Some(v) = d.model_version() {
+        metadata.insert("modelVersion".into(), json!(v));
+    }
+    json!({
+        "key": key,
+        "value": value,
+        "reason": reason(&r),
+        "variant": variant,
+        "metadata": metadata,
+    })
+}
+
+fn failure(status: StatusCode, key: Option<&str>, (code, details): Failure) -> Response {
+    let mut body = json!({"errorCode": code, "errorDetails": details});
+    if let Some(k) = key {
+        body["key"] = k.into();
+    }
+    (status, Json(body)).into_response()
+}
+
+fn rejected(e: &BytesRejection) -> Response {
+    super::body_error(e)
+}
+
+pub(super) async fn evaluate(
+    State(s): State<super::State>,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return rejected(&e),
+    };
+    super::within(s.timeout, async move {
+        let (user, features) = match context(&body) {
+            Ok(c) => c,
+            Err(f) => return failure(StatusCode::BAD_REQUEST, Some(&key), f),
+        };
+        if s.engine.snapshot().features_for(&key).is_none() {
+            let f = (
+                "FLAG_NOT_FOUND",
+                format!("flag {key:?} is not a slot of the serving config"),
+            );
+            return failure(StatusCode::NOT_FOUND, Some(&key), f);
+        }
+        let d = s.engine.decide(&key, &user, &features);
+        (StatusCode::OK, Json(success(&key, &d))).into_response()
+    })
+    .await
+}
+
+pub(super) async fn bulk(
+    State(s): State<super::State>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return rejected(&e),
+    };
+    super::within(s.timeout, async move {
+        let (user, features) = match context(&body) {
+            Ok(c) => c,
+            Err(f) => return failure(StatusCode::BAD_REQUEST, None, f),
+        };
+        let snap = s.engine.snapshot();
+        let mut flags = Vec::new();
+        // The ETag covers what the client caches (key, value, variant, reason), not the
+        // per-decision metadata, so the same answers give the same tag.
+        let mut tag = xxhash_rust::xxh3::Xxh3::new();
+        tag.update(snap.version().as_bytes());
+        for slot in snap.slots() {
+            let d = s.engine.decide(slot, &user, &features);
+            let f = success(slot, &d);
+            for field in ["key", "value", "variant", "reason"] {
+                tag.update(f[field].to_string().as_bytes());
+                tag.update(&[0]);
+            }
+            flags.push(f);
+        }
+        let etag = format!("\"{:016x}\"", tag.digest());
+        let matches = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        if matches {
+            return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        }
+        let body = json!({"flags": flags, "metadata": {"version": snap.version()}});
+        (StatusCode::OK, [(header::ETAG, etag)], Json(body)).into_response()
+    })
+    .await
+}
