@@ -26,8 +26,9 @@
 //! reward and log the exposure. Errors are the protocol's: `400` with `PARSE_ERROR`,
 //! `INVALID_CONTEXT` or `TARGETING_KEY_MISSING`, `404` with `FLAG_NOT_FOUND`.
 //!
-//! Every body is bounded ([`HttpOptions::body_limit`], `413` beyond) and every request has a
-//! deadline ([`HttpOptions::timeout`], `503` past it). Bad JSON and wrong types are `400` with a
+//! Every body is bounded ([`HttpOptions::body_limit`], `413` beyond). `/v1/decide`, the one
+//! route that waits (for the engine's feature source), has a deadline
+//! ([`HttpOptions::timeout`], `503` past it); the others answer without waiting. Bad JSON and wrong types are `400` with a
 //! message naming the field; nothing panics.
 
 mod native;
@@ -67,7 +68,7 @@ impl HttpOptions {
         self
     }
 
-    /// How long one request may take (default 1 s); past it the answer is `503`.
+    /// How long a `/v1/decide` call may wait (default 1 s); past it the answer is `503`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -90,8 +90,14 @@ fn failure(status: StatusCode, key: Option<&str>, (code, details): Failure) -> R
     (status, Json(body)).into_response()
 }
 
-fn rejected(e: &BytesRejection) -> Response {
-    super::body_error(e)
+/// The user and features of a request, or the answer to a body that is refused or is not
+/// an OFREP request (`key` names the flag in the answer, for single evaluations).
+fn request(
+    body: Result<Bytes, BytesRejection>,
+    key: Option<&str>,
+) -> Result<(String, Features), Box<Response>> {
+    let body = body.map_err(|e| Box::new(super::body_error(&e)))?;
+    context(&body).map_err(|f| Box::new(failure(StatusCode::BAD_REQUEST, key, f)))
 }
 
 pub(super) async fn evaluate(
@@ -99,26 +105,20 @@ pub(super) async fn evaluate(
     Path(key): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return rejected(&e),
+    // Not under `within`: evaluation here is synchronous, so a deadline could never fire.
+    let (user, features) = match request(body, Some(&key)) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
     };
-    super::within(s.timeout, async move {
-        let (user, features) = match context(&body) {
-            Ok(c) => c,
-            Err(f) => return failure(StatusCode::BAD_REQUEST, Some(&key), f),
-        };
-        if s.engine.snapshot().features_for(&key).is_none() {
-            let f = (
-                "FLAG_NOT_FOUND",
-                format!("flag {key:?} is not a slot of the serving config"),
-            );
-            return failure(StatusCode::NOT_FOUND, Some(&key), f);
-        }
-        let d = s.engine.decide(&key, &user, &features);
-        (StatusCode::OK, Json(success(&key, &d))).into_response()
-    })
-    .await
+    if s.engine.snapshot().features_for(&key).is_none() {
+        let f = (
+            "FLAG_NOT_FOUND",
+            format!("flag {key:?} is not a slot of the serving config"),
+        );
+        return failure(StatusCode::NOT_FOUND, Some(&key), f);
+    }
+    let d = s.engine.decide(&key, &user, &features);
+    (StatusCode::OK, Json(success(&key, &d))).into_response()
 }
 
 pub(super) async fn bulk(
@@ -126,40 +126,33 @@ pub(super) async fn bulk(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return rejected(&e),
+    let (user, features) = match request(body, None) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
     };
-    super::within(s.timeout, async move {
-        let (user, features) = match context(&body) {
-            Ok(c) => c,
-            Err(f) => return failure(StatusCode::BAD_REQUEST, None, f),
-        };
-        let snap = s.engine.snapshot();
-        let mut flags = Vec::new();
-        // The ETag covers what the client caches (key, value, variant, reason), not the
-        // per-decision metadata, so the same answers give the same tag.
-        let mut tag = xxhash_rust::xxh3::Xxh3::new();
-        tag.update(snap.version().as_bytes());
-        for slot in snap.slots() {
-            let d = s.engine.decide(slot, &user, &features);
-            let f = success(slot, &d);
-            for field in ["key", "value", "variant", "reason"] {
-                tag.update(f[field].to_string().as_bytes());
-                tag.update(&[0]);
-            }
-            flags.push(f);
+    let snap = s.engine.snapshot();
+    let mut flags = Vec::new();
+    // The ETag covers what the client caches (key, value, variant, reason), not the
+    // per-decision metadata, so the same answers give the same tag.
+    let mut tag = xxhash_rust::xxh3::Xxh3::new();
+    tag.update(snap.version().as_bytes());
+    for slot in snap.slots() {
+        let d = s.engine.decide(slot, &user, &features);
+        let f = success(slot, &d);
+        for field in ["key", "value", "variant", "reason"] {
+            tag.update(f[field].to_string().as_bytes());
+            tag.update(&[0]);
         }
-        let etag = format!("\"{:016x}\"", tag.digest());
-        let matches = headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-        if matches {
-            return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
-        }
-        let body = json!({"flags": flags, "metadata": {"version": snap.version()}});
-        (StatusCode::OK, [(header::ETAG, etag)], Json(body)).into_response()
-    })
-    .await
+        flags.push(f);
+    }
+    let etag = format!("\"{:016x}\"", tag.digest());
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let body = json!({"flags": flags, "metadata": {"version": snap.version()}});
+    (StatusCode::OK, [(header::ETAG, etag)], Json(body)).into_response()
 }

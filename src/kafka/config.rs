@@ -263,18 +263,7 @@ impl Watch<'_> {
             {
                 Ok((_, high)) => break high,
                 // No such topic (yet): nothing to catch up on.
-                Err(e)
-                    if matches!(
-                        e.rdkafka_error_code(),
-                        Some(
-                            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
-                                | rdkafka::types::RDKafkaErrorCode::UnknownPartition
-                                | rdkafka::types::RDKafkaErrorCode::UnknownTopic
-                        )
-                    ) =>
-                {
-                    break 0
-                }
+                Err(e) if super::is_unknown_topic(&e) => break 0,
                 Err(e) => {
                     self.error("watermarks", &e);
                     if self.stop.sleep(Duration::from_millis(200)) {

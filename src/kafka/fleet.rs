@@ -150,22 +150,34 @@ impl ProducerContext for Reports {
     type DeliveryOpaque = Box<u64>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Box<u64>) {
-        let entry = self.in_flight.lock().ok().and_then(|mut g| {
-            let i = g.iter().position(|(s, _)| *s == *seq)?;
-            Some(g.swap_remove(i).1)
-        });
         match result {
             Ok(_) => {
+                let _ = take_in_flight(&self.in_flight, *seq);
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
             }
             Err((e, _)) => {
                 self.counters.error("learner topic delivery", e);
-                // Sent again with the next batch: increments are never dropped.
-                if let (Some(entry), Ok(mut g)) = (entry, self.counters.unsent.lock()) {
-                    g.push((*seq, entry));
-                }
+                give_back(&self.in_flight, &self.counters, *seq);
             }
         }
+    }
+}
+
+/// Removes the increments sent as `seq` from those in flight.
+fn take_in_flight(
+    in_flight: &Mutex<Vec<(u64, LearnerState)>>,
+    seq: u64,
+) -> Option<(u64, LearnerState)> {
+    let mut g = in_flight.lock().ok()?;
+    let i = g.iter().position(|(s, _)| *s == seq)?;
+    Some(g.swap_remove(i))
+}
+
+/// The increments sent as `seq` did not arrive: back to the unsent pile, sent again with
+/// the next batch, so increments are never dropped.
+fn give_back(in_flight: &Mutex<Vec<(u64, LearnerState)>>, counters: &Counters, seq: u64) {
+    if let (Some(entry), Ok(mut g)) = (take_in_flight(in_flight, seq), counters.unsent.lock()) {
+        g.push(entry);
     }
 }
 
@@ -314,17 +326,9 @@ impl FleetSync {
 
 /// The learner topic's end (its high watermark; 0 when it does not exist yet).
 fn watermark(consumer: &BaseConsumer, topic: &str) -> Result<i64, KafkaError> {
-    use rdkafka::types::RDKafkaErrorCode as C;
     match consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)) {
         Ok((_, high)) => Ok(high),
-        Err(e)
-            if matches!(
-                e.rdkafka_error_code(),
-                Some(C::UnknownTopicOrPartition | C::UnknownPartition | C::UnknownTopic)
-            ) =>
-        {
-            Ok(0)
-        }
+        Err(e) if super::is_unknown_topic(&e) => Ok(0),
         Err(e) => Err(KafkaError::rdkafka("learner topic end", &e)),
     }
 }
@@ -436,13 +440,7 @@ impl Run {
             .payload(&payload);
         if let Err((e, _)) = self.producer.send(record) {
             self.counters.error("learner topic send", &e);
-            let entry = self.in_flight.lock().ok().and_then(|mut g| {
-                let i = g.iter().position(|(s, _)| *s == self.seq)?;
-                Some(g.swap_remove(i))
-            });
-            if let (Some(entry), Ok(mut g)) = (entry, self.counters.unsent.lock()) {
-                g.push(entry);
-            }
+            give_back(&self.in_flight, &self.counters, self.seq);
         }
     }
 

@@ -147,6 +147,15 @@ fn retriable(e: &rdkafka::error::KafkaError) -> bool {
     )
 }
 
+/// Whether librdkafka says the topic or partition does not exist (yet).
+pub(crate) fn is_unknown_topic(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::UnknownTopicOrPartition | C::UnknownPartition | C::UnknownTopic)
+    )
+}
+
 /// Waits until `flag` is set, at most `timeout` (checking every 5 ms); returns whether it is.
 pub(crate) fn wait_until(flag: &std::sync::atomic::AtomicBool, timeout: Duration) -> bool {
     let ready = || flag.load(std::sync::atomic::Ordering::Acquire);
