@@ -98,6 +98,30 @@ numbered! {
     }
 }
 
+impl ReasonKind {
+    /// The OpenFeature evaluation reason this kind reports as, over OFREP and through the
+    /// OpenFeature provider: `TARGETING_MATCH` for a serve or score rule, `SPLIT` for splits,
+    /// rollouts and bandits, `DISABLED` for a killed slot, `DEFAULT` for the rest (the default
+    /// variant, holdouts, layers the user is not in, fallbacks, unknown slots).
+    ///
+    /// ```
+    /// assert_eq!(elvon::ReasonKind::Bandit.openfeature_reason(), "SPLIT");
+    /// ```
+    #[must_use]
+    pub const fn openfeature_reason(self) -> &'static str {
+        match self {
+            ReasonKind::Rule | ReasonKind::Score => "TARGETING_MATCH",
+            ReasonKind::Split | ReasonKind::Rollout | ReasonKind::Bandit => "SPLIT",
+            ReasonKind::KillSwitch => "DISABLED",
+            ReasonKind::Holdout
+            | ReasonKind::NotInLayer
+            | ReasonKind::Default
+            | ReasonKind::UnknownSlot
+            | ReasonKind::Fallback => "DEFAULT",
+        }
+    }
+}
+
 numbered! {
     /// The kind of a [`FallbackCause`](crate::FallbackCause), without its details: what
     /// `elvon_fallbacks_total` is labelled with (`cause`) and decision records carry.

@@ -119,6 +119,9 @@ pub mod http;
 #[cfg(feature = "kafka")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub mod kafka;
+#[cfg(feature = "openfeature")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openfeature")))]
+pub mod openfeature;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

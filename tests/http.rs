@@ -365,3 +365,227 @@ fn oversized_bodies_are_refused_and_concurrent_requests_all_answer() {
         assert_eq!(ok, 1_000);
     });
 }
+
+/// A minimal HTTP/1.1 keep-alive client: sends `POST path` with `body` on `conn` and reads
+/// one response; `None` once the server closed the connection.
+async fn post_on(conn: &mut tokio::net::TcpStream, path: &str, body: &str) -> Option<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status: u16 = head.get(9..12)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let json = serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(Value::Null);
+    Some((status, json))
+}
+
+/// A decision log that writes in the background, a little slowly (like a Kafka producer):
+/// what `flush` waits for.
+#[derive(Clone)]
+struct SlowSink(std::sync::Arc<SlowInner>);
+
+struct SlowInner {
+    state: std::sync::Mutex<(Vec<String>, std::collections::HashSet<String>)>,
+    offered: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl SlowSink {
+    fn start() -> Self {
+        let sink = SlowSink(std::sync::Arc::new(SlowInner {
+            state: std::sync::Mutex::default(),
+            offered: 0.into(),
+            done: 0.into(),
+        }));
+        let weak = std::sync::Arc::downgrade(&sink.0);
+        std::thread::spawn(move || {
+            while let Some(inner) = weak.upgrade() {
+                // One batch every 50 ms.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let mut st = inner.state.lock().expect("lock");
+                let batch = std::mem::take(&mut st.0);
+                let n = batch.len() as u64;
+                st.1.extend(batch);
+                inner.done.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        sink
+    }
+
+    fn written(&self) -> std::collections::HashSet<String> {
+        self.0.state.lock().expect("lock").1.clone()
+    }
+}
+
+impl elvon::sink::DecisionSink for SlowSink {
+    fn record(&self, event: &elvon::sink::DecisionEvent<'_>) {
+        let mut st = self.0.state.lock().expect("lock");
+        st.0.push(event.decision.id().to_string());
+        self.0
+            .offered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn flush(&self, timeout: std::time::Duration) -> Result<(), elvon::sink::FlushError> {
+        let target = self.0.offered.load(std::sync::atomic::Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while self.0.done.load(std::sync::atomic::Ordering::SeqCst) < target {
+            assert!(start.elapsed() < timeout, "the slow sink did not flush");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn graceful_shutdown_under_load_logs_every_decision_it_answered() {
+    let sink = SlowSink::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (answered, _engine) = rt.block_on(async {
+        let e = Engine::builder().sink(sink.clone()).build();
+        e.load_config_json(CONFIG).expect("valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(elvon::http::serve(
+            listener,
+            e.clone(),
+            HttpOptions::default(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // 32 keep-alive clients decide until the server closes their connection.
+        let clients: Vec<_> = (0..32)
+            .map(|c| {
+                let total = total.clone();
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else {
+                        return ids;
+                    };
+                    for i in 0.. {
+                        let (path, body) = if i % 2 == 0 {
+                            (
+                                "/v1/decide".to_owned(),
+                                json!({"slots": ["split", "banner"], "user": format!("c{c}-{i}"), "features": {}})
+                                    .to_string(),
+                            )
+                        } else {
+                            (
+                                "/ofrep/v1/evaluate/flags/split".to_owned(),
+                                json!({"context": {"targetingKey": format!("c{c}-{i}")}}).to_string(),
+                            )
+                        };
+                        let Some((status, v)) = post_on(&mut conn, &path, &body).await else {
+                            break;
+                        };
+                        assert_eq!(status, 200, "{v}");
+                        if let Some(ds) = v["decisions"].as_array() {
+                            ids.extend(ds.iter().map(|d| d["decision_id"].as_str().expect("id").to_owned()));
+                        } else {
+                            ids.push(v["metadata"]["decisionId"].as_str().expect("id").to_owned());
+                        }
+                        total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        while total.load(std::sync::atomic::Ordering::Relaxed) < 3_000 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        stop_tx.send(()).expect("server listens");
+        server.await.expect("server task").expect("clean shutdown");
+        let mut answered = Vec::new();
+        for c in clients {
+            answered.extend(c.await.expect("client"));
+        }
+        (answered, e)
+    });
+    // `serve` returned: the drain and the flush are done; the log must hold every answer
+    // while the engine (and its sink) is still alive, as in a service that keeps it.
+    let logged = sink.written();
+    assert!(answered.len() >= 3_000, "{} answered", answered.len());
+    let missing = answered.iter().filter(|id| !logged.contains(*id)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} decisions answered with 200 are not in the log",
+        answered.len()
+    );
+}
+
+#[test]
+fn payloads_of_every_json_kind_are_the_value_and_the_payload() {
+    runtime().block_on(async {
+        let e = Engine::default();
+        e.load_config_json(
+            r#"{"version": "p", "slots": [
+              {"id": "text", "variants": [{"id": "t", "payload": "blue"}], "default": "t"},
+              {"id": "looks_like_json", "variants": [{"id": "t", "payload": "true"}], "default": "t"},
+              {"id": "empty_text", "variants": [{"id": "t", "payload": ""}], "default": "t"},
+              {"id": "flag", "variants": [{"id": "t", "payload": true}], "default": "t"},
+              {"id": "number", "variants": [{"id": "t", "payload": 1.5}], "default": "t"},
+              {"id": "none", "variants": [{"id": "t"}], "default": "t"}]}"#,
+        )
+        .expect("valid");
+        let app = router(e, HttpOptions::default());
+        for (slot, value, payload) in [
+            ("text", json!("blue"), json!("blue")),
+            ("looks_like_json", json!("true"), json!("true")),
+            ("empty_text", json!(""), json!("")),
+            ("flag", json!(true), json!(true)),
+            ("number", json!(1.5), json!(1.5)),
+            // No payload: OFREP's value is the variant id; the native payload is null.
+            ("none", json!("t"), Value::Null),
+        ] {
+            let (status, _, v) = send(
+                &app,
+                "POST",
+                &format!("/ofrep/v1/evaluate/flags/{slot}"),
+                r#"{"context": {"targetingKey": "u"}}"#,
+                &[],
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(v["value"], value, "{slot}: {v}");
+            let body = json!({"slot": slot, "user": "u", "features": {}}).to_string();
+            let (_, _, v) = send(&app, "POST", "/v1/decide", &body, &[]).await;
+            assert_eq!(v["decisions"][0]["payload"], payload, "{slot}: {v}");
+        }
+    });
+}

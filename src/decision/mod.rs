@@ -146,6 +146,32 @@ impl<H: SnapshotHold> Decision<H> {
         Some(&v.payload)
     }
 
+    /// The chosen variant's payload as the JSON the config gave (a string payload quoted),
+    /// or `None` for an unknown slot or a variant without a payload: what the HTTP service
+    /// and the OpenFeature provider return as the value.
+    ///
+    /// ```
+    /// let e = elvon::Engine::default();
+    /// e.load_config_json(r#"{"version": "1", "slots": [{"id": "s",
+    ///     "variants": [{"id": "a", "payload": "blue"}], "default": "a"}]}"#).expect("valid");
+    /// let d = e.decide("s", "u", &elvon::Features::new());
+    /// assert_eq!(&d.payload().expect("known slot")[..], b"blue");
+    /// assert_eq!(d.payload_json().as_deref(), Some("\"blue\""));
+    /// ```
+    #[must_use]
+    pub fn payload_json(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use crate::snapshot::PayloadKind;
+        let v = self.snap.variant(self.slot, self.outcome.variant)?;
+        let text = std::str::from_utf8(&v.payload).ok()?;
+        match v.payload_kind {
+            PayloadKind::Absent => None,
+            PayloadKind::Json => Some(std::borrow::Cow::Borrowed(text)),
+            PayloadKind::Text => serde_json::to_string(text)
+                .ok()
+                .map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// Why this variant was chosen.
     #[must_use]
     pub fn reason(&self) -> Reason<'_> {

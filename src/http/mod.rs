@@ -17,6 +17,7 @@
 //! | `POST /v1/explain` | `{"slot", "user", "features"}`: the evaluation trace |
 //! | `GET /healthz` | `200` while the process serves |
 //! | `GET /readyz` | `200` once a config is serving, `503` before |
+//! | `GET /metrics` | with [`HttpOptions::prometheus`] (cargo feature `prometheus`): the metrics in the Prometheus text format |
 //!
 //! OFREP mapping: a slot is a flag; its variant's payload is the flag's `value` (the variant id
 //! when it has none); reasons map to `TARGETING_MATCH` (a serve or score rule), `SPLIT`
@@ -30,9 +31,20 @@
 //! route that waits (for the engine's feature source), has a deadline
 //! ([`HttpOptions::timeout`], `503` past it); the others answer without waiting. Bad JSON and wrong types are `400` with a
 //! message naming the field; nothing panics.
+//!
+//! [`serve`] runs the router on a listener and shuts down gracefully: it stops accepting,
+//! drains the requests in flight and flushes the decision sink, so no decision answered with
+//! `200` is missing from the decision log.
 
 mod native;
 mod ofrep;
+#[cfg(feature = "prometheus")]
+mod prometheus;
+mod serve;
+
+#[cfg(feature = "prometheus")]
+pub use prometheus::{Prometheus, PrometheusError};
+pub use serve::{serve, ServeError};
 
 use std::time::Duration;
 
@@ -50,6 +62,10 @@ use crate::engine::Engine;
 pub struct HttpOptions {
     body_limit: usize,
     timeout: Duration,
+    drain_timeout: Duration,
+    flush_timeout: Duration,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<Prometheus>,
 }
 
 impl Default for HttpOptions {
@@ -57,6 +73,10 @@ impl Default for HttpOptions {
         HttpOptions {
             body_limit: 64 * 1024,
             timeout: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(10),
+            flush_timeout: Duration::from_secs(10),
+            #[cfg(feature = "prometheus")]
+            prometheus: None,
         }
     }
 }
@@ -73,6 +93,27 @@ impl HttpOptions {
         self.timeout = timeout;
         self
     }
+
+    /// How long [`serve`] waits, once shutdown begins, for in-flight requests to finish
+    /// (default 10 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long [`serve`] waits for the decision sink to flush after the drain (default 10 s).
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
+
+    /// Serves `GET /metrics`: the process's metrics, elvon's `elvon_*` among them, in the
+    /// Prometheus text format (cargo feature `prometheus`).
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus(mut self, prometheus: Prometheus) -> Self {
+        self.prometheus = Some(prometheus);
+        self
+    }
 }
 
 #[derive(Clone)]
@@ -87,8 +128,19 @@ pub fn router(engine: Engine, options: HttpOptions) -> axum::Router {
         engine,
         timeout: options.timeout,
     };
-    axum::Router::new()
-        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate))
+    let app = axum::Router::new();
+    #[cfg(feature = "prometheus")]
+    let app = match options.prometheus {
+        Some(p) => app.route(
+            "/metrics",
+            get(move || {
+                let p = p.clone();
+                async move { p.response() }
+            }),
+        ),
+        None => app,
+    };
+    app.route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate))
         .route("/ofrep/v1/evaluate/flags", post(ofrep::bulk))
         .route("/v1/decide", post(native::decide))
         .route("/v1/reward", post(native::reward))

@@ -28,7 +28,7 @@ fn decision_json<H: crate::SnapshotHold>(slot: &str, d: &Decision<H>) -> Json_ {
     json!({
         "slot": slot,
         "variant": d.variant(),
-        "payload": d.payload().and_then(|p| serde_json::from_slice::<Json_>(p).ok()),
+        "payload": d.payload_json().and_then(|p| serde_json::from_str::<Json_>(&p).ok()),
         "reason": d.reason().kind().as_str(),
         "propensity": d.propensity(),
         "decision_id": d.id().to_string(),

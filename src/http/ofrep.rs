@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value as Json_};
 
-use crate::{Decision, Features, Reason};
+use crate::{Decision, Features};
 
 /// An OFREP error code with its details.
 type Failure = (&'static str, String);
@@ -48,21 +48,12 @@ fn context(body: &[u8]) -> Result<(String, Features), Failure> {
     Ok((user, features))
 }
 
-fn reason(r: &Reason<'_>) -> &'static str {
-    match r {
-        Reason::Serve(_) | Reason::Score(_) => "TARGETING_MATCH",
-        Reason::Split { .. } | Reason::Rollout { .. } | Reason::Bandit(_) => "SPLIT",
-        Reason::KillSwitch => "DISABLED",
-        _ => "DEFAULT",
-    }
-}
-
 /// The evaluation of one flag, as OFREP's `evaluationSuccess`.
 pub(super) fn success(key: &str, d: &Decision) -> Json_ {
     let variant = d.variant().unwrap_or_default();
     let value = d
-        .payload()
-        .and_then(|p| serde_json::from_slice::<Json_>(p).ok())
+        .payload_json()
+        .and_then(|p| serde_json::from_str::<Json_>(&p).ok())
         .unwrap_or_else(|| Json_::String(variant.to_owned()));
     let r = d.reason();
     let mut metadata = Map::new();
@@ -76,7 +67,7 @@ pub(super) fn success(key: &str, d: &Decision) -> Json_ {
     json!({
         "key": key,
         "value": value,
-        "reason": reason(&r),
+        "reason": r.kind().openfeature_reason(),
         "variant": variant,
         "metadata": metadata,
     })
