@@ -24,6 +24,16 @@ pub trait EventTarget: Send + Sync {
     }
 }
 
+/// A boxed target (a service choosing its target at run time).
+impl<T: EventTarget + ?Sized> EventTarget for Box<T> {
+    fn apply(&self, events: &[crate::features::aggregate::Event]) -> Result<(), ApplyError> {
+        (**self).apply(events)
+    }
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+}
+
 /// Why an [`EventTarget`] did not apply a batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
