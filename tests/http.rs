@@ -104,6 +104,21 @@ fn ofrep_evaluates_a_flag_with_reason_variant_value_and_metadata() {
         let (_, _, v) = eval("split", json!({"targetingKey": "u1"})).await;
         assert_eq!(v["reason"], "SPLIT");
         assert_eq!(v["metadata"]["propensity"], 0.5);
+        // Only a targeting key: the features come from the engine's source (the store
+        // has u-kr in KR), single and bulk.
+        let (_, _, v) = eval("banner", json!({"targetingKey": "u-kr"})).await;
+        assert_eq!(
+            (v["reason"].as_str(), v["variant"].as_str()),
+            (Some("TARGETING_MATCH"), Some("on")),
+            "{v}"
+        );
+        let body = json!({"context": {"targetingKey": "u-kr"}}).to_string();
+        let (_, _, v) = send(&app, "POST", "/ofrep/v1/evaluate/flags", &body, &[]).await;
+        let banner = v["flags"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["key"] == "banner"))
+            .expect("banner in bulk");
+        assert_eq!(banner["variant"], "on", "{v}");
     });
 }
 

@@ -10,7 +10,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /ofrep/v1/evaluate/flags/{key}` | OFREP: one slot (the flag) for `context.targetingKey` (the user) with the other context fields as features |
+//! | `POST /ofrep/v1/evaluate/flags/{key}` | OFREP: one slot (the flag) for `context.targetingKey` (the user) with the other context fields as features; a context with no other fields has its features fetched from the engine's source |
 //! | `POST /ofrep/v1/evaluate/flags` | OFREP bulk: every slot, with an `ETag`; `304` on a matching `If-None-Match` |
 //! | `POST /v1/decide` | `{"slot" \| "slots", "user", "features"?}`; without `features` they are fetched from the engine's source |
 //! | `POST /v1/reward` | `{"decision_id", "reward"}`, or `{"slot", "variant", "reward"}` |
@@ -27,10 +27,12 @@
 //! reward and log the exposure. Errors are the protocol's: `400` with `PARSE_ERROR`,
 //! `INVALID_CONTEXT` or `TARGETING_KEY_MISSING`, `404` with `FLAG_NOT_FOUND`.
 //!
-//! Every body is bounded ([`HttpOptions::body_limit`], `413` beyond). `/v1/decide`, the one
-//! route that waits (for the engine's feature source), has a deadline
-//! ([`HttpOptions::timeout`], `503` past it); the others answer without waiting. Bad JSON and wrong types are `400` with a
-//! message naming the field; nothing panics.
+//! Every body is bounded ([`HttpOptions::body_limit`], `413` beyond). The routes that may
+//! wait for the engine's feature source (decide, and OFREP without context fields) have a
+//! deadline ([`HttpOptions::timeout`]; past it `503` on `/v1/decide`, OFREP's `500` general
+//! error on OFREP); the engine's own fetch deadline normally answers first, with a fallback
+//! decision. Bad JSON and wrong types are `400` with a message naming the field; nothing
+//! panics.
 //!
 //! [`serve`] runs the router on a listener and shuts down gracefully: it stops accepting,
 //! drains the requests in flight and flushes the decision sink, so no decision answered with
@@ -159,12 +161,21 @@ async fn ready(axum::extract::State(s): axum::extract::State<State>) -> Response
     }
 }
 
-/// Runs `f` within the request deadline.
-async fn within<F: std::future::Future<Output = Response>>(timeout: Duration, f: F) -> Response {
+/// Runs `f` within the request deadline; past it, the answer is `late()`.
+async fn within<F: std::future::Future<Output = Response>>(
+    timeout: Duration,
+    f: F,
+    late: fn() -> Response,
+) -> Response {
     match tokio::time::timeout(timeout, f).await {
         Ok(r) => r,
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "request timed out"),
+        Err(_) => late(),
     }
+}
+
+/// The native API's answer past the deadline.
+fn timed_out() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "request timed out")
 }
 
 /// A native-API error: `{"error": message}` with `status`.

@@ -60,17 +60,21 @@ pub(super) async fn decide(
     if slots.is_empty() {
         return super::error(StatusCode::BAD_REQUEST, "give \"slot\" or \"slots\"");
     }
-    super::within(s.timeout, async move {
-        let mut out = Vec::with_capacity(slots.len());
-        for slot in &slots {
-            let d = match &req.features {
-                Some(f) => decision_json(slot, &s.engine.decide(slot, &req.user, f)),
-                None => decision_json(slot, &s.engine.decide_for_async(slot, &req.user).await),
-            };
-            out.push(d);
-        }
-        (StatusCode::OK, Json(json!({"decisions": out}))).into_response()
-    })
+    super::within(
+        s.timeout,
+        async move {
+            let mut out = Vec::with_capacity(slots.len());
+            for slot in &slots {
+                let d = match &req.features {
+                    Some(f) => decision_json(slot, &s.engine.decide(slot, &req.user, f)),
+                    None => decision_json(slot, &s.engine.decide_for_async(slot, &req.user).await),
+                };
+                out.push(d);
+            }
+            (StatusCode::OK, Json(json!({"decisions": out}))).into_response()
+        },
+        super::timed_out,
+    )
     .await
 }
 

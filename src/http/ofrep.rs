@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value as Json_};
 
-use crate::{Decision, Features};
+use crate::{Decision, Features, SnapshotHold};
 
 /// An OFREP error code with its details.
 type Failure = (&'static str, String);
@@ -49,7 +49,7 @@ fn context(body: &[u8]) -> Result<(String, Features), Failure> {
 }
 
 /// The evaluation of one flag, as OFREP's `evaluationSuccess`.
-pub(super) fn success(key: &str, d: &Decision) -> Json_ {
+pub(super) fn success<H: SnapshotHold>(key: &str, d: &Decision<H>) -> Json_ {
     let variant = d.variant().unwrap_or_default();
     let value = d
         .payload_json()
@@ -96,7 +96,6 @@ pub(super) async fn evaluate(
     Path(key): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    // Not under `within`: evaluation here is synchronous, so a deadline could never fire.
     let (user, features) = match request(body, Some(&key)) {
         Ok(c) => c,
         Err(resp) => return *resp,
@@ -108,8 +107,22 @@ pub(super) async fn evaluate(
         );
         return failure(StatusCode::NOT_FOUND, Some(&key), f);
     }
+    // A context with nothing but the targeting key: the features come from the source.
+    if features.is_empty() {
+        let f = async {
+            let d = s.engine.decide_for_async(&key, &user).await;
+            (StatusCode::OK, Json(success(&key, &d))).into_response()
+        };
+        return super::within(s.timeout, f, timed_out).await;
+    }
     let d = s.engine.decide(&key, &user, &features);
     (StatusCode::OK, Json(success(&key, &d))).into_response()
+}
+
+/// OFREP's `generalErrorResponse` for a request past its deadline.
+fn timed_out() -> Response {
+    let body = json!({"errorDetails": "request timed out"});
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
 }
 
 pub(super) async fn bulk(
@@ -121,6 +134,20 @@ pub(super) async fn bulk(
         Ok(c) => c,
         Err(resp) => return *resp,
     };
+    super::within(
+        s.timeout,
+        bulk_answer(&s, &headers, &user, &features),
+        timed_out,
+    )
+    .await
+}
+
+async fn bulk_answer(
+    s: &super::State,
+    headers: &HeaderMap,
+    user: &str,
+    features: &Features,
+) -> Response {
     let snap = s.engine.snapshot();
     let mut flags = Vec::new();
     // The ETag covers what the client caches (key, value, variant, reason), not the
@@ -128,8 +155,12 @@ pub(super) async fn bulk(
     let mut tag = xxhash_rust::xxh3::Xxh3::new();
     tag.update(snap.version().as_bytes());
     for slot in snap.slots() {
-        let d = s.engine.decide(slot, &user, &features);
-        let f = success(slot, &d);
+        // Without context fields, the features come from the source.
+        let f = if features.is_empty() {
+            success(slot, &s.engine.decide_for_async(slot, user).await)
+        } else {
+            success(slot, &s.engine.decide(slot, user, features))
+        };
         for field in ["key", "value", "variant", "reason"] {
             tag.update(f[field].to_string().as_bytes());
             tag.update(&[0]);
