@@ -19,7 +19,7 @@
 //! | `ELVON_THREADS` | runtime worker threads (default: the CPUs this process may run on) |
 //! | `ELVON_CONFIG` | a config file, watched every second (default: the Kafka config topic with `KAFKA_BROKERS`, else the embedded quickstart config) |
 //! | `REDIS_URL` | features from Redis (`decide_for_async`), keys `ELVON_REDIS_PREFIX` (default `elvon:`) + user |
-//! | `KAFKA_BROKERS` | Kafka bootstrap servers, or `mock` for an in-process mock cluster: the decision log goes to `ELVON_DECISION_TOPIC` (default `elvon-decisions`), configs come from `ELVON_CONFIG_TOPIC` (default `elvon-config`, unless `ELVON_CONFIG` is set), behaviour events and rewards (`{"decision_id", "reward"}`) from `ELVON_EVENTS_TOPIC` (default `elvon-events`, bad messages to `ELVON_DEAD_LETTER_TOPIC`, default `elvon-dead-letter`) |
+//! | `KAFKA_BROKERS` | Kafka bootstrap servers, or `mock` for an in-process mock cluster (its config topic holds the quickstart config): the decision log goes to `ELVON_DECISION_TOPIC` (default `elvon-decisions`), configs come from `ELVON_CONFIG_TOPIC` (default `elvon-config`, unless `ELVON_CONFIG` is set), behaviour events and rewards (`{"decision_id", "reward"}`) from `ELVON_EVENTS_TOPIC` (default `elvon-events`, bad messages to `ELVON_DEAD_LETTER_TOPIC`, default `elvon-dead-letter`) |
 //! | `ELVON_DECISION_LOG` | the JSON-lines decision log without Kafka (default `$TMPDIR/elvon-decide-service.jsonl`) |
 //! | `ELVON_DEMO_USERS` | demo users written to the feature store at start (default 1,000 in memory, 0 with Redis) |
 //!
@@ -132,6 +132,9 @@ async fn run(prometheus: Prometheus) -> Result<(), Box<dyn Error>> {
             m.create_topic(&config_topic, 1, 1)?;
             m.create_topic(&events_topic, 2, 1)?;
             m.create_topic(&dead_letter_topic, 1, 1)?;
+            // A demo cluster: its config topic starts with the quickstart config.
+            let topic = elvon::kafka::ConfigTopicOptions::new(m.bootstrap_servers(), &config_topic);
+            elvon::kafka::publish_config(&topic, QUICKSTART, Duration::from_secs(10))?;
             println!(
                 "kafka: in-process mock cluster at {}",
                 m.bootstrap_servers()

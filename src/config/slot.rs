@@ -9,9 +9,7 @@ use super::condition::{compile_cond, Env, Interner, Segments};
 use super::walk::{variant_ref, Ctx, Obj};
 use crate::bucketing::{name_hash, salt_seed, BUCKETS};
 use crate::metrics::SlotMetrics;
-use crate::snapshot::{
-    Action, FeatureKey, PayloadKind, Rule, ScoreArm, Slot, SlotLayer, Unit, Variant,
-};
+use crate::snapshot::{Action, FeatureKey, Rule, ScoreArm, Slot, SlotLayer, Unit, Variant};
 
 /// Read-only context shared by all slots of a config.
 pub(crate) struct Shared<'a> {
@@ -113,18 +111,21 @@ fn variants(ctx: &mut Ctx, items: &[Value]) -> Option<Vec<Variant>> {
                 c.field("id", |c| c.error(format!("duplicate variant id {id:?}")));
                 return None;
             }
-            let (payload, payload_kind) = match obj.get("payload") {
-                None | Some(Value::Null) => (Bytes::new(), PayloadKind::Absent),
-                Some(Value::String(s)) => (Bytes::from(s.clone().into_bytes()), PayloadKind::Text),
-                Some(other) => (
-                    Bytes::from(other.to_string().into_bytes()),
-                    PayloadKind::Json,
+            let (payload, payload_json) = match obj.get("payload") {
+                None | Some(Value::Null) => (Bytes::new(), None),
+                Some(v @ Value::String(s)) => (
+                    Bytes::from(s.clone().into_bytes()),
+                    Some(v.to_string().into()),
                 ),
+                Some(other) => {
+                    let json = other.to_string();
+                    (Bytes::from(json.clone().into_bytes()), Some(json.into()))
+                }
             };
             Some(Variant {
                 id: id.into(),
                 payload,
-                payload_kind,
+                payload_json,
             })
         });
         match r {

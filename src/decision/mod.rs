@@ -156,20 +156,12 @@ impl<H: SnapshotHold> Decision<H> {
     ///     "variants": [{"id": "a", "payload": "blue"}], "default": "a"}]}"#).expect("valid");
     /// let d = e.decide("s", "u", &elvon::Features::new());
     /// assert_eq!(&d.payload().expect("known slot")[..], b"blue");
-    /// assert_eq!(d.payload_json().as_deref(), Some("\"blue\""));
+    /// assert_eq!(d.payload_json(), Some("\"blue\""));
     /// ```
     #[must_use]
-    pub fn payload_json(&self) -> Option<std::borrow::Cow<'_, str>> {
-        use crate::snapshot::PayloadKind;
+    pub fn payload_json(&self) -> Option<&str> {
         let v = self.snap.variant(self.slot, self.outcome.variant)?;
-        let text = std::str::from_utf8(&v.payload).ok()?;
-        match v.payload_kind {
-            PayloadKind::Absent => None,
-            PayloadKind::Json => Some(std::borrow::Cow::Borrowed(text)),
-            PayloadKind::Text => serde_json::to_string(text)
-                .ok()
-                .map(std::borrow::Cow::Owned),
-        }
+        v.payload_json.as_deref()
     }
 
     /// Why this variant was chosen.

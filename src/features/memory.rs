@@ -253,6 +253,51 @@ impl MemoryStore {
         out
     }
 
+    /// `read(..).select(names)` without copying what is not asked for: only the named
+    /// features are read, and a windowed aggregate's buckets are looked up through one
+    /// reused key buffer.
+    fn read_names(
+        &self,
+        aggregates: &Aggregates,
+        user: &str,
+        names: &[Box<str>],
+        now_ms: u64,
+    ) -> Features {
+        use std::fmt::Write as _;
+        let stored = self.map.get(user);
+        let stored = stored.as_ref().map(|r| r.value());
+        let mut out = Features::with_capacity(names.len());
+        let mut key = String::new();
+        for name in names {
+            if name.contains('|') {
+                continue;
+            }
+            let def = aggregates
+                .defs()
+                .iter()
+                .find(|d| *d.feature == **name && !matches!(d.kind, AggregateKind::Last { .. }));
+            let Some(d) = def else {
+                if let Some(v) = stored.and_then(|s| s.get(name)) {
+                    out.insert(Text::Owned(name.to_string()), v.clone());
+                }
+                continue;
+            };
+            let total = match (d.window, stored) {
+                (_, None) => 0.0,
+                (Some(w), Some(s)) => (w.first_live(now_ms)..=w.bucket(now_ms))
+                    .filter_map(|b| {
+                        key.clear();
+                        let _ = write!(key, "{}|{b}", d.feature);
+                        s.get(&key)?.as_f64()
+                    })
+                    .sum(),
+                (None, Some(s)) => s.get(&d.feature).and_then(Value::as_f64).unwrap_or(0.0),
+            };
+            out.insert(Text::Owned(name.to_string()), d.kind.total_value(total));
+        }
+        out
+    }
+
     /// Replaces all features of `user`.
     pub fn set(&self, user: &str, features: Features) {
         self.map.insert(user.into(), features);
@@ -299,8 +344,7 @@ impl MemoryStore {
 impl FeatureSource for MemoryStore {
     fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> FetchFuture<'a> {
         if let Some(aggs) = &self.aggregates {
-            let all = self.read(aggs, request.user, self.now_ms());
-            let out = all.select(request.names.iter().map(|n| &**n));
+            let out = self.read_names(aggs, request.user, request.names, self.now_ms());
             return Box::pin(std::future::ready(Ok(out)));
         }
         let out = match self.map.get(request.user) {
@@ -308,5 +352,76 @@ impl FeatureSource for MemoryStore {
             None => Features::new(),
         };
         Box::pin(std::future::ready(Ok(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::features::aggregate::Aggregate;
+
+    /// The fetch path reads only the asked-for names; it must answer exactly what the full
+    /// `read` followed by `select` answers.
+    #[test]
+    fn reading_named_features_matches_a_full_read_then_select() {
+        let day = Duration::from_secs(86_400);
+        let aggs = Aggregates::new(vec![
+            Aggregate::count("views_7d", "view").window(day, 7),
+            Aggregate::count("views_all", "view"),
+            Aggregate::sum("spend_3d", "buy", "amount").window(day, 3),
+            Aggregate::last("last_cat", "view", "cat"),
+        ])
+        .expect("valid");
+        let store = MemoryStore::new();
+        let t0 = 1_800_000_000_000u64;
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        for i in 0..400u64 {
+            let user = format!("u{}", next(5));
+            let at = t0 + next(10) * 86_400_000 + next(86_400_000);
+            let e = if next(3) == 0 {
+                Event::new(format!("e{i}"), &user, "buy", at).with("amount", next(100) as f64)
+            } else {
+                Event::new(format!("e{i}"), &user, "view", at)
+                    .with("cat", ["a", "b"][next(2) as usize])
+            };
+            store.apply(&aggs, &e, at).expect("applied");
+        }
+        store.set(
+            "plain",
+            Features::new()
+                .with("country", "KR")
+                .with("views_7d|3", 9i64),
+        );
+        let names: Vec<Box<str>> = [
+            "views_7d",
+            "views_all",
+            "spend_3d",
+            "last_cat",
+            "country",
+            "absent",
+            "views_7d|20000",
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+        for user in ["u0", "u1", "u2", "u3", "u4", "plain", "nobody"] {
+            for day in 0..14 {
+                let now = t0 + day * 86_400_000 + 3_600_000;
+                for take in 1..=names.len() {
+                    let asked = &names[names.len() - take..];
+                    let want = store
+                        .read(&aggs, user, now)
+                        .select(asked.iter().map(|n| &**n));
+                    let got = store.read_names(&aggs, user, asked, now);
+                    assert_eq!(got, want, "{user} at day {day}, names {asked:?}");
+                }
+            }
+        }
     }
 }

@@ -3,7 +3,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::Serialize;
 
 /// Text held by a feature: borrowed for `&'static str` literals, owned otherwise.
 pub type Text = Cow<'static, str>;
@@ -29,7 +30,7 @@ pub type Text = Cow<'static, str>;
 /// assert_eq!(f.get("country").and_then(Value::as_str), Some("KR"));
 /// assert!(Value::try_from(u64::MAX).is_err());
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 #[non_exhaustive]
 pub enum Value {
@@ -195,5 +196,98 @@ impl From<&[&str]> for Value {
 impl From<Vec<String>> for Value {
     fn from(v: Vec<String>) -> Self {
         Value::List(v.into_iter().map(Cow::Owned).collect())
+    }
+}
+
+/// Read straight from the format's own types (an `untagged` derive would buffer the value
+/// and build an error message for every variant it tries first): booleans, integers (an
+/// unsigned one beyond `i64` becomes a float), floats, strings and lists of strings.
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a feature value (a boolean, a number, a string or a list of strings)")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::Str(Cow::Owned(v)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(s) = seq.next_element::<String>()? {
+            items.push(Cow::Owned(s));
+        }
+        Ok(Value::List(items))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Value;
+
+    fn parse(json: &str) -> Result<Value, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn values_read_from_json_by_kind() {
+        assert_eq!(parse("true"), Ok(Value::Bool(true)));
+        assert_eq!(parse("-12"), Ok(Value::Int(-12)));
+        assert_eq!(parse("9223372036854775807"), Ok(Value::Int(i64::MAX)));
+        assert_eq!(
+            parse("18446744073709551615"),
+            Ok(Value::Float(18_446_744_073_709_551_615.0))
+        );
+        assert_eq!(parse("2.0"), Ok(Value::Float(2.0)));
+        assert_eq!(parse("0.25"), Ok(Value::Float(0.25)));
+        assert_eq!(parse(r#""KR""#), Ok(Value::from("KR")));
+        assert_eq!(parse(r#"["a", "b"]"#), Ok(Value::from(vec!["a", "b"])));
+        assert_eq!(parse("[]"), Ok(Value::List(vec![])));
+        for bad in ["null", r#"{"a": 1}"#, "[1]", r#"["a", null]"#] {
+            let e = parse(bad).expect_err(bad);
+            assert!(
+                e.contains("feature value") || e.contains("a string"),
+                "{bad}: {e}"
+            );
+        }
+        for v in [
+            Value::Bool(false),
+            Value::Int(7),
+            Value::Float(-1.5),
+            Value::from("x"),
+            Value::from(vec!["p", "q"]),
+        ] {
+            let text = serde_json::to_string(&v).expect("serializes");
+            assert_eq!(parse(&text), Ok(v), "{text}");
+        }
     }
 }

@@ -6,8 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value as Json_};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::{Decision, DecisionId, Features};
 
@@ -24,18 +25,47 @@ fn parse<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn decision_json<H: crate::SnapshotHold>(slot: &str, d: &Decision<H>) -> Json_ {
-    json!({
-        "slot": slot,
-        "variant": d.variant(),
-        "payload": d.payload_json().and_then(|p| serde_json::from_str::<Json_>(&p).ok()),
-        "reason": d.reason().kind().as_str(),
-        "propensity": d.propensity(),
-        "decision_id": d.id().to_string(),
-        "config_version": d.config_version(),
-        "model_version": d.model_version(),
-        "features": d.feature_status().as_str(),
-    })
+/// One decision as the native API answers it (serialized straight from the decision).
+#[derive(Serialize)]
+struct DecisionOut<'a> {
+    slot: &'a str,
+    variant: Option<&'a str>,
+    payload: Option<&'a RawValue>,
+    reason: &'static str,
+    propensity: f64,
+    decision_id: DecisionId,
+    config_version: &'a str,
+    model_version: Option<u64>,
+    features: &'static str,
+}
+
+fn decision_out<'a, H: crate::SnapshotHold>(slot: &'a str, d: &'a Decision<H>) -> DecisionOut<'a> {
+    DecisionOut {
+        slot,
+        variant: d.variant(),
+        // The config's payload is JSON by construction; this borrows it.
+        payload: d.payload_json().and_then(|p| serde_json::from_str(p).ok()),
+        reason: d.reason().kind().as_str(),
+        propensity: d.propensity(),
+        decision_id: d.id(),
+        config_version: d.config_version(),
+        model_version: d.model_version(),
+        features: d.feature_status().as_str(),
+    }
+}
+
+/// `{"decisions": [...]}`.
+fn decisions_response(slots: &[String], decisions: &[crate::OwnedDecision]) -> Response {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        decisions: Vec<DecisionOut<'a>>,
+    }
+    let decisions = slots
+        .iter()
+        .zip(decisions)
+        .map(|(s, d)| decision_out(s, d))
+        .collect();
+    (StatusCode::OK, Json(Out { decisions })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -60,18 +90,22 @@ pub(super) async fn decide(
     if slots.is_empty() {
         return super::error(StatusCode::BAD_REQUEST, "give \"slot\" or \"slots\"");
     }
+    // With the features given nothing waits, so there is no deadline to keep.
+    if let Some(f) = &req.features {
+        let out: Vec<_> = slots
+            .iter()
+            .map(|slot| s.engine.decide(slot, &req.user, f).into_owned())
+            .collect();
+        return decisions_response(&slots, &out);
+    }
     super::within(
         s.timeout,
         async move {
             let mut out = Vec::with_capacity(slots.len());
             for slot in &slots {
-                let d = match &req.features {
-                    Some(f) => decision_json(slot, &s.engine.decide(slot, &req.user, f)),
-                    None => decision_json(slot, &s.engine.decide_for_async(slot, &req.user).await),
-                };
-                out.push(d);
+                out.push(s.engine.decide_for_async(slot, &req.user).await);
             }
-            (StatusCode::OK, Json(json!({"decisions": out}))).into_response()
+            decisions_response(&slots, &out)
         },
         super::timed_out,
     )
@@ -130,6 +164,6 @@ pub(super) async fn explain(
         Err(resp) => return *resp,
     };
     let x = s.engine.explain(&req.slot, &req.user, &req.features);
-    let body = json!({"decision": decision_json(&req.slot, &x.decision), "steps": x.steps});
+    let body = json!({"decision": decision_out(&req.slot, &x.decision), "steps": x.steps});
     (StatusCode::OK, Json(body)).into_response()
 }

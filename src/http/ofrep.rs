@@ -6,18 +6,20 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value as Json_};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value as Json_};
 
-use crate::{Decision, Features, SnapshotHold};
+use crate::{Decision, DecisionId, Features, SnapshotHold};
 
 /// An OFREP error code with its details.
 type Failure = (&'static str, String);
 
 /// The user and features of an OFREP request body.
 fn context(body: &[u8]) -> Result<(String, Features), Failure> {
-    let v: Json_ = serde_json::from_slice(body)
+    let mut v: Json_ = serde_json::from_slice(body)
         .map_err(|e| ("PARSE_ERROR", format!("the body is not JSON: {e}")))?;
-    let ctx = match v.get("context") {
+    let ctx = match v.get_mut("context").map(Json_::take) {
         Some(Json_::Object(c)) => c,
         Some(_) => return Err(("INVALID_CONTEXT", "\"context\" is not an object".into())),
         None => return Err(("INVALID_CONTEXT", "missing \"context\"".into())),
@@ -36,41 +38,90 @@ fn context(body: &[u8]) -> Result<(String, Features), Failure> {
         }
     };
     let mut features = Features::with_capacity(ctx.len().saturating_sub(1));
-    for (name, value) in ctx.iter().filter(|(k, _)| *k != "targetingKey") {
-        let v: crate::Value = serde_json::from_value(value.clone()).map_err(|e| {
+    for (name, value) in ctx.into_iter().filter(|(k, _)| k != "targetingKey") {
+        let v: crate::Value = serde_json::from_value(value).map_err(|e| {
             (
                 "INVALID_CONTEXT",
                 format!("context field {name:?} is not a feature value: {e}"),
             )
         })?;
-        features.insert(name.clone(), v);
+        features.insert(name, v);
     }
     Ok((user, features))
 }
 
-/// The evaluation of one flag, as OFREP's `evaluationSuccess`.
-pub(super) fn success<H: SnapshotHold>(key: &str, d: &Decision<H>) -> Json_ {
+/// The evaluation of one flag, as OFREP's `evaluationSuccess` (serialized straight from the
+/// decision).
+#[derive(Serialize)]
+pub(super) struct Evaluation<'a> {
+    key: &'a str,
+    value: FlagValue<'a>,
+    reason: &'static str,
+    variant: &'a str,
+    metadata: Metadata<'a>,
+}
+
+/// The payload, or the variant id for a variant without one.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FlagValue<'a> {
+    Payload(&'a RawValue),
+    VariantId(&'a str),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata<'a> {
+    decision_id: DecisionId,
+    propensity: f64,
+    config_version: &'a str,
+    elvon_reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_version: Option<u64>,
+}
+
+pub(super) fn success<'a, H: SnapshotHold>(key: &'a str, d: &'a Decision<H>) -> Evaluation<'a> {
     let variant = d.variant().unwrap_or_default();
-    let value = d
-        .payload_json()
-        .and_then(|p| serde_json::from_str::<Json_>(&p).ok())
-        .unwrap_or_else(|| Json_::String(variant.to_owned()));
-    let r = d.reason();
-    let mut metadata = Map::new();
-    metadata.insert("decisionId".into(), d.id().to_string().into());
-    metadata.insert("propensity".into(), json!(d.propensity()));
-    metadata.insert("configVersion".into(), d.config_version().into());
-    metadata.insert("elvonReason".into(), r.kind().as_str().into());
-    if let Some(v) = d.model_version() {
-        metadata.insert("modelVersion".into(), json!(v));
+    // The config's payload is JSON by construction; this borrows it.
+    let value = match d.payload_json().and_then(|p| serde_json::from_str(p).ok()) {
+        Some(raw) => FlagValue::Payload(raw),
+        None => FlagValue::VariantId(variant),
+    };
+    let kind = d.reason().kind();
+    Evaluation {
+        key,
+        value,
+        reason: kind.openfeature_reason(),
+        variant,
+        metadata: Metadata {
+            decision_id: d.id(),
+            propensity: d.propensity(),
+            config_version: d.config_version(),
+            elvon_reason: kind.as_str(),
+            model_version: d.model_version(),
+        },
     }
-    json!({
-        "key": key,
-        "value": value,
-        "reason": r.kind().openfeature_reason(),
-        "variant": variant,
-        "metadata": metadata,
-    })
+}
+
+impl Evaluation<'_> {
+    /// Feeds what a client caches (key, value, variant, reason) to the bulk ETag.
+    fn tag(&self, h: &mut xxhash_rust::xxh3::Xxh3) {
+        let value = match &self.value {
+            FlagValue::Payload(raw) => raw.get(),
+            FlagValue::VariantId(id) => id,
+        };
+        let kind = [u8::from(matches!(self.value, FlagValue::Payload(_)))];
+        for part in [
+            self.key.as_bytes(),
+            &kind,
+            value.as_bytes(),
+            self.variant.as_bytes(),
+            self.reason.as_bytes(),
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
 }
 
 fn failure(status: StatusCode, key: Option<&str>, (code, details): Failure) -> Response {
@@ -154,17 +205,18 @@ async fn bulk_answer(
     // per-decision metadata, so the same answers give the same tag.
     let mut tag = xxhash_rust::xxh3::Xxh3::new();
     tag.update(snap.version().as_bytes());
+    let mut decisions = Vec::new();
     for slot in snap.slots() {
         // Without context fields, the features come from the source.
-        let f = if features.is_empty() {
-            success(slot, &s.engine.decide_for_async(slot, user).await)
+        decisions.push(if features.is_empty() {
+            s.engine.decide_for_async(slot, user).await
         } else {
-            success(slot, &s.engine.decide(slot, user, features))
-        };
-        for field in ["key", "value", "variant", "reason"] {
-            tag.update(f[field].to_string().as_bytes());
-            tag.update(&[0]);
-        }
+            s.engine.decide(slot, user, features).into_owned()
+        });
+    }
+    for (slot, d) in snap.slots().zip(&decisions) {
+        let f = success(slot, d);
+        f.tag(&mut tag);
         flags.push(f);
     }
     let etag = format!("\"{:016x}\"", tag.digest());

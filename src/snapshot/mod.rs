@@ -119,20 +119,8 @@ impl Snapshot {
 pub(crate) struct Variant {
     pub(crate) id: Box<str>,
     pub(crate) payload: Bytes,
-    /// What the config's `payload` was: none, a JSON string (`payload` holds its text) or
-    /// another JSON value (`payload` holds its compact JSON).
-    pub(crate) payload_kind: PayloadKind,
-}
-
-/// The JSON kind of a variant's payload in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PayloadKind {
-    /// No `payload` (or `null`).
-    Absent,
-    /// A JSON string: the payload bytes are its text.
-    Text,
-    /// Any other JSON value: the payload bytes are its compact JSON.
-    Json,
+    /// The config's `payload` as compact JSON (a string payload quoted), `None` without one.
+    pub(crate) payload_json: Option<Box<str>>,
 }
 
 #[derive(Debug)]
