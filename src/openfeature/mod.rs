@@ -208,7 +208,7 @@ fn details<H: SnapshotHold, T>(
     typed: impl FnOnce(Option<&str>, &str) -> Result<T, EvaluationError>,
 ) -> EvaluationResult<ResolutionDetails<T>> {
     let variant = d.variant().unwrap_or_default();
-    let value = typed(d.payload_json().as_deref(), variant).map_err(|mut e| {
+    let value = typed(d.payload_json(), variant).map_err(|mut e| {
         let m = e.message.take().unwrap_or_default();
         e.message = Some(format!("flag {key:?}, variant {variant:?}: {m}"));
         e
