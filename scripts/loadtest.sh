@@ -15,10 +15,13 @@
 #   memory-pinned POST /v1/decide at saturation, in-memory features, JSON-lines log; the
 #                 service pinned to CPU 0 with one worker thread, oha pinned to CPU 1.
 #   ofrep-pinned  the same for POST /ofrep/v1/evaluate/flags/{key}.
+#   floor         GET /healthz, pinned the same way: what HTTP/1.1 over loopback costs on
+#                 this machine before elvon does anything (the ceiling of the two above).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-20s}"
 CONNECTIONS="${CONNECTIONS:-8 16 32}"
+SCENARIOS="${SCENARIOS:-redis pinned}"   # redis: redis-10k; pinned: floor, memory-pinned, ofrep-pinned
 USERS=10000
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -105,6 +108,7 @@ PY
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 echo "oha $(oha --version | awk '{print $2}'), duration $DURATION per run, $USERS users"
 
+if [[ " $SCENARIOS " == *" redis "* ]]; then
 step "scenario redis-10k"
 RPORT="$(free_port)"
 redis-server --port "$RPORT" --save '' --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
@@ -114,11 +118,17 @@ for _ in $(seq 1 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; s
 start_service "$WORK/redis-service.log" - REDIS_URL="redis://127.0.0.1:$RPORT/" \
   KAFKA_BROKERS=mock ELVON_DEMO_USERS="$USERS"
 run redis-10k - /v1/decide "$WORK/decide.lines" -q 10000 --latency-correction -c 64
-curl -s "http://$ADDR/metrics" | grep -E '^elvon_(fallbacks_total|sink_records_total).* [1-9]' | sed 's/^/  /' || true
+curl -s "http://$ADDR/metrics" | grep -E '^elvon_(fallbacks_total|sink_records_total|feature_fetch_seconds_count).* [1-9]' | sed 's/^/  /' || true
 stop_service
+fi
 
-step "scenario memory-pinned / ofrep-pinned"
+if [[ " $SCENARIOS " == *" pinned "* ]]; then
+step "scenarios floor / memory-pinned / ofrep-pinned"
 start_service "$WORK/memory-service.log" 0 ELVON_THREADS=1 ELVON_DECISION_LOG="$WORK/decisions.jsonl"
+printf '\n' >"$WORK/empty.lines"
+for c in $CONNECTIONS; do
+  run floor 1 /healthz "$WORK/empty.lines" -c "$c" -m GET
+done
 for c in $CONNECTIONS; do
   run memory-pinned 1 /v1/decide "$WORK/decide.lines" -c "$c"
 done
@@ -127,3 +137,4 @@ for c in $CONNECTIONS; do
 done
 curl -s "http://$ADDR/metrics" | grep -E '^elvon_sink_records_total.* [1-9]' | sed 's/^/  /' || true
 stop_service
+fi
