@@ -9,9 +9,10 @@
 #   DURATION=60s scripts/loadtest.sh    # longer runs
 #
 # Scenarios (see BENCHMARKS.md for the budgets and the figures):
-#   redis-10k     POST /v1/decide at a fixed 10,000 requests/s (open loop, latency
-#                 corrected), features fetched from redis-server (no cache), decision log to
-#                 Kafka (the in-process mock cluster).
+#   redis-RATE    POST /v1/decide at a fixed rate (RATES, default 10,000 then 5,000
+#                 requests/s; open loop, latency corrected), features fetched from
+#                 redis-server (no cache), decision log to Kafka (the in-process mock
+#                 cluster). Generator, service and redis-server share the machine's CPUs.
 #   memory-pinned POST /v1/decide at saturation, in-memory features, JSON-lines log; the
 #                 service pinned to CPU 0 with one worker thread, oha pinned to CPU 1.
 #   ofrep-pinned  the same for POST /ofrep/v1/evaluate/flags/{key}.
@@ -21,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-20s}"
 CONNECTIONS="${CONNECTIONS:-8 16 32}"
+RATES="${RATES:-10000 5000}"           # open-loop rates of the redis scenario
 SCENARIOS="${SCENARIOS:-redis pinned}"   # redis: redis-10k; pinned: floor, memory-pinned, ofrep-pinned
 USERS=10000
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -80,15 +82,15 @@ stop_service() {
   kill -TERM "$SERVICE"; wait "$SERVICE" || { echo "error: the service exited with $?" >&2; exit 1; }
 }
 
-# run <name> <oha cpu|-> <path> <bodies> [oha args]: one oha run, one result line.
+# run <name> <oha cpu|-> <method> <path> <bodies> [oha args]: one oha run, one result line.
 run() {
-  local name="$1" cpu="$2" path="$3" bodies="$4"; shift 4
+  local name="$1" cpu="$2" method="$3" path="$4" bodies="$5"; shift 5
   local out="$WORK/$name.json"
   local pin=(); [ "$cpu" = "-" ] || pin=(taskset -c "$cpu")
   # A short warm-up (connections, caches), not counted.
-  "${pin[@]}" oha --no-tui -z 2s -c 8 -m POST -T application/json -Z "$bodies" \
+  "${pin[@]}" oha --no-tui -z 2s -c 8 -m "$method" -T application/json -Z "$bodies" \
     "http://$ADDR$path" >/dev/null
-  "${pin[@]}" oha --no-tui --output-format json -z "$DURATION" -m POST -T application/json \
+  "${pin[@]}" oha --no-tui --output-format json -z "$DURATION" -w -m "$method" -T application/json \
     -Z "$bodies" "$@" "http://$ADDR$path" >"$out"
   python3 - "$name" "$out" "$*" <<'PY'
 import json, sys
@@ -109,7 +111,7 @@ echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 echo "oha $(oha --version | awk '{print $2}'), duration $DURATION per run, $USERS users"
 
 if [[ " $SCENARIOS " == *" redis "* ]]; then
-step "scenario redis-10k"
+step "scenario redis (open loop)"
 RPORT="$(free_port)"
 redis-server --port "$RPORT" --save '' --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
 PIDS+=("$!")
@@ -117,7 +119,9 @@ for _ in $(seq 1 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; s
 # The mock cluster's config topic holds the quickstart config.
 start_service "$WORK/redis-service.log" - REDIS_URL="redis://127.0.0.1:$RPORT/" \
   KAFKA_BROKERS=mock ELVON_DEMO_USERS="$USERS"
-run redis-10k - /v1/decide "$WORK/decide.lines" -q 10000 --latency-correction -c 64
+for rate in $RATES; do
+  run "redis-$rate" - POST /v1/decide "$WORK/decide.lines" -q "$rate" --latency-correction -c 64
+done
 curl -s "http://$ADDR/metrics" | grep -E '^elvon_(fallbacks_total|sink_records_total|feature_fetch_seconds_count).* [1-9]' | sed 's/^/  /' || true
 stop_service
 fi
@@ -127,13 +131,13 @@ step "scenarios floor / memory-pinned / ofrep-pinned"
 start_service "$WORK/memory-service.log" 0 ELVON_THREADS=1 ELVON_DECISION_LOG="$WORK/decisions.jsonl"
 printf '\n' >"$WORK/empty.lines"
 for c in $CONNECTIONS; do
-  run floor 1 /healthz "$WORK/empty.lines" -c "$c" -m GET
+  run floor 1 GET /healthz "$WORK/empty.lines" -c "$c"
 done
 for c in $CONNECTIONS; do
-  run memory-pinned 1 /v1/decide "$WORK/decide.lines" -c "$c"
+  run memory-pinned 1 POST /v1/decide "$WORK/decide.lines" -c "$c"
 done
 for c in $CONNECTIONS; do
-  run ofrep-pinned 1 /ofrep/v1/evaluate/flags/banner "$WORK/ofrep.lines" -c "$c"
+  run ofrep-pinned 1 POST /ofrep/v1/evaluate/flags/banner "$WORK/ofrep.lines" -c "$c"
 done
 curl -s "http://$ADDR/metrics" | grep -E '^elvon_sink_records_total.* [1-9]' | sed 's/^/  /' || true
 stop_service

@@ -29,6 +29,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Behind HTTP (feature `http`), `elvon::http::serve` does this for you: on its shutdown
+//! signal it stops accepting, lets the requests in flight finish, then flushes, so every
+//! decision answered with `200` is in the log when it returns. `examples/decide_service` shows
+//! the whole service, wired to SIGTERM.
+//!
 //! ## Background threads
 //!
 //! [`Engine::spawn_learner`](crate::Engine::spawn_learner) (model refresh and reward expiry),
@@ -37,7 +42,8 @@
 //! when their handle is dropped. Besides these, elvon starts only the JSON-lines and Kafka
 //! sinks' writer threads, one snapshot reclaimer per process, and, for a Redis source
 //! without a runtime of the caller's, a one-worker Tokio runtime (librdkafka runs threads of
-//! its own).
+//! its own); with feature `prometheus`, `http::Prometheus::install` starts one upkeep thread
+//! that folds histogram samples in every 5 s.
 //!
 //! ## Metrics and benchmarks
 //!

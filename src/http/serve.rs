@@ -40,6 +40,7 @@ pub enum ServeError {
 /// let stop = async { let _ = tokio::signal::ctrl_c().await; };
 /// elvon::http::serve(listener, engine, elvon::http::HttpOptions::default(), stop).await?;
 /// # Ok(()) }
+/// # let _ = run;
 /// ```
 ///
 /// # Errors

@@ -2,7 +2,7 @@
 //! `openfeature`), for services that evaluate flags through the OpenFeature Rust SDK.
 //!
 //! ```
-//! # async fn run() {
+//! # tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(async {
 //! use open_feature::{EvaluationContext, OpenFeature};
 //!
 //! let engine = elvon::Engine::default();
@@ -17,9 +17,12 @@
 //! let shown = client.get_bool_details("banner", Some(&ctx), None).await.expect("a bool");
 //! assert!(shown.value);
 //! // The reward for what was shown, by the decision id the evaluation carried:
-//! let id = shown.flag_metadata.values.get("decisionId").cloned();
-//! # let _ = id;
-//! # }
+//! let Some(open_feature::FlagMetadataValue::String(id)) = shown.flag_metadata.values.get("decisionId")
+//! else { panic!("every evaluation has a decision id") };
+//! let details = elvon::openfeature::TrackingEventDetails::for_decision(id.as_str()).value(1.0);
+//! let outcome = provider.track("click", &ctx, &details).expect("a decision id");
+//! assert_eq!(outcome, elvon::RewardOutcome::Unknown); // `banner` is not a bandit slot
+//! # });
 //! ```
 //!
 //! # Mapping
