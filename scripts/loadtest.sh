@@ -2,7 +2,9 @@
 # Load test of the decide service (examples/decide_service) with oha, an HTTP load generator
 # from crates.io (installed here if missing). Starts everything itself: a redis-server, the
 # service (release build), the generator. Prints one line per run (throughput, p50/p99/p99.9
-# latency, errors) and the machine. Not part of scripts/test.sh: it takes a few minutes and
+# latency, the service's CPU time per request, errors) and the machine. The CPU time per
+# request is the steadier figure on a shared machine: throughput and tails swing with the
+# neighbours, the work per request much less. Not part of scripts/test.sh: it takes a few minutes and
 # wants a quiet machine with at least 2 cores.
 #
 #   scripts/loadtest.sh                 # all three scenarios
@@ -78,6 +80,9 @@ start_service() {
   cat "$log" >&2; echo "error: the service did not get ready" >&2; exit 1
 }
 
+# CPU time the service has used (user + system, clock ticks, all its threads).
+service_cpu() { awk '{print $14 + $15}' "/proc/$SERVICE/stat"; }
+
 stop_service() {
   kill -TERM "$SERVICE"; wait "$SERVICE" || { echo "error: the service exited with $?" >&2; exit 1; }
 }
@@ -90,20 +95,24 @@ run() {
   # A short warm-up (connections, caches), not counted.
   "${pin[@]}" oha --no-tui -z 2s -c 8 -m "$method" -T application/json -Z "$bodies" \
     "http://$ADDR$path" >/dev/null
+  local cpu0 cpu1; cpu0="$(service_cpu)"
   "${pin[@]}" oha --no-tui --output-format json -z "$DURATION" -w -m "$method" -T application/json \
     -Z "$bodies" "$@" "http://$ADDR$path" >"$out"
-  python3 - "$name" "$out" "$*" <<'PY'
+  cpu1="$(service_cpu)"
+  python3 - "$name" "$out" "$*" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 name, path, args = sys.argv[1], sys.argv[2], sys.argv[3]
+ticks, hz = int(sys.argv[4]), int(sys.argv[5])
 r = json.load(open(path))
 s, p = r["summary"], r["latencyPercentiles"]
 codes = r.get("statusCodeDistribution", {})
 ok = codes.get("200", 0)
 bad = sum(v for k, v in codes.items() if k != "200") + sum(r.get("errorDistribution", {}).values())
 ms = lambda v: f"{v * 1000:.3f}"
+cpu_us = ticks / hz / max(ok + bad, 1) * 1e6
 print(f"{name:14} {args:28} {s['requestsPerSec']:>9.0f} req/s  p50 {ms(p['p50'])} ms  "
       f"p99 {ms(p['p99'])} ms  p99.9 {ms(p['p99.9'])} ms  max {ms(s['slowest'])} ms  "
-      f"200: {ok}  other: {bad}")
+      f"service CPU {cpu_us:.1f} µs/req  200: {ok}  other: {bad}")
 PY
 }
 

@@ -604,3 +604,66 @@ fn payloads_of_every_json_kind_are_the_value_and_the_payload() {
         }
     });
 }
+
+/// `GET`/`POST` `uri`; the status and the body as text.
+#[cfg(feature = "prometheus")]
+async fn get_text(app: &axum::Router, uri: &str, method: &str, body: &str) -> (StatusCode, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(feature = "prometheus")]
+#[test]
+fn metrics_endpoint_exposes_elvon_counters_in_the_prometheus_format() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let prom = elvon::http::Prometheus::install().expect("first install");
+        // Installing again hands back the same recorder rather than failing.
+        let again = elvon::http::Prometheus::install().expect("second install");
+        let e = Engine::default();
+        e.load_config_json(
+            r#"{"version": "m1", "slots": [{"id": "metered", "variants": [{"id": "a"}, {"id": "b"}],
+               "default": "a", "rules": [{"when": {"feature": "vip", "op": "eq", "value": true}, "serve": "b"}]}]}"#,
+        )
+        .expect("valid");
+        let app = router(e.clone(), HttpOptions::default().prometheus(prom));
+        for i in 0..7 {
+            let body = format!(r#"{{"context": {{"targetingKey": "u{i}", "vip": {}}}}}"#, i < 3);
+            let (status, _) = get_text(&app, "/ofrep/v1/evaluate/flags/metered", "POST", &body).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let _ = e.decide("metered", "x", &Features::new());
+        let (status, text) = get_text(&app, "/metrics", "GET", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(r#"elvon_decisions_total{slot="metered""#) && l.contains(needle)
+                })
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+        };
+        assert_eq!(line(r#"reason="rule""#).as_deref(), Some("3"), "{text}");
+        assert_eq!(line(r#"reason="default""#).as_deref(), Some("4"), "{text}");
+        // The decision without the feature the rule reads is a fallback.
+        assert_eq!(line(r#"reason="fallback""#).as_deref(), Some("1"), "{text}");
+        assert!(text.contains("elvon_config_swaps_total 1"), "{text}");
+        assert!(text.contains("# TYPE elvon_decisions_total counter"), "{text}");
+        assert!(
+            again.render().contains(r#"slot="metered""#),
+            "the second handle reads the same recorder"
+        );
+        // A router without the option has no /metrics.
+        let bare = router(e, HttpOptions::default());
+        assert_eq!(get_text(&bare, "/metrics", "GET", "").await.0, StatusCode::NOT_FOUND);
+    });
+}
