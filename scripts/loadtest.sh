@@ -38,9 +38,11 @@ fi
 command -v taskset >/dev/null || { echo "error: taskset (util-linux) is missing" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || { echo "error: needs 2 CPUs (service on one, generator on the other)" >&2; exit 1; }
 
-step "building the service (release)"
-cargo build --release --quiet --example decide_service --features http,prometheus,redis,kafka
-BIN=target/release/examples/decide_service
+if [ -z "${SERVICE_BIN:-}" ]; then
+  step "building the service (release)"
+  cargo build --release --quiet --example decide_service --features http,prometheus,redis,kafka
+fi
+BIN="${SERVICE_BIN:-target/release/examples/decide_service}"   # SERVICE_BIN: measure another build
 
 WORK="$(mktemp -d)"
 PIDS=()
