@@ -26,8 +26,12 @@ mod workloads;
 
 use workloads::Workload;
 
+mod budget_part;
 #[cfg(feature = "kafka")]
 mod kafka_part;
+mod recorder_part;
+
+use budget_part::Budget;
 #[cfg(feature = "redis")]
 mod redis_part;
 
@@ -81,6 +85,8 @@ struct Report {
     scaling: BTreeMap<&'static str, f64>,
     memory_growth_mib: f64,
     memory_users: u64,
+    /// W1 with a Prometheus recorder installed.
+    recorder: recorder_part::RecorderFigures,
     /// `decide_for` with Redis features (only with `--features redis`).
     #[cfg(feature = "redis")]
     redis: redis_part::RedisFigures,
@@ -129,9 +135,10 @@ fn main() {
         "max",
         "allocs"
     );
-    for w in workloads::all() {
+    let loads = workloads::all();
+    for w in &loads {
         for s in &scenarios {
-            let all: Vec<Figures> = (0..runs).map(|_| run(&w, *s)).collect();
+            let all: Vec<Figures> = (0..runs).map(|_| run(w, *s)).collect();
             let f = median_figures(&all);
             println!(
                 "{:<4} {:>3} {:>5} {:<5} {:>12.0} {:>6.1}ns {:>6.1}ns {:>6.0}ns {:>6.0}ns {:>7.0}ns {:>7.0}ns {:>7.3}",
@@ -212,7 +219,42 @@ fn main() {
         );
         k
     };
+    // Last: the recorder is process-global.
+    let recorder = {
+        let w1 = loads.iter().find(|w| w.name == "W1").expect("workload W1");
+        let plain = rows
+            .iter()
+            .find(|r| {
+                r.workload == "W1"
+                    && r.scenario
+                        == Scenario {
+                            threads: 1,
+                            swap: false,
+                            sink: Sink::Noop,
+                        }
+            })
+            .map_or(0.0, |r| r.figures.batch_ns);
+        let r = recorder_part::run(plain, |threads| {
+            let s = Scenario {
+                threads,
+                swap: false,
+                sink: Sink::Noop,
+            };
+            let all: Vec<Figures> = (0..runs).map(|_| run(w1, s)).collect();
+            // Each thread decides a warm-up quarter, then the timed and the batch pass.
+            let n = w1.users.len();
+            let per_run = (threads * (n / 4 + 2 * n)) as u64;
+            let f = median_figures(&all);
+            (f.batch_ns, f.ops_per_s, per_run * runs as u64)
+        });
+        println!(
+            "recorder: W1 with a Prometheus recorder installed: batch {:.1}ns (no recorder {:.1}ns, cost {:+.1}ns); {:.0} decisions/s on 1 thread, {:.0} on 2 ({:.2}x); counted {} of {} decisions",
+            r.batch_ns, r.plain_batch_ns, r.cost_ns, r.ops_1, r.ops_2, r.scaling, r.counted, r.decided
+        );
+        r
+    };
     let report = Report {
+        recorder,
         machine: machine(),
         runs,
         timer_overhead_ns: overhead,
@@ -447,169 +489,4 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cpu}, {cores} cores")
-}
-
-/// `benches/budget.toml`.
-struct Budget {
-    table: toml::Table,
-    memory_users: u64,
-}
-
-impl Budget {
-    fn load() -> Self {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/budget.toml");
-        let text =
-            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-        let table: toml::Table = text
-            .parse()
-            .unwrap_or_else(|e| panic!("{path} is not valid TOML: {e}"));
-        let memory_users = table
-            .get("memory")
-            .and_then(|m| m.get("users"))
-            .and_then(toml::Value::as_integer)
-            .map_or(10_000_000, |n| n.max(1) as u64);
-        Budget {
-            table,
-            memory_users,
-        }
-    }
-
-    fn get(&self, section: &str, key: &str) -> Option<f64> {
-        let mut v = self.table.get(section.split('.').next()?)?;
-        for part in section.split('.').skip(1) {
-            v = v.get(part)?;
-        }
-        let x = v.get(key)?;
-        x.as_float().or_else(|| x.as_integer().map(|i| i as f64))
-    }
-
-    fn check(&self, r: &Report) -> Vec<String> {
-        let mut out = Vec::new();
-        let ceiling = |out: &mut Vec<String>, what: String, value: f64, limit: Option<f64>| {
-            if let Some(limit) = limit {
-                if value > limit {
-                    out.push(format!("{what} is {value:.2}, budget {limit}"));
-                }
-            }
-        };
-        let base = |w: &str, threads, swap| {
-            r.rows.iter().find(|x| {
-                x.workload == w
-                    && x.scenario
-                        == Scenario {
-                            threads,
-                            swap,
-                            sink: Sink::Noop,
-                        }
-            })
-        };
-        for w in ["W1", "W2", "W3", "W4", "W5"] {
-            let sec = format!("workload.{w}");
-            if let Some(b) = base(w, 1, false) {
-                ceiling(
-                    &mut out,
-                    format!("{w} mean (1 thread, no-op sink)"),
-                    b.figures.mean_ns,
-                    self.get(&sec, "mean_ns"),
-                );
-                ceiling(
-                    &mut out,
-                    format!("{w} p99 (1 thread, no-op sink)"),
-                    b.figures.p99_ns,
-                    self.get(&sec, "p99_ns"),
-                );
-            }
-            for threads in [1, 2] {
-                if let (Some(plain), Some(swapped)) =
-                    (base(w, threads, false), base(w, threads, true))
-                {
-                    ceiling(
-                        &mut out,
-                        format!("{w} p99 ratio with 1 ms swaps ({threads} thread(s))"),
-                        swapped.figures.p99_ns / plain.figures.p99_ns,
-                        self.get("swap", "max_p99_ratio"),
-                    );
-                }
-            }
-            if let Some(min) = self.get("scaling", "min_ratio") {
-                let got = r.scaling.get(w).copied().unwrap_or(0.0);
-                if got < min {
-                    out.push(format!(
-                        "{w} scaling 2 threads / 1 thread is {got:.2}, budget at least {min}"
-                    ));
-                }
-            }
-        }
-        #[cfg(feature = "redis")]
-        {
-            ceiling(
-                &mut out,
-                format!(
-                    "redis decide_for p99 at {}/s, cache off (ns)",
-                    r.redis.rate_per_s
-                ),
-                r.redis.p99_ns,
-                self.get("redis", "p99_ns"),
-            );
-            ceiling(
-                &mut out,
-                "redis decide_for p99, cache hits (ns)".to_owned(),
-                r.redis.cached_p99_ns,
-                self.get("redis", "cached_p99_ns"),
-            );
-            if r.redis.fetched < r.redis.calls * 99 / 100 {
-                out.push(format!(
-                    "redis: only {} of {} decisions had their features fetched",
-                    r.redis.fetched, r.redis.calls
-                ));
-            }
-        }
-        #[cfg(feature = "kafka")]
-        {
-            if let Some(min) = self.get("kafka", "min_consumer_events_per_s") {
-                if r.kafka.consumer_events_per_s < min {
-                    out.push(format!(
-                        "kafka consumer applied {:.0} events/s, budget at least {min}",
-                        r.kafka.consumer_events_per_s
-                    ));
-                }
-            }
-            if let Some(min) = self.get("kafka", "min_delivered_per_s") {
-                if r.kafka.delivered_per_s < min {
-                    out.push(format!(
-                        "kafka sink delivered {:.0}/s, budget at least {min}",
-                        r.kafka.delivered_per_s
-                    ));
-                }
-            }
-            ceiling(
-                &mut out,
-                "kafka: W1 decide p99 with the Kafka sink / with none".to_owned(),
-                r.kafka.kafka_p99_ns / r.kafka.noop_p99_ns,
-                self.get("kafka", "max_p99_ratio"),
-            );
-        }
-        for row in &r.rows {
-            let sec = match row.scenario.sink {
-                Sink::Noop => "noop",
-                Sink::Jsonl => "jsonl",
-            };
-            ceiling(
-                &mut out,
-                format!(
-                    "{} allocations per decide ({:?})",
-                    row.workload, row.scenario
-                ),
-                row.figures.allocs_per_decide,
-                self.get(sec, "allocs_per_decide"),
-            );
-        }
-        ceiling(
-            &mut out,
-            format!("resident memory growth for {} users (MiB)", r.memory_users),
-            r.memory_growth_mib,
-            self.get("memory", "max_growth_mib"),
-        );
-        out
-    }
 }
