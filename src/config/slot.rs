@@ -98,6 +98,11 @@ pub(crate) fn compile_slot(
     })
 }
 
+/// A payload's compact JSON, checked once here so answers embed it without parsing it again.
+fn raw(v: &Value) -> Option<Box<serde_json::value::RawValue>> {
+    serde_json::value::to_raw_value(v).ok()
+}
+
 fn variants(ctx: &mut Ctx, items: &[Value]) -> Option<Vec<Variant>> {
     let mut out = Vec::with_capacity(items.len());
     let mut seen = HashSet::new();
@@ -113,14 +118,8 @@ fn variants(ctx: &mut Ctx, items: &[Value]) -> Option<Vec<Variant>> {
             }
             let (payload, payload_json) = match obj.get("payload") {
                 None | Some(Value::Null) => (Bytes::new(), None),
-                Some(v @ Value::String(s)) => (
-                    Bytes::from(s.clone().into_bytes()),
-                    Some(v.to_string().into()),
-                ),
-                Some(other) => {
-                    let json = other.to_string();
-                    (Bytes::from(json.clone().into_bytes()), Some(json.into()))
-                }
+                Some(v @ Value::String(s)) => (Bytes::from(s.clone().into_bytes()), raw(v)),
+                Some(other) => (Bytes::from(other.to_string().into_bytes()), raw(other)),
             };
             Some(Variant {
                 id: id.into(),

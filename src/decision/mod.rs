@@ -160,6 +160,11 @@ impl<H: SnapshotHold> Decision<H> {
     /// ```
     #[must_use]
     pub fn payload_json(&self) -> Option<&str> {
+        self.payload_raw().map(serde_json::value::RawValue::get)
+    }
+
+    /// [`Decision::payload_json`] as a raw JSON value, to embed in an answer as it is.
+    pub(crate) fn payload_raw(&self) -> Option<&serde_json::value::RawValue> {
         let v = self.snap.variant(self.slot, self.outcome.variant)?;
         v.payload_json.as_deref()
     }

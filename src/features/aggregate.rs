@@ -280,7 +280,16 @@ impl Update<'_> {
 /// `<feature>|<bucket>`. Every store (memory, Redis) uses this layout.
 #[must_use]
 pub fn bucket_field(feature: &str, bucket: u64) -> String {
-    format!("{feature}|{bucket}")
+    let mut s = String::with_capacity(feature.len() + 12);
+    write_bucket_field(&mut s, feature, bucket);
+    s
+}
+
+/// [`bucket_field`] into `buf` (cleared first), for lookups that reuse one buffer.
+pub(crate) fn write_bucket_field(buf: &mut String, feature: &str, bucket: u64) {
+    use std::fmt::Write as _;
+    buf.clear();
+    let _ = write!(buf, "{feature}|{bucket}");
 }
 
 /// The change an [`Update`] makes.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::aggregate::{bucket_field, AggregateError, AggregateKind, Aggregates, Event, Op};
+use super::aggregate::{write_bucket_field, AggregateError, AggregateKind, Aggregates, Event, Op};
 use super::{FeatureSource, Features, FetchFuture, FetchRequest, Text, Value};
 use crate::clock::Clock;
 
@@ -235,19 +235,12 @@ impl MemoryStore {
                 out.insert(k.to_owned(), v.clone());
             }
         }
+        let mut key = String::new();
         for d in aggregates.defs() {
             if matches!(d.kind, AggregateKind::Last { .. }) {
                 continue;
             }
-            let total = match d.window {
-                Some(w) => (w.first_live(now_ms)..=w.bucket(now_ms))
-                    .filter_map(|b| stored.get(&bucket_field(&d.feature, b))?.as_f64())
-                    .sum(),
-                None => stored
-                    .get(&d.feature)
-                    .and_then(Value::as_f64)
-                    .unwrap_or(0.0),
-            };
+            let total = aggregate_total(d, Some(&stored), now_ms, &mut key);
             out.insert(d.feature.clone(), d.kind.total_value(total));
         }
         out
@@ -263,7 +256,6 @@ impl MemoryStore {
         names: &[Box<str>],
         now_ms: u64,
     ) -> Features {
-        use std::fmt::Write as _;
         let stored = self.map.get(user);
         let stored = stored.as_ref().map(|r| r.value());
         let mut out = Features::with_capacity(names.len());
@@ -282,17 +274,7 @@ impl MemoryStore {
                 }
                 continue;
             };
-            let total = match (d.window, stored) {
-                (_, None) => 0.0,
-                (Some(w), Some(s)) => (w.first_live(now_ms)..=w.bucket(now_ms))
-                    .filter_map(|b| {
-                        key.clear();
-                        let _ = write!(key, "{}|{b}", d.feature);
-                        s.get(&key)?.as_f64()
-                    })
-                    .sum(),
-                (None, Some(s)) => s.get(&d.feature).and_then(Value::as_f64).unwrap_or(0.0),
-            };
+            let total = aggregate_total(d, stored, now_ms, &mut key);
             out.insert(Text::Owned(name.to_string()), d.kind.total_value(total));
         }
         out
@@ -338,6 +320,27 @@ impl MemoryStore {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// A counter or sum aggregate's total at `now_ms` in `stored` (0 without a user or a
+/// value): the sum of its live buckets when windowed (looked up through `key`, a reused
+/// buffer holding [`bucket_field`](super::aggregate::bucket_field) names), its one field otherwise.
+fn aggregate_total(
+    d: &super::aggregate::Aggregate,
+    stored: Option<&Features>,
+    now_ms: u64,
+    key: &mut String,
+) -> f64 {
+    let Some(s) = stored else { return 0.0 };
+    match d.window {
+        Some(w) => (w.first_live(now_ms)..=w.bucket(now_ms))
+            .filter_map(|b| {
+                write_bucket_field(key, &d.feature, b);
+                s.get(key)?.as_f64()
+            })
+            .sum(),
+        None => s.get(&d.feature).and_then(Value::as_f64).unwrap_or(0.0),
     }
 }
 

@@ -43,8 +43,7 @@ fn decision_out<'a, H: crate::SnapshotHold>(slot: &'a str, d: &'a Decision<H>) -
     DecisionOut {
         slot,
         variant: d.variant(),
-        // The config's payload is JSON by construction; this borrows it.
-        payload: d.payload_json().and_then(|p| serde_json::from_str(p).ok()),
+        payload: d.payload_raw(),
         reason: d.reason().kind().as_str(),
         propensity: d.propensity(),
         decision_id: d.id(),

@@ -82,8 +82,7 @@ struct Metadata<'a> {
 
 pub(super) fn success<'a, H: SnapshotHold>(key: &'a str, d: &'a Decision<H>) -> Evaluation<'a> {
     let variant = d.variant().unwrap_or_default();
-    // The config's payload is JSON by construction; this borrows it.
-    let value = match d.payload_json().and_then(|p| serde_json::from_str(p).ok()) {
+    let value = match d.payload_raw() {
         Some(raw) => FlagValue::Payload(raw),
         None => FlagValue::VariantId(variant),
     };

@@ -120,7 +120,7 @@ pub(crate) struct Variant {
     pub(crate) id: Box<str>,
     pub(crate) payload: Bytes,
     /// The config's `payload` as compact JSON (a string payload quoted), `None` without one.
-    pub(crate) payload_json: Option<Box<str>>,
+    pub(crate) payload_json: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Debug)]
