@@ -4,7 +4,8 @@
 //! without a config swap every millisecond, with the no-op and the JSON-lines sink: per-call
 //! latency (an `Instant` around each call, into an HDR histogram), throughput from untimed
 //! batches, and heap allocations per decide (a counting global allocator). Every scenario runs
-//! `ELVON_BENCH_RUNS` times (default 5) and each figure is the median over runs. Prints one
+//! `ELVON_BENCH_RUNS` times (default 5) and each figure is the median over runs
+//! (`ELVON_BENCH_WORKLOADS=W1,W2` runs only those workloads, for development). Prints one
 //! table, writes `target/elvon-latency.json`, then checks `benches/budget.toml` and exits
 //! non-zero naming every budget exceeded.
 
@@ -135,7 +136,13 @@ fn main() {
         "max",
         "allocs"
     );
-    let loads = workloads::all();
+    // `ELVON_BENCH_WORKLOADS=W1,W2` runs those only (for development: the budget check then
+    // reports the others as missing and the run exits 1).
+    let only = std::env::var("ELVON_BENCH_WORKLOADS").ok();
+    let mut loads = workloads::all();
+    if let Some(only) = &only {
+        loads.retain(|w| only.split(',').any(|o| o.trim() == w.name));
+    }
     for w in &loads {
         for s in &scenarios {
             let all: Vec<Figures> = (0..runs).map(|_| run(w, *s)).collect();
@@ -221,7 +228,14 @@ fn main() {
     };
     // Last: the recorder is process-global.
     let recorder = {
-        let w1 = loads.iter().find(|w| w.name == "W1").expect("workload W1");
+        let spare;
+        let w1 = match loads.iter().find(|w| w.name == "W1") {
+            Some(w) => w,
+            None => {
+                spare = workloads::all();
+                spare.iter().find(|w| w.name == "W1").expect("workload W1")
+            }
+        };
         let plain = rows
             .iter()
             .find(|r| {

@@ -62,6 +62,89 @@ fn counters_by_slot_reason_and_config_events() {
     );
 }
 
+/// Deciding threads count into cells of their own; after `publish` the recorder's counters
+/// hold every decision. 24 threads is more than the 16 shards a thread can own alone (the
+/// rest share one), and the second wave's threads take over shards the first wave's gave
+/// back.
+#[test]
+fn counters_are_exact_after_many_threads_decide() {
+    const THREADS: u64 = 24;
+    const WAVES: u64 = 2;
+    const EACH: u64 = 100_000;
+    let rec = Rec::default();
+    let engine = metrics::with_local_recorder(&rec, || {
+        let engine = Engine::default();
+        engine
+            .load_config_json(include_str!("data/kinds.json"))
+            .unwrap();
+        engine
+    });
+    let fallbacks = std::sync::atomic::AtomicU64::new(0);
+    for wave in 0..WAVES {
+        // All threads of a wave decide at once, so those sharing a shard overlap.
+        let start = std::sync::Barrier::new(THREADS as usize);
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (engine, fallbacks, start) = (&engine, &fallbacks, &start);
+                s.spawn(move || {
+                    start.wait();
+                    for i in 0..EACH {
+                        let u = format!("u{wave}-{t}-{i}");
+                        let _ = engine.decide("killed", &u, &Features::new());
+                        let _ = engine.decide("nope", &u, &Features::new());
+                        let d = engine.decide("fallback", &u, &Features::new());
+                        if d.reason().kind() == elvon::ReasonKind::Fallback {
+                            fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let all = THREADS * WAVES * EACH;
+    elvon::metrics::publish();
+    let read = || {
+        (
+            rec.get("elvon_decisions_total{reason=kill_switch,slot=killed}"),
+            rec.get("elvon_decisions_total{reason=unknown_slot,slot=<unknown>}"),
+            rec.get("elvon_decisions_total{reason=fallback,slot=fallback}"),
+            rec.get("elvon_fallbacks_total{cause=feature_missing,slot=fallback}"),
+        )
+    };
+    let fb = fallbacks.into_inner();
+    assert!(fb > all / 2, "{fb}");
+    assert_eq!(read(), (all, all, fb, fb));
+    // Publishing again, and freeing the snapshot (which publishes once more), adds nothing.
+    elvon::metrics::publish();
+    drop(engine);
+    assert_eq!(read(), (all, all, fb, fb));
+}
+
+/// Counts a config made are published when its snapshot is freed after a swap, without a
+/// call to `publish` (the periodic publish waits a second).
+#[test]
+fn counts_of_a_swapped_out_config_are_published() {
+    let rec = Rec::default();
+    let engine = Engine::default();
+    metrics::with_local_recorder(&rec, || {
+        engine
+            .load_config_json(include_str!("data/kinds.json"))
+            .unwrap();
+    });
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..1_000 {
+                let _ = engine.decide("killed", &format!("u{i}"), &Features::new());
+            }
+        });
+    });
+    let first = "elvon_decisions_total{reason=kill_switch,slot=killed}";
+    engine
+        .load_config_json(r#"{"version": "2", "slots": []}"#)
+        .unwrap();
+    assert_eq!(rec.get(first), 1_000);
+}
+
 #[test]
 fn fetch_latency_is_recorded_only_for_real_fetches() {
     let rec = Rec::default();

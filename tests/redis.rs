@@ -501,6 +501,7 @@ fn breaker_state_and_cache_hits_are_metrics() {
     assert_eq!(opened() - o0, 1);
     let d = e.decide_for("banner", "e");
     assert_eq!(d.feature_status(), FeatureStatus::Unavailable);
+    elvon::metrics::publish();
     assert!(rec.get("elvon_fallbacks_total{cause=source_unavailable,slot=banner}") >= 1);
 
     server.spawn();

@@ -9,8 +9,8 @@ use super::slot::{compile_slot, Shared};
 use super::walk::Ctx;
 use super::{Config, ConfigProblem};
 use crate::bucketing::salt_seed;
-use crate::metrics::SlotMetrics;
-use crate::snapshot::{Action, Holdout, Layer, Snapshot, StrIndex};
+use crate::metrics::Counts;
+use crate::snapshot::{Action, Holdout, Layer, Slot, Snapshot, StrIndex};
 
 /// A compiled snapshot and the warnings (non-fatal findings such as unreachable rules).
 pub(crate) struct Compiled {
@@ -130,10 +130,9 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
         return Err(vec![ConfigProblem::new("version", "missing")]);
     };
     let mut bandits = 0u32;
-    let slots = slots
+    let slots: Vec<Slot> = slots
         .into_iter()
         .map(|(_, mut s)| {
-            s.metrics = SlotMetrics::register(&s.id);
             for rule in &mut s.rules {
                 if let Action::Bandit(spec) = &mut rule.action {
                     spec.binding = bandits;
@@ -143,6 +142,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
             s
         })
         .collect();
+    let counts = Counts::register(slots.iter().map(|s| &*s.id));
     Ok(Compiled {
         snapshot: Snapshot {
             version: version.into(),
@@ -153,7 +153,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
             layers,
             holdout,
             feature_names: interner.names,
-            unknown_slot: SlotMetrics::register("<unknown>"),
+            counts,
             bindings: Box::default(),
         },
         warnings: ctx.warnings,

@@ -8,7 +8,6 @@ use serde_json::Value;
 use super::condition::{compile_cond, Env, Interner, Segments};
 use super::walk::{variant_ref, Ctx, Obj};
 use crate::bucketing::{name_hash, salt_seed, BUCKETS};
-use crate::metrics::SlotMetrics;
 use crate::snapshot::{Action, FeatureKey, Rule, ScoreArm, Slot, SlotLayer, Unit, Variant};
 
 /// Read-only context shared by all slots of a config.
@@ -94,7 +93,6 @@ pub(crate) fn compile_slot(
         rules: rules?,
         features: names,
         feature_hashes,
-        metrics: SlotMetrics::noop(),
     })
 }
 

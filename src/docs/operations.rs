@@ -40,7 +40,9 @@
 //! [`ConfigWatcher`](crate::ConfigWatcher) (a config file) and, with feature `kafka`, the
 //! config-topic watcher and the feature updater each run one named thread, stopped and joined
 //! when their handle is dropped. Besides these, elvon starts only the JSON-lines and Kafka
-//! sinks' writer threads, one snapshot reclaimer per process, and, for a Redis source
+//! sinks' writer threads, one snapshot reclaimer per process, one `elvon-metrics` thread per
+//! process that publishes decision counts every second (see [`crate::metrics::publish`];
+//! it ends when no snapshot is left), and, for a Redis source
 //! without a runtime of the caller's, a one-worker Tokio runtime (librdkafka runs threads of
 //! its own); with feature `prometheus`, `http::Prometheus::install` starts one upkeep thread
 //! that folds histogram samples in every 5 s.

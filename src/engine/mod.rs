@@ -489,17 +489,20 @@ impl BanditId for Ids<'_> {
     }
 }
 
-/// Increments the pre-registered per-slot counters (no-ops without a metrics recorder).
+/// Counts the decision into this thread's cells of the snapshot (published to the per-slot counters
+/// in batches, see `crate::metrics::publish`).
 #[inline]
 fn count(snap: &Snapshot, idx: u32, raw: RawReason) {
     let Some(slot) = snap.slots.get(idx as usize) else {
-        snap.unknown_slot.decisions[ReasonKind::UnknownSlot as usize].increment(1);
+        let row = snap.counts.unknown_row();
+        snap.counts.add(row, ReasonKind::UnknownSlot, None);
         return;
     };
-    slot.metrics.decisions[raw.kind(slot) as usize].increment(1);
-    if let RawReason::Fallback(cause) = raw {
-        slot.metrics.fallbacks[cause.kind() as usize].increment(1);
-    }
+    let cause = match raw {
+        RawReason::Fallback(cause) => Some(cause.kind()),
+        _ => None,
+    };
+    snap.counts.add(idx as usize, raw.kind(slot), cause);
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ impl Prometheus {
     /// The metrics now, in the Prometheus text exposition format.
     #[must_use]
     pub fn render(&self) -> String {
+        crate::metrics::publish();
         self.handle.run_upkeep();
         self.handle.render()
     }

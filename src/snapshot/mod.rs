@@ -7,6 +7,7 @@ pub(crate) mod reclaim;
 pub(crate) mod trace;
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -15,7 +16,7 @@ pub(crate) use condition::Cond;
 pub(crate) use eval::{BanditId, Outcome, RawCause, RawReason, NO_VARIANT};
 pub(crate) use lookup::StrIndex;
 
-use crate::metrics::SlotMetrics;
+use crate::metrics::Counts;
 use crate::policy::model::{BanditSpec, Binding};
 
 thread_local! {
@@ -37,7 +38,8 @@ pub struct Snapshot {
     pub(crate) holdout: Option<Holdout>,
     /// Interned feature names, indexed by `FeatureKey::id`.
     pub(crate) feature_names: Vec<Box<str>>,
-    pub(crate) unknown_slot: SlotMetrics,
+    /// Decision and fallback counts: a row per slot, then one for unknown slots.
+    pub(crate) counts: Arc<Counts>,
     /// Each bandit rule's binding to the learner of the engine that loaded the snapshot,
     /// indexed by `BanditSpec::binding`; empty until an engine loads it.
     pub(crate) bindings: Box<[Binding]>,
@@ -103,7 +105,7 @@ impl Snapshot {
             layers: Vec::new(),
             holdout: None,
             feature_names: Vec::new(),
-            unknown_slot: SlotMetrics::register("<unknown>"),
+            counts: Counts::register(std::iter::empty()),
             bindings: Box::default(),
         }
     }
@@ -134,7 +136,6 @@ pub(crate) struct Slot {
     pub(crate) features: Box<[Box<str>]>,
     /// `name_hash` of each of `features`, for lookups on the capture path.
     pub(crate) feature_hashes: Box<[u64]>,
-    pub(crate) metrics: SlotMetrics,
 }
 
 #[derive(Debug, Clone, Copy)]

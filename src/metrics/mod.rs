@@ -2,7 +2,9 @@
 //!
 //! Everything goes through the [`metrics`] facade, so nothing is recorded unless the
 //! application installs a recorder. Per-slot counters are registered when a config is
-//! compiled, so `decide` only increments a handle (a no-op without a recorder). Install the
+//! compiled; `decide` adds into a per-thread cell, and [`publish`] (every second, and before
+//! elvon's `GET /metrics` renders) adds the sums to the handles, so the per-slot counters
+//! trail the decisions by at most a second unless [`publish`] is called first. Install the
 //! recorder before loading a config: handles registered earlier stay no-ops until the next
 //! config load.
 //!
@@ -31,39 +33,23 @@
 //! | `elvon_fleet_rejected_total` | counter | (arm increments a merge left out because they did not fit; feature `kafka`) |
 //! | `elvon_fleet_errors_total` | counter | (errors reaching the cluster, retried; feature `kafka`) |
 
+mod counts;
+
 use metrics::{counter, Counter};
 
-use crate::kinds::{FallbackKind, ReasonKind};
+pub(crate) use counts::Counts;
 
-/// Counter handles of one slot.
-#[derive(Debug)]
-pub(crate) struct SlotMetrics {
-    /// By [`ReasonKind`] number.
-    pub(crate) decisions: [Counter; ReasonKind::ALL.len()],
-    /// By [`FallbackKind`] number.
-    pub(crate) fallbacks: [Counter; FallbackKind::ALL.len()],
-}
-
-impl SlotMetrics {
-    /// Handles that record nothing (replaced by registered ones once a config is valid).
-    pub(crate) fn noop() -> Self {
-        SlotMetrics {
-            decisions: ReasonKind::ALL.map(|_| Counter::noop()),
-            fallbacks: FallbackKind::ALL.map(|_| Counter::noop()),
-        }
-    }
-
-    pub(crate) fn register(slot: &str) -> Self {
-        let slot = slot.to_owned();
-        SlotMetrics {
-            decisions: ReasonKind::ALL.map(|r| {
-                counter!("elvon_decisions_total", "slot" => slot.clone(), "reason" => r.as_str())
-            }),
-            fallbacks: FallbackKind::ALL.map(|c| {
-                counter!("elvon_fallbacks_total", "slot" => slot.clone(), "cause" => c.as_str())
-            }),
-        }
-    }
+/// Adds the decision counts every deciding thread made since the last publish to the
+/// `elvon_decisions_total` and `elvon_fallbacks_total` counters of the installed recorder.
+///
+/// Decide counts into per-thread cells (a plain add, so threads do not contend on shared
+/// counters) and these sums reach the recorder in batches: every second on the
+/// `elvon-metrics` thread, whenever a swapped-out config is freed, before elvon's own
+/// `GET /metrics` renders, and whenever this is called. Call it right before rendering
+/// another exporter's output to read counts that are exact up to that moment; it covers
+/// every engine in the process (the recorder is process-wide too).
+pub fn publish() {
+    counts::publish_all();
 }
 
 pub(crate) fn config_swapped() {
