@@ -236,34 +236,24 @@ fn main() {
                 spare.iter().find(|w| w.name == "W1").expect("workload W1")
             }
         };
-        let plain = rows
-            .iter()
-            .find(|r| {
-                r.workload == "W1"
-                    && r.scenario
-                        == Scenario {
-                            threads: 1,
-                            swap: false,
-                            sink: Sink::Noop,
-                        }
-            })
-            .map_or(0.0, |r| r.figures.batch_ns);
-        let r = recorder_part::run(plain, |threads| {
-            let s = Scenario {
-                threads,
-                swap: false,
-                sink: Sink::Noop,
-            };
-            let all: Vec<Figures> = (0..runs).map(|_| run(w1, s)).collect();
-            // Each thread decides a warm-up quarter, then the timed and the batch pass.
-            let n = w1.users.len();
-            let per_run = (threads * (n / 4 + 2 * n)) as u64;
-            let f = median_figures(&all);
-            (f.batch_ns, f.ops_per_s, per_run * runs as u64)
-        });
+        let r = recorder_part::run(
+            runs,
+            |engine, threads| {
+                let s = Scenario {
+                    threads,
+                    swap: false,
+                    sink: Sink::Noop,
+                };
+                let f = run_on(engine, None, w1, s);
+                // Each thread decides a warm-up quarter, then the timed and the batch pass.
+                let n = w1.users.len();
+                (f.batch_ns, f.ops_per_s, (threads * (n / 4 + 2 * n)) as u64)
+            },
+            &w1.configs[0],
+        );
         println!(
-            "recorder: W1 with a Prometheus recorder installed: batch {:.1}ns (no recorder {:.1}ns, cost {:+.1}ns); {:.0} decisions/s on 1 thread, {:.0} on 2 ({:.2}x); counted {} of {} decisions",
-            r.batch_ns, r.plain_batch_ns, r.cost_ns, r.ops_1, r.ops_2, r.scaling, r.counted, r.decided
+            "recorder: W1 with a Prometheus recorder installed, {} alternating blocks: batch {:.1}ns vs {:.1}ns for an engine whose counters record nothing (cost {:+.1}ns, median of per-block differences; spread {:+.1} to {:+.1}); {:.0} decisions/s on 1 thread, {:.0} on 2 ({:.2}x, median of per-block ratios; spread {:.2} to {:.2}); counted {} of {} decisions",
+            r.blocks, r.batch_ns, r.plain_batch_ns, r.cost_ns, r.cost_min_ns, r.cost_max_ns, r.ops_1, r.ops_2, r.scaling, r.scaling_min, r.scaling_max, r.counted, r.decided
         );
         r
     };
@@ -324,6 +314,11 @@ fn run(w: &Workload, s: Scenario) -> Figures {
     engine
         .load_config_json(&w.configs[0])
         .expect("workload config is valid");
+    run_on(&engine, sink.as_ref(), w, s)
+}
+
+/// One run of one scenario on `engine` (loaded with `w`'s first config, writing to `sink`).
+fn run_on(engine: &Engine, sink: Option<&JsonlSink>, w: &Workload, s: Scenario) -> Figures {
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = s.swap.then(|| {
         let (engine, stop, configs) = (engine.clone(), Arc::clone(&stop), w.configs.clone());
@@ -346,7 +341,7 @@ fn run(w: &Workload, s: Scenario) -> Figures {
     let per_thread: Vec<(Histogram<u64>, Duration, u64)> = thread::scope(|scope| {
         let handles: Vec<_> = (0..s.threads)
             .map(|t| {
-                let (engine, barrier) = (&engine, &barrier);
+                let (engine, barrier) = (engine, &barrier);
                 scope.spawn(move || {
                     let order = |k: usize| &users[(k + t * n / 2) % n];
                     // Warm-up pass (caches, thread-locals, regex scratch).
@@ -387,7 +382,7 @@ fn run(w: &Workload, s: Scenario) -> Figures {
     if let Some(h) = swapper {
         h.join().expect("swapper");
     }
-    if let Some(k) = &sink {
+    if let Some(k) = sink {
         let _ = k.flush(Duration::from_secs(30));
     }
     let mut h = histogram();
