@@ -180,6 +180,12 @@ impl Budget {
         }
         ceiling(
             &mut out,
+            "MemoryStore resident bytes per user (1M users x 10 features)".to_owned(),
+            r.store_bytes_per_user,
+            self.get("memory", "max_store_bytes_per_user"),
+        );
+        ceiling(
+            &mut out,
             format!("resident memory growth for {} users (MiB)", r.memory_users),
             r.memory_growth_mib,
             self.get("memory", "max_growth_mib"),

@@ -86,6 +86,8 @@ struct Report {
     scaling: BTreeMap<&'static str, f64>,
     memory_growth_mib: f64,
     memory_users: u64,
+    /// Resident bytes per user of a `MemoryStore` of `STORE_USERS` users x 10 features.
+    store_bytes_per_user: f64,
     /// W1 with a Prometheus recorder installed.
     recorder: recorder_part::RecorderFigures,
     /// `decide_for` with Redis features (only with `--features redis`).
@@ -192,6 +194,8 @@ fn main() {
     );
     let (memory_users, memory_growth_mib) = memory_growth(budget.memory_users);
     println!("memory: deciding for {memory_users} distinct users grew resident memory by {memory_growth_mib:.2} MiB");
+    let store_bytes_per_user = store_bytes_per_user(STORE_USERS);
+    println!("memory: a MemoryStore of {STORE_USERS} users x 10 features (5 numbers, 5 short strings; names and values owned, as decoded from events or Redis) takes {store_bytes_per_user:.0} resident bytes per user");
     #[cfg(feature = "redis")]
     let redis = {
         let seconds = std::env::var("ELVON_REDIS_SECONDS")
@@ -266,6 +270,7 @@ fn main() {
         scaling,
         memory_growth_mib,
         memory_users,
+        store_bytes_per_user,
         #[cfg(feature = "redis")]
         redis,
         #[cfg(feature = "kafka")]
@@ -473,6 +478,49 @@ fn memory_growth(users: u64) -> (u64, f64) {
         users,
         after.saturating_sub(before) as f64 / (1024.0 * 1024.0),
     )
+}
+
+/// Users of the `MemoryStore` memory figure.
+const STORE_USERS: u64 = 1_000_000;
+
+/// Resident memory per user of a `MemoryStore` holding `users` users with 10 features each:
+/// 5 numbers (integers and floats) and 5 strings of 2 to 8 bytes, every name and value owned
+/// (as the Redis codec and the event path produce them).
+fn store_bytes_per_user(users: u64) -> f64 {
+    const NAMES: [&str; 10] = [
+        "country",
+        "plan",
+        "platform",
+        "device",
+        "segment",
+        "age",
+        "sessions_30d",
+        "days_since_signup",
+        "spend_30d",
+        "score",
+    ];
+    const WORDS: [&str; 8] = [
+        "KR", "US", "free", "pro", "ios", "android", "desktop", "tablet",
+    ];
+    let store = elvon::features::MemoryStore::new();
+    let before = rss_bytes();
+    for i in 0..users {
+        let f: Features = (0..10)
+            .map(|k| {
+                let name = NAMES[k].to_owned();
+                let value = match k {
+                    0..=4 => elvon::Value::from(WORDS[(i as usize + k) % 8].to_owned()),
+                    5..=7 => elvon::Value::from(((i * 7 + k as u64) % 1000) as i64),
+                    _ => elvon::Value::from((i % 997) as f64 / 7.0),
+                };
+                (name, value)
+            })
+            .collect();
+        store.set(&format!("user-{i}"), f);
+    }
+    let after = rss_bytes();
+    black_box(&store);
+    after.saturating_sub(before) as f64 / users as f64
 }
 
 fn rss_bytes() -> u64 {
