@@ -59,6 +59,11 @@ impl Budget {
         };
         for w in ["W1", "W2", "W3", "W4", "W5"] {
             let sec = format!("workload.{w}");
+            if base(w, 1, false).is_none() && self.table.contains_key("workload") {
+                out.push(format!(
+                    "{w} was not run (ELVON_BENCH_WORKLOADS): its budgets are unchecked"
+                ));
+            }
             if let Some(b) = base(w, 1, false) {
                 ceiling(
                     &mut out,

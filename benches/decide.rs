@@ -1,4 +1,5 @@
-//! Criterion benches: `decide` per rule kind, with the no-op sink, over pre-built users.
+//! Criterion benches: `decide` per rule kind, with the no-op sink, over pre-built users; the
+//! reference workloads; `decide_for` and `update` on a `MemoryStore`.
 //!
 //! ```text
 //! cargo bench --bench decide
@@ -58,5 +59,39 @@ fn reference_workloads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decide, reference_workloads);
+/// `MemoryStore` as the engine's source: `decide_for` on W2 (9 features fetched from a
+/// store of 100,000 users), and `update` of one feature.
+fn memory_store(c: &mut Criterion) {
+    let w = workloads::w2();
+    let store = elvon::features::MemoryStore::new();
+    for (u, f) in &w.users {
+        store.set(u, f.clone());
+    }
+    let engine = Engine::builder().source(store.clone()).build();
+    engine
+        .load_config_json(&w.configs[0])
+        .expect("valid config");
+    let mut g = c.benchmark_group("memory_store");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("decide_for_W2", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let (u, _) = &w.users[i % w.users.len()];
+            i = i.wrapping_add(1);
+            let d = engine.decide_for(black_box(w.slot), black_box(u));
+            black_box(d.variant().map(str::len))
+        });
+    });
+    g.bench_function("update", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let (u, _) = &w.users[i % w.users.len()];
+            i = i.wrapping_add(1);
+            store.update(black_box(u), |f| f.insert("sessions_30d", i as i64));
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decide, reference_workloads, memory_store);
 criterion_main!(benches);

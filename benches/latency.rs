@@ -106,6 +106,8 @@ fn main() {
         .unwrap_or(5)
         .max(1);
     let budget = Budget::load();
+    // First, while the heap holds nothing freed that the store could reuse unseen.
+    let store_bytes_per_user = store_bytes_per_user(STORE_USERS);
     let overhead = timer_overhead();
     println!("elvon latency harness: {runs} run(s) per scenario, figures are medians over runs");
     println!("timer overhead (Instant::now + elapsed, median): {overhead:.1} ns, included in per-call figures\n");
@@ -192,10 +194,9 @@ fn main() {
         "\nscaling, 2 threads / 1 thread (no-op sink, no swap): {}",
         fmt_map(&scaling)
     );
+    println!("memory: a MemoryStore of {STORE_USERS} users x 10 features (5 numbers, 5 short strings; names and values owned, as decoded from events or Redis) took {store_bytes_per_user:.0} resident bytes per user (measured first, on a fresh heap)");
     let (memory_users, memory_growth_mib) = memory_growth(budget.memory_users);
     println!("memory: deciding for {memory_users} distinct users grew resident memory by {memory_growth_mib:.2} MiB");
-    let store_bytes_per_user = store_bytes_per_user(STORE_USERS);
-    println!("memory: a MemoryStore of {STORE_USERS} users x 10 features (5 numbers, 5 short strings; names and values owned, as decoded from events or Redis) takes {store_bytes_per_user:.0} resident bytes per user");
     #[cfg(feature = "redis")]
     let redis = {
         let seconds = std::env::var("ELVON_REDIS_SECONDS")

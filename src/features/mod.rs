@@ -6,6 +6,7 @@
 pub mod aggregate;
 mod key;
 mod memory;
+mod packed;
 pub(crate) mod set;
 mod source;
 pub(crate) mod value;

@@ -54,6 +54,25 @@ impl Features {
         }
     }
 
+    /// Builds a map (with room for `capacity` entries) from `(name_hash, name, value)` in the order [`iter`](Self::iter)
+    /// yields them (what a store wrote out); an entry out of that order, or a repeated
+    /// name, is inserted the slow way, so any input gives a valid map.
+    pub(crate) fn from_ordered(
+        capacity: usize,
+        entries: impl Iterator<Item = (u64, Text, Value)>,
+    ) -> Self {
+        let mut f = Features::with_capacity(capacity);
+        for (hash, name, value) in entries {
+            if f.hashes.last().is_some_and(|&last| last >= hash) {
+                f.insert(name, value);
+            } else {
+                f.hashes.push(hash);
+                f.entries.push((name, value));
+            }
+        }
+        f
+    }
+
     /// Adds or replaces a feature, builder style.
     #[must_use]
     pub fn with(mut self, name: impl Into<Text>, value: impl Into<Value>) -> Self {
