@@ -73,6 +73,12 @@ impl Budget {
                 );
                 ceiling(
                     &mut out,
+                    format!("{w} batch ns/decide (1 thread, no-op sink)"),
+                    b.figures.batch_ns,
+                    self.get(&sec, "batch_ns"),
+                );
+                ceiling(
+                    &mut out,
                     format!("{w} p99 (1 thread, no-op sink)"),
                     b.figures.p99_ns,
                     self.get(&sec, "p99_ns"),
@@ -183,6 +189,15 @@ impl Budget {
                 r.recorder.counted, r.recorder.decided
             ));
         }
+        ceiling(
+            &mut out,
+            format!(
+                "validate + compile + swap of a {}-slot config (ms, median)",
+                r.config_slots
+            ),
+            r.config_load_ms,
+            self.get("config", "max_load_ms"),
+        );
         ceiling(
             &mut out,
             "MemoryStore resident bytes per user (1M users x 10 features)".to_owned(),

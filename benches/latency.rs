@@ -88,6 +88,9 @@ struct Report {
     memory_users: u64,
     /// Resident bytes per user of a `MemoryStore` of `STORE_USERS` users x 10 features.
     store_bytes_per_user: f64,
+    /// Slots of the config timed loading, and the median time of one load (ms).
+    config_slots: usize,
+    config_load_ms: f64,
     /// W1 with a Prometheus recorder installed.
     recorder: recorder_part::RecorderFigures,
     /// `decide_for` with Redis features (only with `--features redis`).
@@ -195,6 +198,8 @@ fn main() {
         fmt_map(&scaling)
     );
     println!("memory: a MemoryStore of {STORE_USERS} users x 10 features (5 numbers, 5 short strings; names and values owned, as decoded from events or Redis) took {store_bytes_per_user:.0} resident bytes per user (measured first, on a fresh heap)");
+    let config_load_ms = config_load_ms(CONFIG_SLOTS);
+    println!("config: validate + compile + swap of a {CONFIG_SLOTS}-slot config (`workloads::many_slots`, as in `benches/config.rs`): median {config_load_ms:.1} ms over 7 loads");
     let (memory_users, memory_growth_mib) = memory_growth(budget.memory_users);
     println!("memory: deciding for {memory_users} distinct users grew resident memory by {memory_growth_mib:.2} MiB");
     #[cfg(feature = "redis")]
@@ -272,6 +277,8 @@ fn main() {
         memory_growth_mib,
         memory_users,
         store_bytes_per_user,
+        config_slots: CONFIG_SLOTS,
+        config_load_ms,
         #[cfg(feature = "redis")]
         redis,
         #[cfg(feature = "kafka")]
@@ -479,6 +486,26 @@ fn memory_growth(users: u64) -> (u64, f64) {
         users,
         after.saturating_sub(before) as f64 / (1024.0 * 1024.0),
     )
+}
+
+/// Slots of the config-load figure.
+const CONFIG_SLOTS: usize = 10_000;
+
+/// Median wall time of `Engine::load_config` (validate, compile, swap, free the old
+/// snapshot) for the `workloads::many_slots` config of `slots` slots, over 7 loads after one.
+fn config_load_ms(slots: usize) -> f64 {
+    let config = workloads::many_slots(slots);
+    let engine = Engine::default();
+    engine.load_config(&config).expect("bench config is valid");
+    let mut ms: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            engine.load_config(&config).expect("bench config is valid");
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
 }
 
 /// Users of the `MemoryStore` memory figure.
