@@ -212,7 +212,6 @@ impl Snapshot {
             segment_names: &self.segment_names,
             issue: None,
             trace,
-            parsed: Default::default(),
         };
         // Probability of the path taken so far, treating hash buckets as uniform draws.
         let mut path = 1.0;
