@@ -266,7 +266,7 @@ impl MemoryStore {
         now_ms: u64,
     ) -> Features {
         let stored = self.map.get(user);
-        let stored: &[u8] = stored.as_ref().map_or(&[], |r| r.value());
+        let stored = packed::Index::new(stored.as_ref().map_or(&[], |r| r.value()));
         let mut out = Features::with_capacity(names.len());
         let mut key = String::new();
         for name in names {
@@ -278,12 +278,12 @@ impl MemoryStore {
                 .iter()
                 .find(|d| *d.feature == **name && !matches!(d.kind, AggregateKind::Last { .. }));
             let Some(d) = def else {
-                if let Some(v) = packed::get(stored, name) {
+                if let Some(v) = stored.get(name) {
                     out.insert(Text::Owned(name.to_string()), v.to_value());
                 }
                 continue;
             };
-            let total = aggregate_total(d, |k| packed::get(stored, k)?.as_f64(), now_ms, &mut key);
+            let total = aggregate_total(d, |k| stored.get(k)?.as_f64(), now_ms, &mut key);
             out.insert(Text::Owned(name.to_string()), d.kind.total_value(total));
         }
         out

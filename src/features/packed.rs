@@ -265,9 +265,28 @@ pub(crate) fn entries(mut b: &[u8]) -> impl Iterator<Item = (Name<'_>, Packed<'_
     })
 }
 
-/// The value stored under `name`.
-pub(crate) fn get<'a>(b: &'a [u8], name: &str) -> Option<Packed<'a>> {
-    entries(b).find(|(n, _)| n.as_str() == name).map(|(_, v)| v)
+/// A buffer's entries by name hash, for lookups in one buffer (a windowed aggregate
+/// reads one field per bucket): built once without copying a string, then each lookup is a
+/// binary search.
+pub(crate) struct Index<'a>(Vec<(u64, Name<'a>, Packed<'a>)>);
+
+impl<'a> Index<'a> {
+    pub(crate) fn new(b: &'a [u8]) -> Self {
+        let mut v: Vec<_> = entries(b).map(|(n, p)| (n.hash(), n, p)).collect();
+        // Already in hash order as `pack` writes it; the sort only checks that.
+        v.sort_by_key(|e| e.0);
+        Index(v)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Packed<'a>> {
+        let h = name_hash(name);
+        let from = self.0.partition_point(|e| e.0 < h);
+        self.0[from..]
+            .iter()
+            .take_while(|e| e.0 == h)
+            .find(|e| e.1.as_str() == name)
+            .map(|e| e.2)
+    }
 }
 
 /// Decodes a buffer back into a feature map (entries come in the map's own order, so
@@ -320,16 +339,35 @@ mod tests {
         let packed = pack(&f);
         let back = unpack(&packed);
         assert!(same(&f, &back), "{f:?}\n{back:?}");
+        let index = Index::new(&packed);
         assert_eq!(
-            get(&packed, "max").map(|v| v.to_value()),
+            index.get("max").map(|v| v.to_value()),
             Some(Value::Int(i64::MAX))
         );
         assert_eq!(
-            get(&packed, "clicks|12345").and_then(Packed::as_f64),
+            index.get("clicks|12345").and_then(Packed::as_f64),
             Some(3.0)
         );
-        assert_eq!(get(&packed, &long).and_then(Packed::as_f64), Some(1.0));
-        assert!(get(&packed, "absent").is_none());
+        assert_eq!(index.get(&long).and_then(Packed::as_f64), Some(1.0));
+        for (name, value) in f.iter() {
+            let found = index.get(name).map(Packed::to_value);
+            assert_eq!(
+                found.as_ref().map(Value::type_name),
+                Some(value.type_name()),
+                "{name}"
+            );
+            assert_eq!(
+                found.as_ref().and_then(Value::as_f64).map(f64::to_bits),
+                value.as_f64().map(f64::to_bits),
+                "{name}"
+            );
+            assert_eq!(
+                found.as_ref().and_then(Value::as_str),
+                value.as_str(),
+                "{name}"
+            );
+        }
+        assert!(index.get("absent").is_none());
     }
 
     /// A truncated or corrupted buffer yields a prefix of its entries, never a panic.

@@ -54,9 +54,10 @@ impl Features {
         }
     }
 
-    /// Builds a map (with room for `capacity` entries) from `(name_hash, name, value)` in the order [`iter`](Self::iter)
-    /// yields them (what a store wrote out); an entry out of that order, or a repeated
-    /// name, is inserted the slow way, so any input gives a valid map.
+    /// Builds a map with room for `capacity` entries from `(name_hash, name, value)` in the
+    /// order [`iter`](Self::iter) yields them (as a store wrote them out); an entry out of
+    /// that order, or a repeated name, is inserted the slow way, so any input gives a valid
+    /// map.
     pub(crate) fn from_ordered(
         capacity: usize,
         entries: impl Iterator<Item = (u64, Text, Value)>,
