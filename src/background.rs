@@ -6,6 +6,23 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Starts thread `name`, which calls `tick` every `period` and ends the first time `tick`
+/// returns `false`; returns whether it started. For process-wide helpers that run only while
+/// they have work (the snapshot reclaimer, the decision-count publisher): the caller keeps
+/// its own "running" flag under the lock its `tick` takes, so a new thread is started only
+/// after the old one said it was done.
+pub(crate) fn spawn_while_needed(name: &str, period: Duration, tick: fn() -> bool) -> bool {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || loop {
+            std::thread::sleep(period);
+            if !tick() {
+                return;
+            }
+        })
+        .is_ok()
+}
+
 /// The stop signal a background thread checks and sleeps on.
 #[derive(Debug, Default)]
 pub(crate) struct Stop {

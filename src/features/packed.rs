@@ -35,33 +35,21 @@ static NAMES: [OnceLock<(&'static str, u64)>; NAME_TABLE] = [const { OnceLock::n
 /// Name → number, for writing.
 static NUMBERS: Mutex<Option<Numbers>> = Mutex::new(None);
 
-/// Name → number, and the address of each table name → its number (a map decoded from the
-/// store names its features with the table's own strings: found without comparing bytes).
-#[derive(Default)]
-struct Numbers {
-    by_name: HashMap<&'static str, u32, ahash::RandomState>,
-    by_addr: HashMap<usize, u32, ahash::RandomState>,
-}
+type Numbers = HashMap<&'static str, u32, ahash::RandomState>;
 
 /// The table number of `name`, adding it if there is room.
 fn number(numbers: &mut Numbers, name: &str) -> Option<u32> {
-    if let Some(&n) = numbers.by_addr.get(&(name.as_ptr() as usize)) {
-        if table_name(u64::from(n)).is_some_and(|(t, _)| t.len() == name.len()) {
-            return Some(n);
-        }
-    }
-    if let Some(&n) = numbers.by_name.get(name) {
+    if let Some(&n) = numbers.get(name) {
         return Some(n);
     }
-    if name.len() > MAX_TABLE_NAME || name.contains('|') || numbers.by_name.len() >= NAME_TABLE {
+    if name.len() > MAX_TABLE_NAME || name.contains('|') || numbers.len() >= NAME_TABLE {
         return None;
     }
-    let n = numbers.by_name.len() as u32;
+    let n = numbers.len() as u32;
     let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
     // The slot is empty: numbers are given out under the lock, in order.
     let _ = NAMES[n as usize].set((name, name_hash(name)));
-    numbers.by_name.insert(name, n);
-    numbers.by_addr.insert(name.as_ptr() as usize, n);
+    numbers.insert(name, n);
     Some(n)
 }
 

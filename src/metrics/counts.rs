@@ -111,10 +111,11 @@ const PAD: usize = 8;
 /// slots, per shard.
 pub(crate) struct Counts {
     rows: usize,
-    /// `SHARDS + 1` tables of `rows * COLS` cells after `PAD` unused ones, allocated
-    /// (zeroed) at registration for every shard some thread has counted into before, and on
-    /// first use for the others: a 10,000-slot config costs 1.3 MB per deciding thread.
+    /// Cells per shard table: `PAD`, `rows * COLS`, `PAD`.
     cells: usize,
+    /// `SHARDS + 1` tables, allocated (zeroed) at registration for every shard some thread
+    /// has counted into before, and on first use for the others: a 10,000-slot config costs
+    /// 1.3 MB per deciding thread.
     shards: Box<[OnceLock<Box<[AtomicU64]>>]>,
     /// `rows * COLS` registered handles.
     handles: Box<[Counter]>,
@@ -270,19 +271,8 @@ fn list(counts: &Arc<Counts>) {
     if !live.1 {
         // Without the thread, counts still reach the counters on `publish` and on drop; the
         // next table tries to start it again.
-        live.1 = std::thread::Builder::new()
-            .name("elvon-metrics".into())
-            .spawn(run)
-            .is_ok();
-    }
-}
-
-fn run() {
-    loop {
-        std::thread::sleep(PERIOD);
-        if !publish_live(true) {
-            return;
-        }
+        live.1 =
+            crate::background::spawn_while_needed("elvon-metrics", PERIOD, || publish_live(true));
     }
 }
 

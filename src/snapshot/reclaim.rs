@@ -27,32 +27,22 @@ pub(crate) fn retire(old: Arc<Snapshot>) {
     let mut r = RETIRED.lock().unwrap_or_else(PoisonError::into_inner);
     r.0.push(old);
     if !r.1 {
-        let started = std::thread::Builder::new()
-            .name("elvon-reclaim".into())
-            .spawn(run)
-            .is_ok();
         // Without a thread the snapshots stay listed; the next retire tries again.
-        r.1 = started;
+        r.1 = crate::background::spawn_while_needed("elvon-reclaim", PERIOD, reclaim);
     }
 }
 
-fn run() {
-    loop {
-        std::thread::sleep(PERIOD);
-        let free: Vec<Arc<Snapshot>> = {
-            let mut r = RETIRED.lock().unwrap_or_else(PoisonError::into_inner);
-            let (done, keep): (Vec<_>, Vec<_>) =
-                r.0.drain(..).partition(|s| Arc::strong_count(s) == 1);
-            r.0 = keep;
-            if r.0.is_empty() {
-                r.1 = false;
-                drop(r);
-                // Freed here, outside the lock, then the thread ends.
-                drop(done);
-                return;
-            }
-            done
-        };
-        drop(free);
-    }
+/// Frees the retired snapshots nothing else holds (outside the lock); `false` once none is
+/// left, which ends the thread.
+fn reclaim() -> bool {
+    let (free, more) = {
+        let mut r = RETIRED.lock().unwrap_or_else(PoisonError::into_inner);
+        let (done, keep): (Vec<_>, Vec<_>) = r.0.drain(..).partition(|s| Arc::strong_count(s) == 1);
+        r.0 = keep;
+        let more = !r.0.is_empty();
+        r.1 = more;
+        (done, more)
+    };
+    drop(free);
+    more
 }
