@@ -110,8 +110,8 @@ pub use decision::{
     ParseDecisionIdError, Reason, RuleRef, Shared, SnapshotHold,
 };
 pub use engine::{
-    Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, DEFAULT_FETCH_DEADLINE,
-    DEFAULT_PENDING_REWARDS,
+    Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, RollbackError,
+    DEFAULT_FETCH_DEADLINE, DEFAULT_KEEP_PREVIOUS, DEFAULT_PENDING_REWARDS,
 };
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

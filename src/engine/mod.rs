@@ -1,8 +1,10 @@
 //! [`Engine`]: load configs, decide, explain.
 
 mod explain;
+mod history;
 mod learning;
 
+pub use history::{RollbackError, DEFAULT_KEEP_PREVIOUS};
 pub use learning::LearnerThread;
 
 use std::fmt;
@@ -41,8 +43,9 @@ pub struct Engine {
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
     learner: Learner,
-    /// Serializes config loads, so the learner's view and the serving snapshot agree.
-    loading: Mutex<()>,
+    /// Serializes config loads and rollbacks, so the learner's view and the serving
+    /// snapshot agree; holds the replaced snapshots kept for rollback.
+    loading: Mutex<history::History>,
     /// `None` for the default no-op sink: `decide` then skips building the event.
     sink: Option<Arc<dyn DecisionSink>>,
     source: Option<Arc<dyn FeatureSource>>,
@@ -86,6 +89,7 @@ pub struct EngineBuilder {
     pending: usize,
     prefix: Option<u64>,
     clock: crate::clock::Clock,
+    keep_previous: usize,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -151,6 +155,15 @@ impl EngineBuilder {
         self
     }
 
+    /// How many snapshots replaced by loads the engine keeps for [`Engine::rollback`]
+    /// (default [`DEFAULT_KEEP_PREVIOUS`]; 0 keeps none). Each kept snapshot holds its
+    /// compiled config in memory (about what the config took to load), and is freed when a
+    /// later load pushes it out or a rollback passes it.
+    pub fn keep_previous(mut self, n: usize) -> Self {
+        self.keep_previous = n;
+        self
+    }
+
     /// The engine, serving an empty config (every slot unknown) until one is loaded.
     pub fn build(self) -> Engine {
         let prefix = self.prefix.unwrap_or_else(random_prefix);
@@ -158,7 +171,7 @@ impl EngineBuilder {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 learner: Learner::new(self.pending, prefix, self.clock.clone()),
-                loading: Mutex::new(()),
+                loading: Mutex::new(history::History::new(self.keep_previous)),
                 sink: self.sink,
                 source: self.source,
                 deadline: self.deadline,
@@ -207,6 +220,7 @@ impl Engine {
             source: None,
             deadline: DEFAULT_FETCH_DEADLINE,
             clock: crate::clock::Clock::system(),
+            keep_previous: DEFAULT_KEEP_PREVIOUS,
         }
     }
 
@@ -216,11 +230,7 @@ impl Engine {
     /// # Errors
     /// [`ConfigError::Invalid`] with all problems found.
     pub fn load_config(&self, config: &Config) -> Result<LoadOutcome, ConfigError> {
-        let _serial = self
-            .inner
-            .loading
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut history = self.lock_loading();
         match compile(config) {
             Ok(c) => {
                 let mut snapshot = c.snapshot;
@@ -229,7 +239,9 @@ impl Engine {
                 // The old snapshot is freed here or by the reclaimer, never by the request
                 // thread that happens to drop its last decision.
                 let old = self.inner.snapshot.swap(Arc::new(snapshot));
-                crate::snapshot::reclaim::retire(old);
+                if let Some(old) = history.replaced(old) {
+                    crate::snapshot::reclaim::retire(old);
+                }
                 crate::config::prune_regexes();
                 crate::metrics::config_swapped();
                 Ok(LoadOutcome {
@@ -243,6 +255,15 @@ impl Engine {
                 Err(ConfigError::Invalid(problems))
             }
         }
+    }
+
+    /// The loading lock (a panic while it was held leaves nothing half-done: the swap is
+    /// the last step).
+    fn lock_loading(&self) -> std::sync::MutexGuard<'_, history::History> {
+        self.inner
+            .loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Parses JSON text and loads it; see [`Engine::load_config`].

@@ -147,6 +147,13 @@ impl Learner {
     /// Binds the bandit rules of a freshly compiled snapshot to their learner state (fills
     /// the snapshot's binding table; the rules themselves are left as compiled) and
     /// publishes a model matching each rule's arms. Called before the snapshot is swapped in.
+    /// Marks every bandit inactive: the serving snapshot has no bandit rule.
+    pub(crate) fn deactivate_all(&self) {
+        for b in lock(&self.bandits).1.iter_mut() {
+            b.active = None;
+        }
+    }
+
     pub(crate) fn attach(&self, snap: &mut Snapshot) {
         let mut guard = lock(&self.bandits);
         let (keys, bandits) = &mut *guard;

@@ -18,6 +18,7 @@
 //! | `elvon_model_refreshes_total` | counter | |
 //! | `elvon_config_swaps_total` | counter | |
 //! | `elvon_config_rejections_total` | counter | |
+//! | `elvon_config_rollbacks_total` | counter | (`Engine::rollback` swapped a kept snapshot back in) |
 //! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`, `data_error`, `unavailable`) |
 //! | `elvon_sink_records_total` | counter | `sink`, `outcome` (`offered`, `written`, `dropped`, `failed`) |
 //! | `elvon_sink_queue_depth` | gauge | `sink` (records the writer took in its last batch, a lower bound of the queue depth; the memory sink's record count) |
@@ -28,7 +29,7 @@
 //! | `elvon_updater_events_total` | counter | `outcome` (`applied`, `dead_letter`, `reward`, `reward_not_applied`, `reward_foreign`; feature `kafka`) |
 //! | `elvon_updater_errors_total` | counter | `kind` (`poll`, `apply`, `rejected`, `dead_letter`; feature `kafka`) |
 //! | `elvon_updater_lag` | gauge | (messages behind the end of the assigned partitions; feature `kafka`) |
-//! | `elvon_config_watch_errors_total` | counter | (errors reading a watched config file or the Kafka config topic) |
+//! | `elvon_config_watch_errors_total` | counter | (errors reading a watched config file, the Kafka config topic or the PostgreSQL config store) |
 //! | `elvon_fleet_merged_total` | counter | (learner-topic entries merged; feature `kafka`, `FleetSync`) |
 //! | `elvon_fleet_rejected_total` | counter | (arm increments a merge left out because they did not fit; feature `kafka`) |
 //! | `elvon_fleet_errors_total` | counter | (errors reaching the cluster, retried; feature `kafka`) |
@@ -54,6 +55,10 @@ pub fn publish() {
 
 pub(crate) fn config_swapped() {
     counter!("elvon_config_swaps_total").increment(1);
+}
+
+pub(crate) fn config_rolled_back() {
+    counter!("elvon_config_rollbacks_total").increment(1);
 }
 
 pub(crate) fn config_rejected() {

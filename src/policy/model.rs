@@ -57,7 +57,7 @@ impl Policy {
 }
 
 /// A compiled `bandit` action.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct BanditSpec {
     /// Learner state key: the slot id, or `slot/rule-id` for a rule with an id (`/` and `\\` in
     /// ids escaped with `\\`).

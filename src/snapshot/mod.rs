@@ -27,7 +27,7 @@ thread_local! {
 /// A validated, compiled configuration. Immutable; the engine swaps whole snapshots.
 ///
 /// Obtained from [`Engine::snapshot`](crate::Engine::snapshot) for inspection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub(crate) version: Box<str>,
     pub(crate) slots: Vec<Slot>,
@@ -117,7 +117,7 @@ impl Snapshot {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Variant {
     pub(crate) id: Box<str>,
     pub(crate) payload: Bytes,
@@ -125,7 +125,7 @@ pub(crate) struct Variant {
     pub(crate) payload_json: Option<Box<serde_json::value::RawValue>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Slot {
     pub(crate) id: Box<str>,
     pub(crate) variants: Vec<Variant>,
@@ -145,7 +145,7 @@ pub(crate) struct SlotLayer {
     pub(crate) to: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Layer {
     pub(crate) id: Box<str>,
     pub(crate) seed: u64,
@@ -159,7 +159,7 @@ pub(crate) struct Holdout {
     pub(crate) below: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Rule {
     /// Position in the config's `rules` array (kept when unreachable rules are dropped).
     pub(crate) index: u16,
@@ -175,7 +175,7 @@ pub(crate) enum Unit {
     Feature(FeatureKey),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Action {
     Serve(u32),
     /// `arms` holds (exclusive upper bucket, variant) in ascending order; the last upper is 10 000.
@@ -199,7 +199,7 @@ pub(crate) enum Action {
     Bandit(Box<crate::policy::model::BanditSpec>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ScoreArm {
     pub(crate) variant: u32,
     pub(crate) bias: f64,
