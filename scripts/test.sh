@@ -30,6 +30,11 @@ need_pkg make make
 need_pkg redis-server redis-server   # tests/redis.rs starts real servers (and a cluster)
 need_pkg redis-cli redis-tools
 need_pkg python3 python3   # scripts/check_rust_version.py
+# tests/postgres.rs starts real PostgreSQL servers (initdb + pg_ctl, run as the package's
+# `postgres` user); Debian keeps them in /usr/lib/postgresql/<version>/bin, off PATH.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  need_pkg /nonexistent/initdb postgresql
+fi
 command -v cargo >/dev/null || { echo "error: cargo is missing; install Rust (rustup)" >&2; exit 1; }
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

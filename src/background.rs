@@ -32,7 +32,7 @@ pub(crate) struct Stop {
 
 impl Stop {
     /// Whether the thread was told to stop.
-    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "kafka", feature = "postgres")), allow(dead_code))]
     pub(crate) fn is_set(&self) -> bool {
         *self.stopped.lock().unwrap_or_else(PoisonError::into_inner)
     }

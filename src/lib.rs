@@ -122,6 +122,9 @@ pub mod kafka;
 #[cfg(feature = "openfeature")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openfeature")))]
 pub mod openfeature;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
