@@ -33,6 +33,7 @@
 //! (a local proxy or a sidecar) where the database is remote.
 //!
 //! ```no_run
+//! # #[allow(dead_code)]
 //! # async fn run() -> Result<(), elvon::postgres::StoreError> {
 //! use elvon::postgres::{ConfigStore, PgConfigWatcher, WatchOptions};
 //! let url = "host=127.0.0.1 user=elvon dbname=elvon";
