@@ -38,8 +38,9 @@
 //!
 //! [`Engine::spawn_learner`](crate::Engine::spawn_learner) (model refresh and reward expiry),
 //! [`ConfigWatcher`](crate::ConfigWatcher) (a config file) and, with feature `kafka`, the
-//! config-topic watcher and the feature updater each run one named thread, stopped and joined
-//! when their handle is dropped. Besides these, elvon starts only the JSON-lines and Kafka
+//! config-topic watcher and the feature updater, and with feature `postgres` the
+//! `PgConfigWatcher` (`elvon-pg-config`, a one-thread Tokio runtime of its own) each run one
+//! named thread, stopped and joined when their handle is dropped. Besides these, elvon starts only the JSON-lines and Kafka
 //! sinks' writer threads, one snapshot reclaimer per process, one `elvon-metrics` thread per
 //! process that publishes decision counts every second (see [`crate::metrics::publish`];
 //! it ends when no snapshot is left), and, for a Redis source
