@@ -110,8 +110,9 @@ pub use decision::{
     ParseDecisionIdError, Reason, RuleRef, Shared, SnapshotHold,
 };
 pub use engine::{
-    Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, RollbackError,
-    DEFAULT_FETCH_DEADLINE, DEFAULT_KEEP_PREVIOUS, DEFAULT_PENDING_REWARDS,
+    Engine, EngineBuilder, Explanation, LearnerThread, LoadOutcome, RollbackError, RuleChange,
+    ShadowReport, SlotShadow, DEFAULT_FETCH_DEADLINE, DEFAULT_KEEP_PREVIOUS,
+    DEFAULT_PENDING_REWARDS, SHADOW_PENDING,
 };
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

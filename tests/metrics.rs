@@ -120,12 +120,17 @@ fn counters_are_exact_after_many_threads_decide() {
     assert_eq!(read(), (all, all, fb, fb));
 }
 
-/// Counts a config made are published when its snapshot is freed after a swap, without a
-/// call to `publish` (the periodic publish waits a second).
+/// Counts a config made are published when a swap replaces it, without a call to `publish`
+/// (the periodic publish waits a second): kept for rollback (the default) or freed.
 #[test]
 fn counts_of_a_swapped_out_config_are_published() {
+    for keep in [elvon::DEFAULT_KEEP_PREVIOUS, 0] {
+        swapped_out_counts_are_published(Engine::builder().keep_previous(keep).build());
+    }
+}
+
+fn swapped_out_counts_are_published(engine: Engine) {
     let rec = Rec::default();
-    let engine = Engine::default();
     metrics::with_local_recorder(&rec, || {
         engine
             .load_config_json(include_str!("data/kinds.json"))

@@ -76,6 +76,16 @@ async fn until_serving(engines: &[&Engine], version: &str, limit: Duration) -> D
     t.elapsed()
 }
 
+/// Publishes `version` serving `variant`, activates it and waits until `engines` serve it.
+async fn go_live(store: &ConfigStore, engines: &[&Engine], version: &str, variant: &str) {
+    store
+        .publish(&serving(version, variant), "alice")
+        .await
+        .expect("valid");
+    store.activate(version, "alice").await.expect("activate");
+    until_serving(engines, version, Duration::from_secs(5)).await;
+}
+
 async fn store(server: &pg::Postgres) -> ConfigStore {
     let store = ConfigStore::connect(&server.url()).await.expect("connect");
     store.migrate().await.expect("migrate");
@@ -193,12 +203,7 @@ async fn an_invalid_config_is_stored_as_rejected_and_never_served() {
     let engine = Engine::default();
     let events = Events::default();
     let _w = watch(&engine, WatchOptions::new(server.url()), &events);
-    store
-        .publish(&serving("1", "a"), "alice")
-        .await
-        .expect("valid");
-    store.activate("1", "alice").await.expect("activate");
-    until_serving(&[&engine], "1", Duration::from_secs(5)).await;
+    go_live(&store, &[&engine], "1", "a").await;
 
     let bad = json!({"version": "2", "slots": [{"id": "s", "variants": [{"id": "a"}], "default": "a",
         "rules": [{"when": {"feature": "x", "op": "gtt", "value": 1}, "serve": "a"}]}]});
@@ -296,12 +301,7 @@ async fn rollback_restores_the_previous_version_on_every_engine() {
         Err(StoreError::NothingToRollBack)
     );
     for (v, variant) in [("1", "a"), ("2", "b"), ("3", "c")] {
-        store
-            .publish(&serving(v, variant), "alice")
-            .await
-            .expect("valid");
-        store.activate(v, "alice").await.expect("activate");
-        until_serving(&[&a, &b], v, Duration::from_secs(5)).await;
+        go_live(&store, &[&a, &b], v, variant).await;
     }
     let r = store.rollback("ops").await.expect("rollback");
     assert_eq!(
@@ -341,12 +341,7 @@ async fn an_active_version_that_does_not_load_is_reported_and_the_engine_keeps_s
     let engine = Engine::default();
     let events = Events::default();
     let _w = watch(&engine, WatchOptions::new(server.url()), &events);
-    store
-        .publish(&serving("1", "b"), "alice")
-        .await
-        .expect("valid");
-    store.activate("1", "alice").await.expect("activate");
-    until_serving(&[&engine], "1", Duration::from_secs(5)).await;
+    go_live(&store, &[&engine], "1", "b").await;
     // A row another elvon (one that knows an operator this one does not) wrote as valid.
     let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
         .await

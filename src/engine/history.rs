@@ -34,6 +34,9 @@ impl History {
         if !std::mem::replace(&mut self.loaded, true) || self.keep == 0 {
             return Some(old);
         }
+        // Its counts so far reach the recorder now, as they would if it were freed; later
+        // ones (decisions still in flight) with the next publish.
+        old.counts.publish();
         self.previous.push_back(old);
         if self.previous.len() > self.keep {
             self.previous.pop_front()

@@ -16,7 +16,11 @@ impl Engine {
     /// return [`RewardOutcome::Invalid`]. The rule's model is republished after
     /// `refresh.rewards` rewards (on this thread) or `refresh.ms` milliseconds (on the next
     /// reward or [`Engine::refresh`]).
+    ///
+    /// While a [shadow evaluation](Engine::shadow) runs, the reward of a sampled decision,
+    /// bandit or not, also feeds its estimate (the outcome returned is the learner's).
     pub fn reward(&self, decision: DecisionId, value: f64) -> RewardOutcome {
+        self.shadow_reward(decision, value);
         let out = self.inner.learner.reward(decision.as_u128(), value);
         crate::metrics::reward(out.metric_name());
         out

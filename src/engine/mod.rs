@@ -3,9 +3,11 @@
 mod explain;
 mod history;
 mod learning;
+mod shadow;
 
 pub use history::{RollbackError, DEFAULT_KEEP_PREVIOUS};
 pub use learning::LearnerThread;
+pub use shadow::{RuleChange, ShadowReport, SlotShadow, SHADOW_PENDING};
 
 use std::fmt;
 use std::path::Path;
@@ -56,6 +58,10 @@ struct Inner {
     serial: u64,
     /// Decision timestamps (what sinks record) are read from it.
     clock: crate::clock::Clock,
+    /// The running shadow evaluation ([`Engine::shadow`]), and whether there is one (the
+    /// decide path reads only the flag when there is none).
+    shadow: arc_swap::ArcSwapOption<shadow::Shadow>,
+    shadow_on: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Engine {
@@ -179,6 +185,8 @@ impl EngineBuilder {
                 blocks: std::sync::atomic::AtomicU64::new(0),
                 serial: crate::decision::engine_serial(),
                 clock: self.clock,
+                shadow: arc_swap::ArcSwapOption::empty(),
+                shadow_on: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -438,6 +446,13 @@ impl Engine {
             features: status,
         };
         count(&decision.snap, idx, decision.outcome.reason);
+        if self
+            .inner
+            .shadow_on
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.shadow_observe(&decision, &decision.snap, slot, user, features);
+        }
         if let Some(b) = &decision.outcome.bandit {
             if let Some((spec, binding)) = decision.bandit_binding() {
                 self.inner.learner.remember(

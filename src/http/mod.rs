@@ -34,16 +34,24 @@
 //! decision. Bad JSON and wrong types are `400` with a message naming the field; nothing
 //! panics.
 //!
+//! With feature `postgres` too, [`admin_router`] serves the admin API (publish, activate,
+//! roll back, history, audit, shadow report) over a config store, with bearer tokens; mount
+//! it on an internal port (see the `admin` module's table, in [`admin_router`]'s docs).
+//!
 //! [`serve`] runs the router on a listener and shuts down gracefully: it stops accepting,
 //! drains the requests in flight and flushes the decision sink, so no decision answered with
 //! `200` is missing from the decision log.
 
+#[cfg(feature = "postgres")]
+mod admin;
 mod native;
 mod ofrep;
 #[cfg(feature = "prometheus")]
 mod prometheus;
 mod serve;
 
+#[cfg(feature = "postgres")]
+pub use admin::{admin_router, AdminError, AdminOptions, OPEN_ACTOR};
 #[cfg(feature = "prometheus")]
 pub use prometheus::{Prometheus, PrometheusError};
 pub use serve::{serve, ServeError};

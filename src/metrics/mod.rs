@@ -18,6 +18,7 @@
 //! | `elvon_model_refreshes_total` | counter | |
 //! | `elvon_config_swaps_total` | counter | |
 //! | `elvon_config_rejections_total` | counter | |
+//! | `elvon_shadow_decisions_total` | counter | `outcome` (`agree`, `disagree`: sampled decisions of a shadow evaluation, see `Engine::shadow`) |
 //! | `elvon_config_rollbacks_total` | counter | (`Engine::rollback` swapped a kept snapshot back in) |
 //! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`, `data_error`, `unavailable`) |
 //! | `elvon_sink_records_total` | counter | `sink`, `outcome` (`offered`, `written`, `dropped`, `failed`) |

@@ -222,7 +222,7 @@ impl Estimator {
     }
 
     /// Counts as skipped a sample [`add`](Self::add) refused (its row is counted already).
-    pub(super) fn refused(&mut self) {
+    pub(crate) fn refused(&mut self) {
         self.skipped += 1;
     }
 

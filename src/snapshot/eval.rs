@@ -2,7 +2,7 @@
 
 use super::condition::{Eval, Issue};
 use super::trace::Trace;
-use super::{Action, FeatureKey, Holdout, Slot, Snapshot, Unit};
+use super::{Action, FeatureKey, Holdout, ScoreArm, Slot, Snapshot, Unit};
 use crate::bucketing::{bucket_with_seed, int_bytes, BUCKETS};
 use crate::features::{Features, Value};
 use crate::kinds::{FallbackKind, ReasonKind};
@@ -137,7 +137,7 @@ impl BanditId for u128 {
 }
 
 #[inline]
-fn held_out(h: &Holdout, user: &str) -> bool {
+pub(super) fn held_out(h: &Holdout, user: &str) -> bool {
     bucket_with_seed(h.seed, user.as_bytes()) < h.below
 }
 
@@ -309,39 +309,15 @@ impl Snapshot {
                     path *= 1.0 - share;
                 }
                 Action::Score { inputs, arms } => {
-                    // Each input is read once; more inputs than fit on the stack (rare) are
-                    // read per use instead.
-                    let mut values = [0.0f64; SCORE_STACK];
-                    let on_stack = inputs.len() <= SCORE_STACK;
-                    if on_stack {
-                        for (slot_value, k) in values.iter_mut().zip(inputs) {
-                            *slot_value = score_input(k, features, &mut ev.issue);
-                        }
-                    }
-                    let mut best: Option<(f64, u32)> = None;
-                    for arm in arms {
-                        let mut s = arm.bias;
-                        for &(i, w) in &arm.weights {
-                            let x = if on_stack {
-                                values[i as usize]
-                            } else {
-                                score_input(&inputs[i as usize], features, &mut ev.issue)
-                            };
-                            s += w * x;
-                        }
-                        ev.trace.note(|| {
-                            format!(
-                                "rules[{}] score {:?} = {s}",
-                                rule.index, slot.variants[arm.variant as usize].id
-                            )
-                        });
-                        // NaN ranks lowest; strictly greater, so the first arm wins ties.
-                        let s = if s.is_nan() { f64::NEG_INFINITY } else { s };
-                        if best.is_none_or(|(b, _)| s > b) {
-                            best = Some((s, arm.variant));
-                        }
-                    }
-                    let variant = best.map_or(slot.default, |(_, v)| v);
+                    let variant = score_pick(
+                        slot,
+                        rule.index,
+                        inputs,
+                        arms,
+                        features,
+                        &mut ev.issue,
+                        &mut ev.trace,
+                    );
                     return Outcome {
                         variant,
                         reason: RawReason::Rule {
@@ -401,6 +377,52 @@ impl Snapshot {
 /// Scores with at most this many distinct inputs gather them into a stack array.
 const SCORE_STACK: usize = 32;
 
+/// The arm a `score` rule picks (argmax of bias + Σ weight · input, the first arm on ties,
+/// NaN lowest; the slot's default without arms). Each input is read once; more inputs than
+/// fit on the stack (rare) are read per use instead.
+#[inline]
+pub(super) fn score_pick<T: Trace>(
+    slot: &Slot,
+    rule_index: u16,
+    inputs: &[FeatureKey],
+    arms: &[ScoreArm],
+    features: &Features,
+    issue: &mut Option<Issue>,
+    trace: &mut T,
+) -> u32 {
+    let mut values = [0.0f64; SCORE_STACK];
+    let on_stack = inputs.len() <= SCORE_STACK;
+    if on_stack {
+        for (slot_value, k) in values.iter_mut().zip(inputs) {
+            *slot_value = score_input(k, features, issue);
+        }
+    }
+    let mut best: Option<(f64, u32)> = None;
+    for arm in arms {
+        let mut s = arm.bias;
+        for &(i, w) in &arm.weights {
+            let x = if on_stack {
+                values[i as usize]
+            } else {
+                score_input(&inputs[i as usize], features, issue)
+            };
+            s += w * x;
+        }
+        trace.note(|| {
+            format!(
+                "rules[{rule_index}] score {:?} = {s}",
+                slot.variants[arm.variant as usize].id
+            )
+        });
+        // NaN ranks lowest; strictly greater, so the first arm wins ties.
+        let s = if s.is_nan() { f64::NEG_INFINITY } else { s };
+        if best.is_none_or(|(b, _)| s > b) {
+            best = Some((s, arm.variant));
+        }
+    }
+    best.map_or(slot.default, |(_, v)| v)
+}
+
 /// A score input: the feature as a number; missing or non-numeric counts as 0 (and is noted).
 #[inline]
 fn score_input(k: &FeatureKey, features: &Features, issue: &mut Option<Issue>) -> f64 {
@@ -417,7 +439,7 @@ fn score_input(k: &FeatureKey, features: &Features, issue: &mut Option<Issue>) -
 }
 
 #[inline]
-fn unit_bucket(
+pub(super) fn unit_bucket(
     seed: u64,
     unit: &Unit,
     user: &str,

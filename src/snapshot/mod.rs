@@ -1,6 +1,7 @@
 //! The compiled, immutable snapshot a config becomes, and slot evaluation.
 
 pub(crate) mod condition;
+mod dist;
 mod eval;
 pub(crate) mod lookup;
 pub(crate) mod reclaim;
