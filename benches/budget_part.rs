@@ -191,6 +191,13 @@ impl Budget {
         }
         ceiling(
             &mut out,
+            "W2 p99 of unsampled calls with a shadow evaluation / without (median of blocks)"
+                .to_owned(),
+            r.shadow.p99_ratio,
+            self.get("shadow", "max_p99_ratio"),
+        );
+        ceiling(
+            &mut out,
             format!(
                 "validate + compile + swap of a {}-slot config (ms, median)",
                 r.config_slots

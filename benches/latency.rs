@@ -31,6 +31,7 @@ mod budget_part;
 #[cfg(feature = "kafka")]
 mod kafka_part;
 mod recorder_part;
+mod shadow_part;
 
 use budget_part::Budget;
 #[cfg(feature = "redis")]
@@ -93,6 +94,8 @@ struct Report {
     config_load_ms: f64,
     /// W1 with a Prometheus recorder installed.
     recorder: recorder_part::RecorderFigures,
+    /// W2 with a shadow evaluation running, unsampled calls.
+    shadow: shadow_part::ShadowFigures,
     /// `decide_for` with Redis features (only with `--features redis`).
     #[cfg(feature = "redis")]
     redis: redis_part::RedisFigures,
@@ -236,6 +239,35 @@ fn main() {
         );
         k
     };
+    let shadow = {
+        let spare;
+        let w2 = match loads.iter().find(|w| w.name == "W2") {
+            Some(w) => w,
+            None => {
+                spare = workloads::all();
+                spare.iter().find(|w| w.name == "W2").expect("workload W2")
+            }
+        };
+        let s = Scenario {
+            threads: 1,
+            swap: false,
+            sink: Sink::Noop,
+        };
+        let r = shadow_part::run(
+            runs,
+            |engine| {
+                let f = run_on(engine, None, w2, s);
+                (f.p99_ns, f.mean_ns)
+            },
+            &w2.configs[0],
+            &w2.configs[1],
+        );
+        println!(
+            "shadow: W2, 1 thread, {} alternating blocks: p99 {:.0}ns with a shadow evaluation at sample rate 0 (every call unsampled) vs {:.0}ns without ({:.2}x, median of per-block ratios; spread {:.2} to {:.2}); mean {:.0}ns with 1% sampled vs {:.0}ns without",
+            r.blocks, r.p99_on_ns, r.p99_off_ns, r.p99_ratio, r.p99_ratio_min, r.p99_ratio_max, r.mean_sampled_1pct_ns, r.mean_off_ns
+        );
+        r
+    };
     // Last: the recorder is process-global.
     let recorder = {
         let spare;
@@ -269,6 +301,7 @@ fn main() {
     };
     let report = Report {
         recorder,
+        shadow,
         machine: machine(),
         runs,
         timer_overhead_ns: overhead,

@@ -81,7 +81,10 @@ fn agreement_matches_the_share_the_configs_imply() {
 
 /// One simulated run: live 50/50, candidate 90/10, clicks with known rates; returns the
 /// candidate's IPS and SNIPS estimates (value, lower, upper) and the live mean.
-fn simulate(seed: u64) -> ((f64, f64, f64), (f64, f64, f64), f64, u64) {
+/// (value, lower, upper) of an estimate.
+type Interval = (f64, f64, f64);
+
+fn simulate(seed: u64) -> (Interval, Interval, f64, u64) {
     let engine = Engine::builder().id_prefix(seed).build();
     engine.load_config_json(&split("live", 50)).expect("valid");
     engine
