@@ -219,7 +219,12 @@ fn pending_rewards_are_bounded_and_bad_candidates_are_refused() {
     for i in 0..SHADOW_PENDING + extra {
         let _ = engine.decide("s", &format!("u{i}"), &Features::new());
     }
+    // Slots neither config has are not counted: made-up names cannot grow the report.
+    for i in 0..10_000 {
+        let _ = engine.decide(&format!("no-such-slot-{i}"), "u", &Features::new());
+    }
     let r = engine.shadow_report().expect("running");
+    assert_eq!(r.slots.len(), 1, "only slot s");
     assert_eq!(r.pending, SHADOW_PENDING);
     assert_eq!(r.evicted, extra as u64);
     assert_eq!(r.slots[0].sampled, (SHADOW_PENDING + extra) as u64);

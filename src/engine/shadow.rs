@@ -98,6 +98,11 @@ impl Shadow {
     ) {
         let c = &self.candidate;
         let c_idx = c.slot_idx(slot).unwrap_or(crate::snapshot::NO_VARIANT);
+        if c_idx == crate::snapshot::NO_VARIANT && live.slot == crate::snapshot::NO_VARIANT {
+            // A slot neither config has: nothing to compare, and counting it would let
+            // callers grow the report with made-up slot names.
+            return;
+        }
         let mut id = live.id().as_u128();
         let outcome = c.evaluate(
             c_idx,

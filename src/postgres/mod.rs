@@ -25,6 +25,13 @@
 //!   backoff. An active version that does not load on an engine (an older elvon, say) is
 //!   reported and counted, and the engine keeps its snapshot.
 //!
+//! Before activating, [`Engine::shadow`](crate::Engine::shadow) can run a candidate beside the
+//! live config on a sample of live decisions and report agreement, changes by rule and an
+//! off-policy estimate of its value; with feature `http` too,
+//! `http::admin_router` serves publish, activate, rollback, history, audit and that report
+//! over HTTP with bearer tokens. [`Engine::rollback`](crate::Engine::rollback) undoes a swap
+//! on one engine at once, without the database.
+//!
 //! The schema is in the crate (`src/postgres/migrations/`) and applied by
 //! [`ConfigStore::migrate`], never implicitly. Its tables are `elvon_configs`,
 //! `elvon_activations`, `elvon_audit` and `elvon_schema_migrations`, in the connection's

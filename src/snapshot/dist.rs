@@ -125,3 +125,50 @@ impl Snapshot {
         add(slot.default, mass);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{compile, Config};
+    use crate::features::Features;
+
+    fn snapshot(json: &str) -> super::Snapshot {
+        let config = Config::from_json(json).expect("json");
+        compile(&config).expect("valid").snapshot
+    }
+
+    #[test]
+    fn rollouts_pass_the_rest_on_and_exclusions_serve_the_default() {
+        let s = snapshot(
+            r#"{"version": "1", "slots": [
+              {"id": "s", "variants": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "default": "a",
+               "rules": [
+                 {"when": {"feature": "vip", "op": "eq", "value": true}, "serve": "c"},
+                 {"rollout": {"variant": "b", "percent": 30}},
+                 {"split": {"variants": [{"variant": "a", "weight": 50}, {"variant": "c", "weight": 50}]}}]},
+              {"id": "k", "variants": [{"id": "x"}, {"id": "y"}], "default": "y", "killed": true,
+               "rules": [{"serve": "x"}]}]}"#,
+        );
+        let mut out = Vec::new();
+        let idx = s.slot_idx("s").expect("slot");
+        s.distribution(idx, "u", &Features::new().with("vip", false), &mut out);
+        out.sort_by_key(|e| e.0);
+        let close = |got: &[(u32, f64)], want: &[(u32, f64)]| {
+            got.len() == want.len()
+                && got
+                    .iter()
+                    .zip(want)
+                    .all(|(g, w)| g.0 == w.0 && (g.1 - w.1).abs() < 1e-12)
+        };
+        assert!(close(&out, &[(0, 0.35), (1, 0.3), (2, 0.35)]), "{out:?}");
+        s.distribution(idx, "u", &Features::new().with("vip", true), &mut out);
+        assert!(close(&out, &[(2, 1.0)]), "{out:?}");
+        let killed = s.slot_idx("k").expect("slot");
+        s.distribution(killed, "u", &Features::new(), &mut out);
+        assert!(
+            close(&out, &[(1, 1.0)]),
+            "the kill switch serves the default: {out:?}"
+        );
+        s.distribution(crate::snapshot::NO_VARIANT, "u", &Features::new(), &mut out);
+        assert!(out.is_empty());
+    }
+}
