@@ -1,34 +1,4 @@
-//! The admin API (features `http` and `postgres`): publish, activate and roll back configs in
-//! a [`ConfigStore`], list them, read the shadow report; for an internal port.
-//!
-//! | route | what | answers |
-//! |---|---|---|
-//! | `PUT /admin/v1/configs` | publish the body (a config document) as a candidate | `201` stored, `200` already stored (same document), `422` invalid (every problem with its path; stored as rejected), `409` the version holds another document |
-//! | `POST /admin/v1/configs/{version}/activate` | make it the active version | `200`, `404` unknown version, `409` rejected version |
-//! | `POST /admin/v1/rollback` | re-activate the version active before the current one | `200`, `409` nothing to roll back to |
-//! | `GET /admin/v1/configs?limit=N` | the newest versions (default 100, at most 1,000) with state, author and problems | `200` |
-//! | `GET /admin/v1/audit?limit=N` | the newest changes with who made them | `200` |
-//! | `GET /admin/v1/shadow` | the shadow report of the engine given with [`AdminOptions::shadow_engine`] | `200`, `404` when no shadow evaluation runs |
-//!
-//! Every request needs `Authorization: Bearer <token>` with one of the configured tokens:
-//! `401` (with `WWW-Authenticate: Bearer`) without one, `403` with a wrong one. Tokens are
-//! compared in constant time (every byte of every configured token is examined whatever the
-//! input), and each change is recorded in the store's audit log under the token's name.
-//! [`admin_router`] refuses to build without a token unless told to run open
-//! ([`AdminOptions::allow_unauthenticated`]). Bodies are bounded
-//! ([`AdminOptions::body_limit`], `413` beyond). Store errors are `503` (database unreachable)
-//! or `500`, with the message.
-//!
-//! ```
-//! # async fn run(store: elvon::postgres::ConfigStore) -> Result<(), Box<dyn std::error::Error>> {
-//! use elvon::http::{admin_router, AdminOptions};
-//! let app: axum::Router = admin_router(
-//!     std::sync::Arc::new(store),
-//!     AdminOptions::new().token("deploy-bot", std::env::var("ELVON_ADMIN_TOKEN")?),
-//! )?;
-//! // axum::serve(tokio::net::TcpListener::bind("127.0.0.1:9090").await?, app).await?;
-//! # drop(app); Ok(()) }
-//! ```
+//! The admin API over a config store (see [`admin_router`](super::admin_router)).
 
 use std::sync::Arc;
 
@@ -137,7 +107,40 @@ struct Admin {
     shadow: Option<Engine>,
 }
 
-/// The admin routes (see the [module docs](self)) over `store`.
+/// The admin API over `store` (features `http` and `postgres`): publish, activate and roll
+/// back configs, list them, read the shadow report; for an internal port.
+///
+///
+/// | route | what | answers |
+/// |---|---|---|
+/// | `PUT /admin/v1/configs` | publish the body (a config document) as a candidate | `201` stored, `200` already stored (same document), `422` invalid (every problem with its path; stored as rejected), `409` the version holds another document |
+/// | `POST /admin/v1/configs/{version}/activate` | make it the active version | `200`, `404` unknown version, `409` rejected version |
+/// | `POST /admin/v1/rollback` | re-activate the version active before the current one | `200`, `409` nothing to roll back to |
+/// | `GET /admin/v1/configs?limit=N` | the newest versions (default 100, at most 1,000) with state, author and problems | `200` |
+/// | `GET /admin/v1/audit?limit=N` | the newest changes with who made them | `200` |
+/// | `GET /admin/v1/shadow` | the shadow report of the engine given with [`AdminOptions::shadow_engine`] | `200`, `404` when no shadow evaluation runs |
+///
+/// Every request needs `Authorization: Bearer <token>` with one of the configured tokens:
+/// `401` (with `WWW-Authenticate: Bearer`) without one, `403` with a wrong one. Tokens are
+/// compared in constant time (every byte of every configured token is examined whatever the
+/// input), and each change is recorded in the store's audit log under the token's name.
+/// [`admin_router`] refuses to build without a token unless told to run open
+/// ([`AdminOptions::allow_unauthenticated`]). Bodies are bounded
+/// ([`AdminOptions::body_limit`], `413` beyond). Store errors are `503` (database unreachable)
+/// or `500`, with the message.
+///
+/// ```
+/// # #[allow(dead_code)]
+/// # async fn run(store: elvon::postgres::ConfigStore) -> Result<(), Box<dyn std::error::Error>> {
+/// use elvon::http::{admin_router, AdminOptions};
+/// let app: axum::Router = admin_router(
+///     std::sync::Arc::new(store),
+///     AdminOptions::new().token("deploy-bot", std::env::var("ELVON_ADMIN_TOKEN")?),
+/// )?;
+/// // axum::serve(tokio::net::TcpListener::bind("127.0.0.1:9090").await?, app).await?;
+/// # drop(app); Ok(()) }
+/// ```
+///
 ///
 /// # Errors
 /// [`AdminError::NoToken`] without a token unless running open was allowed;

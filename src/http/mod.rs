@@ -36,7 +36,7 @@
 //!
 //! With feature `postgres` too, [`admin_router`] serves the admin API (publish, activate,
 //! roll back, history, audit, shadow report) over a config store, with bearer tokens; mount
-//! it on an internal port (see the `admin` module's table, in [`admin_router`]'s docs).
+//! it on an internal port (routes and answers in [`admin_router`]).
 //!
 //! [`serve`] runs the router on a listener and shuts down gracefully: it stops accepting,
 //! drains the requests in flight and flushes the decision sink, so no decision answered with
