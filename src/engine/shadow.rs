@@ -397,6 +397,9 @@ impl Engine {
     /// short lock. Memory is bounded: counts per slot, variant and rule pair of the two
     /// configs, and at most [`SHADOW_PENDING`] sampled decisions awaiting rewards.
     ///
+    /// The candidate is compiled but not attached to the learner: its bandit rules draw
+    /// from their prior, and it learns nothing. Slots neither config has are not counted.
+    ///
     /// ```
     /// let engine = elvon::Engine::default();
     /// let config = |v: &str, w: u32| format!(r#"{{"version": "{v}", "slots": [{{"id": "s",
