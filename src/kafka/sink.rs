@@ -513,3 +513,9 @@ impl DecisionSink for KafkaDecisionSink {
         KafkaDecisionSink::flush(self, timeout)
     }
 }
+
+impl crate::sink::SinkStatsSource for KafkaDecisionSink {
+    fn stats(&self) -> SinkStats {
+        KafkaDecisionSink::stats(self)
+    }
+}

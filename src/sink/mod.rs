@@ -2,9 +2,11 @@
 //! built-in sinks ([`NoopSink`], [`MemorySink`], [`JsonlSink`]).
 //!
 //! Every sink keeps the accounting invariant
-//! `offered = written + dropped + failed (+ pending, until flushed)`, see [`SinkStats`].
+//! `offered = written + dropped + failed (+ pending, until flushed)`, see [`SinkStats`]; a
+//! [`DedupeSink`] in front adds `deduped` to it.
 
 mod capture;
+mod dedupe;
 mod jsonl;
 mod memory;
 mod record;
@@ -15,6 +17,10 @@ use std::time::Duration;
 
 #[cfg(feature = "kafka")]
 pub(crate) use capture::{spawn_writer, Backend, Captured, Queue};
+pub use dedupe::{
+    DedupeKey, DedupeOptions, DedupeSink, SinkStatsSource, DEFAULT_DEDUPE_CAPACITY,
+    DEFAULT_DEDUPE_WINDOW,
+};
 pub use jsonl::{JsonlOptions, JsonlSink};
 pub use memory::MemorySink;
 pub use record::{ArmProbability, DecisionRecord, RecordReason, RECORD_SCHEMA};
@@ -170,7 +176,7 @@ impl DecisionSink for NoopSink {
     fn record(&self, _: &DecisionEvent<'_>) {}
 }
 
-/// A sink's counters. `offered == written + dropped + failed + pending`.
+/// A sink's counters. `offered == written + dropped + failed + deduped + pending`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SinkStats {
@@ -183,6 +189,9 @@ pub struct SinkStats {
     /// Records the backend failed to take (I/O errors, delivery failures, writer gone, or
     /// still undelivered when the last handle was dropped and its drain timeout passed).
     pub failed: u64,
+    /// Records a [`DedupeSink`] in front held back as repeats of a key seen in its window
+    /// (0 for a sink without one; never counted as drops).
+    pub deduped: u64,
     /// The backend's last error, with its context (`write decisions.jsonl: No space left on
     /// device (os error 28)`), if any occurred.
     pub last_error: Option<Arc<str>>,
@@ -193,7 +202,7 @@ impl SinkStats {
     #[must_use]
     pub fn pending(&self) -> u64 {
         self.offered
-            .saturating_sub(self.written + self.dropped + self.failed)
+            .saturating_sub(self.written + self.dropped + self.failed + self.deduped)
     }
 }
 
@@ -272,6 +281,7 @@ impl Counters {
             written,
             dropped,
             failed,
+            deduped: 0,
             last_error,
         }
     }
