@@ -46,6 +46,15 @@
 //! the writer notices a moved or deleted file within a second) and
 //! `JsonlOptions::rotate_bytes` rotate the file without losing a record.
 //!
+//! **Exposure dedupe** (opt in): `DedupeSink::new(sink, DedupeOptions::default())` in front of
+//! any sink passes the first record of each (slot, user, variant, config version) per window
+//! (default 60 s; `DedupeKey::SlotUserVariant` ignores the version) and counts the repeats as
+//! `deduped`, so `offered = written + dropped + failed + deduped` (plus pending). Its table is
+//! fixed at 16 bytes per key of `capacity` (default 100,000), whatever the number of users;
+//! past the capacity some repeats are passed, none is dropped. Bandit decisions always pass:
+//! each has its own id and reward join. Deduped records are not in the log, so estimates from
+//! a deduped log describe first exposures per window, not every decision.
+//!
 //! One JSON object per line (`DecisionRecord`, schema 1; readers must ignore unknown fields):
 //!
 //! ```json
