@@ -59,6 +59,18 @@ fn watch(engine: &Engine, options: WatchOptions, events: &Events) -> PgConfigWat
     w
 }
 
+/// Two engines, each with its watcher, polling only every 60 s: a poll far longer than the
+/// bounds the tests check, so only the notification moves them that fast.
+fn two_engines(server: &pg::Postgres, events: &Events) -> ([Engine; 2], [PgConfigWatcher; 2]) {
+    let engines = [Engine::default(), Engine::default()];
+    let options = WatchOptions::new(server.url()).poll_interval(Duration::from_secs(60));
+    let watchers = [
+        watch(&engines[0], options.clone(), events),
+        watch(&engines[1], options, events),
+    ];
+    (engines, watchers)
+}
+
 /// Waits (up to `limit`) until every engine serves `version`; returns how long it took.
 async fn until_serving(engines: &[&Engine], version: &str, limit: Duration) -> Duration {
     let t = Instant::now();
@@ -121,12 +133,8 @@ async fn an_activation_reaches_every_engine_within_a_second_by_notify() {
     let _serial = SERIAL.lock().await;
     let server = pg::Postgres::start();
     let store = store(&server).await;
-    let (a, b) = (Engine::default(), Engine::default());
     let events = Events::default();
-    // A poll far longer than the bound: only the notification can be that fast.
-    let options = WatchOptions::new(server.url()).poll_interval(Duration::from_secs(60));
-    let _wa = watch(&a, options.clone(), &events);
-    let _wb = watch(&b, options, &events);
+    let ([a, b], _watchers) = two_engines(&server, &events);
     assert_eq!(a.config_version(), "", "nothing active yet");
 
     for (v, variant) in [("1", "a"), ("2", "b")] {
@@ -291,11 +299,8 @@ async fn rollback_restores_the_previous_version_on_every_engine() {
     let _serial = SERIAL.lock().await;
     let server = pg::Postgres::start();
     let store = store(&server).await;
-    let (a, b) = (Engine::default(), Engine::default());
     let events = Events::default();
-    let options = WatchOptions::new(server.url()).poll_interval(Duration::from_secs(60));
-    let _wa = watch(&a, options.clone(), &events);
-    let _wb = watch(&b, options, &events);
+    let ([a, b], _watchers) = two_engines(&server, &events);
     assert_eq!(
         store.rollback("ops").await,
         Err(StoreError::NothingToRollBack)
