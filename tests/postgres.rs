@@ -461,3 +461,55 @@ async fn a_database_outage_never_fails_a_decision_and_the_watcher_comes_back() {
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no decision failed");
     assert_eq!(watcher.loaded_version().as_deref(), Some("2"));
 }
+
+/// A partition between the watcher and the database (the server stays up for the store):
+/// a version activated while the watcher cannot reach the database is picked up once it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_activated_while_the_watcher_is_cut_off_is_picked_up_after() {
+    let _serial = SERIAL.lock().await;
+    let server = pg::Postgres::start();
+    let proxy = pg::Proxy::start(server.port);
+    let store = store(&server).await;
+    store
+        .publish(&serving("1", "b"), "alice")
+        .await
+        .expect("valid");
+    store.activate("1", "alice").await.expect("activate");
+    let engine = Engine::default();
+    let events = Events::default();
+    let options = WatchOptions::new(proxy.url())
+        .poll_interval(Duration::from_millis(500))
+        .reconnect_backoff(Duration::from_millis(100), Duration::from_millis(500))
+        .timeout(Duration::from_secs(1));
+    let watcher = watch(&engine, options, &events);
+    until_serving(&[&engine], "1", Duration::from_secs(5)).await;
+
+    proxy.cut();
+    let t = Instant::now();
+    while watcher.is_connected() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the watcher never saw the cut"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store
+        .publish(&serving("2", "c"), "alice")
+        .await
+        .expect("valid");
+    store.activate("2", "alice").await.expect("activate");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!watcher.is_connected(), "still cut off");
+    assert_eq!(
+        engine.config_version(),
+        "1",
+        "cut off, the engine keeps serving"
+    );
+    assert_eq!(
+        engine.decide("s", "u", &Features::new()).variant(),
+        Some("b")
+    );
+    proxy.heal();
+    until_serving(&[&engine], "2", Duration::from_secs(10)).await;
+    assert!(events.any("error"), "the cut was reported");
+}

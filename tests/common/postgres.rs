@@ -194,3 +194,102 @@ impl Drop for Postgres {
             .status();
     }
 }
+
+/// A TCP proxy on a free loopback port in front of `target_port`, which can cut every
+/// connection through it (a network partition between a client and the server) and heal.
+pub struct Proxy {
+    pub port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(target_port: u16) -> Proxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (c, s) = (cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) if !c.load(Ordering::Relaxed) => {
+                        let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target_port))
+                        else {
+                            continue;
+                        };
+                        for (from, to) in [
+                            (client.try_clone(), server.try_clone()),
+                            (server.try_clone(), client.try_clone()),
+                        ] {
+                            let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                                continue;
+                            };
+                            let c = c.clone();
+                            std::thread::spawn(move || {
+                                use std::io::{Read, Write};
+                                let _ = from
+                                    .set_read_timeout(Some(std::time::Duration::from_millis(50)));
+                                let mut buf = [0u8; 16 * 1024];
+                                loop {
+                                    if c.load(Ordering::Relaxed) {
+                                        break;
+                                    }
+                                    match from.read(&mut buf) {
+                                        Ok(0) => break,
+                                        Ok(n) => {
+                                            if to.write_all(&buf[..n]).is_err() {
+                                                break;
+                                            }
+                                        }
+                                        Err(e)
+                                            if matches!(
+                                                e.kind(),
+                                                std::io::ErrorKind::WouldBlock
+                                                    | std::io::ErrorKind::TimedOut
+                                            ) => {}
+                                        Err(_) => break,
+                                    }
+                                }
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Ok((client, _)) => drop(client), // cut: refuse
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        Proxy { port, cut, stop }
+    }
+
+    /// Ends every connection through the proxy and refuses new ones until `heal`.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A connection string through the proxy.
+    pub fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=5",
+            self.port
+        )
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
