@@ -308,3 +308,120 @@ fn cross_fitting_keeps_dr_from_collapsing_to_the_direct_method() {
         assert!(r.dr.covers(0.6) && r.ips.covers(0.6), "{r}");
     }
 }
+
+/// Pass probability of a decision in context `c` in the sampled log: 10% for even contexts,
+/// 30% for odd ones (a log sampled at different rates per slot, say).
+fn pass(c: usize) -> f64 {
+    if c % 2 == 0 {
+        0.1
+    } else {
+        0.3
+    }
+}
+
+/// `one_run` on a log sampled with [`pass`]: a kept decision stands for `1 / pass` decisions
+/// when `weighted`, for one otherwise.
+fn one_sampled_run(seed: u64, weighted: bool) -> Report {
+    let mut rng = rng(seed);
+    let mut est = Estimator::new();
+    for _ in 0..DECISIONS * 4 {
+        let c = rng.random_range(0..CONTEXTS);
+        let lp = logging(c);
+        let u = rng.random::<f64>();
+        let mut acc = 0.0;
+        let mut a = ARMS - 1;
+        for (i, p) in lp.iter().enumerate() {
+            acc += p;
+            if u < acc {
+                a = i;
+                break;
+            }
+        }
+        let r = if rng.random::<f64>() < mean(c, a) {
+            1.0
+        } else {
+            0.0
+        };
+        if rng.random::<f64>() >= pass(c) {
+            continue; // not in the log
+        }
+        let (t, q) = (target(c), model(c));
+        let v = if weighted { 1.0 / pass(c) } else { 1.0 };
+        est.add(
+            &Sample::new(a, lp[a], r, &t)
+                .logging(&lp)
+                .predicted(&q)
+                .weight(v),
+        )
+        .expect("consistent sample");
+    }
+    est.report()
+}
+
+#[test]
+fn a_log_sampled_at_different_rates_is_unbiased_when_weighted_by_one_over_pass() {
+    let truth: f64 = (0..CONTEXTS)
+        .map(|c| (0..ARMS).map(|a| target(c)[a] * mean(c, a)).sum::<f64>())
+        .sum::<f64>()
+        / CONTEXTS as f64;
+    for weighted in [true, false] {
+        let reports: Vec<Report> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2u64)
+                .map(|half| {
+                    s.spawn(move || {
+                        (0..REPS as u64 / 2)
+                            .map(|i| one_sampled_run(7_000 + half * 1_000 + i, weighted))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .flat_map(|h| h.join().expect("runs"))
+                .collect()
+        });
+        for (name, pick) in [
+            (
+                "IPS",
+                (|r: &Report| r.ips) as fn(&Report) -> elvon::ope::Estimate,
+            ),
+            ("SNIPS", |r: &Report| r.snips),
+            ("DR", |r: &Report| r.dr),
+        ] {
+            let values: Vec<f64> = reports.iter().map(|r| pick(r).value).collect();
+            let m = values.iter().sum::<f64>() / REPS as f64;
+            let sd =
+                (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (REPS as f64 - 1.0)).sqrt();
+            let sem = sd / (REPS as f64).sqrt();
+            let coverage =
+                reports.iter().filter(|r| pick(r).covers(truth)).count() as f64 / REPS as f64;
+            println!(
+                "weighted {weighted} {name}: mean {m:.5} (truth {truth:.5}), bias {:+.5}, 3 SEM {:.5}, coverage {:.1}%",
+                m - truth,
+                3.0 * sem,
+                coverage * 100.0
+            );
+            if weighted {
+                assert!(
+                    (m - truth).abs() <= 3.0 * sem,
+                    "{name} bias {} > 3 SEM {}",
+                    m - truth,
+                    3.0 * sem
+                );
+                assert!(
+                    (0.92..=0.98).contains(&coverage),
+                    "{name} 95% intervals cover the truth in {:.1}% of repetitions",
+                    coverage * 100.0
+                );
+            } else {
+                // The control: the same log read as if unsampled is biased (even contexts
+                // are under-represented), which is what the weights correct.
+                assert!(
+                    (m - truth).abs() > 3.0 * sem,
+                    "{name}: the unweighted log should be biased: {} vs 3 SEM {}",
+                    m - truth,
+                    3.0 * sem
+                );
+            }
+        }
+    }
+}

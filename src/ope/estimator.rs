@@ -12,7 +12,17 @@ pub struct Estimator {
     skipped: u64,
     unsupported: u64,
     nonzero: u64,
-    // IPS terms w·r; SNIPS sums; DM and DR terms.
+    // Sample weights v (1 unless the log was sampled): Σv, Σv².
+    v_sum: f64,
+    v_sq: f64,
+    // IPS terms x = w·r: Σv·x, Σv·x², and Σv²·x, Σv²·x² for weighted standard errors;
+    // SNIPS sums (Σv·w, Σv²·w², Σv²·w²·r, Σv²·w²·r²); DM and DR terms likewise.
+    ips_v2: f64,
+    ips_v2sq: f64,
+    dm_v2: f64,
+    dm_v2sq: f64,
+    dr_v2: f64,
+    dr_v2sq: f64,
     ips_sum: f64,
     ips_sq: f64,
     w_sum: f64,
@@ -120,7 +130,8 @@ impl Estimator {
             self.skipped += 1;
             return Ok(());
         };
-        if !(p > 0.0 && p <= 1.0 && s.reward.is_finite()) {
+        let v = s.weight;
+        if !(p > 0.0 && p <= 1.0 && s.reward.is_finite() && v.is_finite() && v > 0.0) {
             self.skipped += 1;
             return Ok(());
         }
@@ -143,14 +154,19 @@ impl Estimator {
         }
         let w = target / p;
         let r = s.reward;
+        let (x, v2) = (w * r, v * v);
         self.n += 1;
-        self.nonzero += u64::from(w * r != 0.0);
-        self.ips_sum += w * r;
-        self.ips_sq += (w * r) * (w * r);
-        self.w_sum += w;
-        self.w_sq += w * w;
-        self.w2r_sum += w * w * r;
-        self.w2r2_sum += w * w * r * r;
+        self.nonzero += u64::from(x != 0.0);
+        self.v_sum += v;
+        self.v_sq += v2;
+        self.ips_sum += v * x;
+        self.ips_sq += v * x * x;
+        self.ips_v2 += v2 * x;
+        self.ips_v2sq += v2 * x * x;
+        self.w_sum += v * w;
+        self.w_sq += v2 * w * w;
+        self.w2r_sum += v2 * w * w * r;
+        self.w2r2_sum += v2 * w * w * r * r;
         let (direct, q_logged) = match s.predicted {
             Some(q) => (
                 s.target.iter().zip(q).map(|(t, q)| t * q).sum::<f64>(),
@@ -159,13 +175,17 @@ impl Estimator {
             None => (0.0, 0.0),
         };
         let d = direct + w * (r - q_logged);
-        self.dm_sum += direct;
-        self.dm_sq += direct * direct;
-        self.dr_sum += d;
-        self.dr_sq += d * d;
+        self.dm_sum += v * direct;
+        self.dm_sq += v * direct * direct;
+        self.dm_v2 += v2 * direct;
+        self.dm_v2sq += v2 * direct * direct;
+        self.dr_sum += v * d;
+        self.dr_sq += v * d * d;
+        self.dr_v2 += v2 * d;
+        self.dr_v2sq += v2 * d * d;
         if let Some(b) = &mut self.boot {
             for (i, rep) in b.reps.iter_mut().enumerate() {
-                let k = poisson1(b.seed, row, i);
+                let k = poisson1(b.seed, row, i) * v;
                 if k > 0.0 {
                     rep[0] += k;
                     rep[1] += k * w * r;
@@ -189,6 +209,14 @@ impl Estimator {
         self.unsupported += other.unsupported;
         self.nonzero += other.nonzero;
         for (a, b) in [
+            (&mut self.v_sum, other.v_sum),
+            (&mut self.v_sq, other.v_sq),
+            (&mut self.ips_v2, other.ips_v2),
+            (&mut self.ips_v2sq, other.ips_v2sq),
+            (&mut self.dm_v2, other.dm_v2),
+            (&mut self.dm_v2sq, other.dm_v2sq),
+            (&mut self.dr_v2, other.dr_v2),
+            (&mut self.dr_v2sq, other.dr_v2sq),
             (&mut self.ips_sum, other.ips_sum),
             (&mut self.ips_sq, other.ips_sq),
             (&mut self.w_sum, other.w_sum),
@@ -236,14 +264,24 @@ impl Estimator {
                 ..Report::default()
             };
         }
-        let mean_se = |sum: f64, sq: f64| {
-            let m = sum / n;
-            let var = if self.n > 1 {
-                ((sq - n * m * m) / (n - 1.0)).max(0.0)
+        // Every weight 1 (an unsampled log): the sample mean and its standard error.
+        // Otherwise the weighted (Hájek) mean Σv·x / Σv, with the linearized standard error
+        // √(Σv²(x − m)²) / Σv, which counts both the decisions' spread and the sampling.
+        let unweighted = self.v_sum == n && self.v_sq == n;
+        let mean_se = |sum: f64, sq: f64, v2: f64, v2sq: f64| {
+            if unweighted {
+                let m = sum / n;
+                let var = if self.n > 1 {
+                    ((sq - n * m * m) / (n - 1.0)).max(0.0)
+                } else {
+                    0.0
+                };
+                Estimate::new(m, (var / n).sqrt())
             } else {
-                0.0
-            };
-            Estimate::new(m, (var / n).sqrt())
+                let m = sum / self.v_sum;
+                let num = v2sq - 2.0 * m * v2 + m * m * self.v_sq;
+                Estimate::new(m, num.max(0.0).sqrt() / self.v_sum)
+            }
         };
         let snips = if self.w_sum > 0.0 {
             self.ips_sum / self.w_sum
@@ -260,10 +298,10 @@ impl Estimator {
         let mut report = Report {
             n: self.n,
             skipped: self.skipped,
-            ips: mean_se(self.ips_sum, self.ips_sq),
+            ips: mean_se(self.ips_sum, self.ips_sq, self.ips_v2, self.ips_v2sq),
             snips: Estimate::new(snips, snips_se),
-            dm: mean_se(self.dm_sum, self.dm_sq),
-            dr: mean_se(self.dr_sum, self.dr_sq),
+            dm: mean_se(self.dm_sum, self.dm_sq, self.dm_v2, self.dm_v2sq),
+            dr: mean_se(self.dr_sum, self.dr_sq, self.dr_v2, self.dr_v2sq),
             effective_sample_size: if self.w_sq > 0.0 {
                 self.w_sum * self.w_sum / self.w_sq
             } else {

@@ -62,6 +62,10 @@ pub struct Sample<'a> {
     /// A reward model's prediction for each arm in this context (for DM and DR; `None`
     /// means 0, which makes DR equal to IPS). Must have the target's length.
     pub predicted: Option<&'a [f64]>,
+    /// How many logged decisions this sample stands for: `1 / pass probability` for a
+    /// record kept by sampling the log (1 for an unsampled log). Estimates are weighted
+    /// means over samples, and their standard errors account for the weights.
+    pub weight: f64,
 }
 
 impl<'a> Sample<'a> {
@@ -75,7 +79,16 @@ impl<'a> Sample<'a> {
             logging: None,
             target,
             predicted: None,
+            weight: 1.0,
         }
+    }
+
+    /// Standing for `weight` logged decisions (`1 / pass probability` of a sampled record;
+    /// default 1). A weight that is not finite and positive makes the sample skipped.
+    #[must_use]
+    pub fn weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
     }
 
     /// With the logging policy's probability vector.

@@ -189,6 +189,7 @@ where
             logging: Some(&logging),
             target: &target,
             predicted: Some(&predicted),
+            weight: 1.0,
         };
         if est.add(&sample).is_err() {
             est.refused();
