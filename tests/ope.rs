@@ -312,7 +312,7 @@ fn cross_fitting_keeps_dr_from_collapsing_to_the_direct_method() {
 /// Pass probability of a decision in context `c` in the sampled log: 10% for even contexts,
 /// 30% for odd ones (a log sampled at different rates per slot, say).
 fn pass(c: usize) -> f64 {
-    if c % 2 == 0 {
+    if c.is_multiple_of(2) {
         0.1
     } else {
         0.3
