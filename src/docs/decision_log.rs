@@ -70,3 +70,11 @@
 //! feature; finite floats round-trip exactly. Bandit decisions add `probabilities` (every arm's
 //! probability, `[{"variant": "a", "probability": 0.12}, …]`) and `model_version`; both are
 //! omitted for other decisions.
+//!
+//! **Sampled logs** (opt in): `SampleSink::new(sink, SampleOptions::new(1.0).slot("banner",
+//! 0.1))` keeps each slot's share of records, chosen by a hash of the decision id (a replay
+//! keeps the same ones), counts the rest as `sampled_out`, and adds `"pass_probability": 0.1`
+//! to every kept record (absent, meaning 1, in an unsampled log; stages in front multiply).
+//! A kept record stands for `1 / pass_probability` decisions: `ope::evaluate_records` and
+//! `ope::Sample::weight` weight it so, and estimates from a log sampled at different rates
+//! per slot stay unbiased.

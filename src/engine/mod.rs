@@ -471,6 +471,7 @@ impl Engine {
                 user,
                 features,
                 clock: &self.inner.clock,
+                pass: 1.0,
             });
         }
         decision

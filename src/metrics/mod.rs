@@ -21,7 +21,7 @@
 //! | `elvon_shadow_decisions_total` | counter | `outcome` (`agree`, `disagree`: sampled decisions of a shadow evaluation, see `Engine::shadow`) |
 //! | `elvon_config_rollbacks_total` | counter | (`Engine::rollback` swapped a kept snapshot back in) |
 //! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`, `data_error`, `unavailable`) |
-//! | `elvon_sink_records_total` | counter | `sink`, `outcome` (`offered`, `written`, `dropped`, `failed`; a `DedupeSink` counts `offered` and `deduped` under `sink="dedupe"`) |
+//! | `elvon_sink_records_total` | counter | `sink`, `outcome` (`offered`, `written`, `dropped`, `failed`; a `DedupeSink` counts `offered` and `deduped` under `sink="dedupe"`, a `SampleSink` `offered` and `sampled_out` under `sink="sample"`) |
 //! | `elvon_sink_queue_depth` | gauge | `sink` (records the writer took in its last batch, a lower bound of the queue depth; the memory sink's record count) |
 //! | `elvon_redis_breaker_state` | gauge | (0 closed, 1 open, 2 probing; feature `redis`) |
 //! | `elvon_redis_breaker_opened_total` | counter | (feature `redis`) |

@@ -107,7 +107,10 @@ where
 /// probability for every variant (the bandit vector, or 1 for a deterministic outcome). The
 /// logging probabilities come from the record (`probabilities`, or `propensity` for the
 /// logged variant). DM and DR use the mean logged reward per (slot, variant) as their reward
-/// model, cross-fitted over [`EvalOptions::folds`]. Records without a variant are skipped; so
+/// model, cross-fitted over [`EvalOptions::folds`]. A record kept by sampling the log
+/// ([`SampleSink`](crate::sink::SampleSink)) is weighted by `1 / pass_probability`, so a log
+/// sampled at different rates per slot still gives unbiased estimates (the reward model's
+/// means are per slot, where the rate is one). Records without a variant are skipped; so
 /// are records whose logged propensity contradicts their probability vector (counted in
 /// [`Report::skipped`]).
 pub fn evaluate_records_with<'a, I>(
@@ -189,7 +192,8 @@ where
             logging: Some(&logging),
             target: &target,
             predicted: Some(&predicted),
-            weight: 1.0,
+            // A record kept by sampling the log stands for 1 / pass of them.
+            weight: 1.0 / r.pass_probability,
         };
         if est.add(&sample).is_err() {
             est.refused();

@@ -211,6 +211,12 @@ impl<S: SinkStatsSource> DedupeSink<S> {
     }
 }
 
+impl<S: SinkStatsSource> SinkStatsSource for DedupeSink<S> {
+    fn stats(&self) -> SinkStats {
+        DedupeSink::stats(self)
+    }
+}
+
 impl State {
     fn hash(&self, event: &DecisionEvent<'_>) -> u64 {
         use xxhash_rust::xxh3::Xxh3;

@@ -10,6 +10,7 @@ mod dedupe;
 mod jsonl;
 mod memory;
 mod record;
+mod sample;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ pub use dedupe::{
 pub use jsonl::{JsonlOptions, JsonlSink};
 pub use memory::MemorySink;
 pub use record::{ArmProbability, DecisionRecord, RecordReason, RECORD_SCHEMA};
+pub use sample::{SampleOptions, SampleRateError, SampleSink};
 
 use crate::features::Features;
 use crate::Decision;
@@ -42,6 +44,9 @@ pub struct DecisionEvent<'a> {
     pub features: &'a Features,
     /// The engine's clock (see [`DecisionEvent::timestamp_ms`]).
     pub(crate) clock: &'a crate::clock::Clock,
+    /// The probability the record of this event was kept by sampling stages before this
+    /// sink (1 from the engine; see [`DecisionEvent::pass_probability`]).
+    pub(crate) pass: f64,
 }
 
 impl<'a> DecisionEvent<'a> {
@@ -52,6 +57,14 @@ impl<'a> DecisionEvent<'a> {
     #[must_use]
     pub fn timestamp_ms(&self) -> u64 {
         self.clock.coarse_now_ms()
+    }
+
+    /// The probability that sampling stages in front of this sink kept this record
+    /// ([`SampleSink`]); 1 when the log is not sampled. Sinks write it as the record's
+    /// `pass_probability`.
+    #[must_use]
+    pub fn pass_probability(&self) -> f64 {
+        self.pass
     }
 
     /// The features the slot's config reads, as present in this event (the "features used").
@@ -176,7 +189,8 @@ impl DecisionSink for NoopSink {
     fn record(&self, _: &DecisionEvent<'_>) {}
 }
 
-/// A sink's counters. `offered == written + dropped + failed + deduped + pending`.
+/// A sink's counters. `offered == written + dropped + failed + deduped + sampled_out +
+/// pending`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SinkStats {
@@ -192,6 +206,8 @@ pub struct SinkStats {
     /// Records a [`DedupeSink`] in front held back as repeats of a key seen in its window
     /// (0 for a sink without one; never counted as drops).
     pub deduped: u64,
+    /// Records a [`SampleSink`] in front did not keep (0 for a sink without one).
+    pub sampled_out: u64,
     /// The backend's last error, with its context (`write decisions.jsonl: No space left on
     /// device (os error 28)`), if any occurred.
     pub last_error: Option<Arc<str>>,
@@ -201,8 +217,9 @@ impl SinkStats {
     /// Records accepted but not yet written or failed.
     #[must_use]
     pub fn pending(&self) -> u64 {
-        self.offered
-            .saturating_sub(self.written + self.dropped + self.failed + self.deduped)
+        self.offered.saturating_sub(
+            self.written + self.dropped + self.failed + self.deduped + self.sampled_out,
+        )
     }
 }
 
@@ -282,6 +299,7 @@ impl Counters {
             dropped,
             failed,
             deduped: 0,
+            sampled_out: 0,
             last_error,
         }
     }

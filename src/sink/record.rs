@@ -49,6 +49,21 @@ pub struct DecisionRecord {
     /// [`Decision::model_version`](crate::Decision::model_version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_version: Option<u64>,
+    /// The probability this record was kept when the log is sampled
+    /// ([`SampleSink`](super::SampleSink)); 1 (and absent from the JSON) for an unsampled
+    /// log. A kept record stands for `1 / pass_probability` decisions: off-policy estimates
+    /// weight it so ([`ope::evaluate_records`](crate::ope::evaluate_records) does).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub pass_probability: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_one(p: &f64) -> bool {
+    *p == 1.0
 }
 
 /// The probability a randomized policy gave one arm.
@@ -159,6 +174,7 @@ impl DecisionRecord {
             feature_status: d.feature_status().as_str().to_owned(),
             config_version: d.config_version().to_owned(),
             model_version: d.model_version(),
+            pass_probability: event.pass,
         }
     }
 }

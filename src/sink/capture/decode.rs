@@ -4,7 +4,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::encode::unpack_reason;
-use super::{HAS_MODEL, HEADER, SLOT_NAME};
+use super::{HAS_MODEL, HAS_PASS, HEADER, SLOT_NAME};
 use crate::decision::{DecisionId, FeatureStatus};
 use crate::sink::record::{ArmProbability, RecordReason, RECORD_SCHEMA};
 use crate::snapshot::{RawReason, Snapshot};
@@ -25,6 +25,7 @@ pub(crate) struct Captured<'a> {
     pub(super) slot_name: &'a str,
     pub(super) features: &'a [u8],
     pub(super) probs: &'a [u8],
+    pub(super) pass: f64,
 }
 
 /// The JSON of a [`Captured`]: the same fields, names and order as
@@ -46,6 +47,8 @@ pub(super) struct Line<'a> {
     pub(super) config_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) model_version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) pass_probability: Option<f64>,
 }
 
 impl Captured<'_> {
@@ -84,6 +87,7 @@ impl Captured<'_> {
             feature_status: self.status.as_str(),
             config_version: self.snap.version(),
             model_version: self.model_version,
+            pass_probability: (self.pass < 1.0).then_some(self.pass),
         };
         serde_json::to_writer(out, &line)
     }
@@ -221,6 +225,11 @@ pub(super) fn read_record<'a>(
         reason: unpack_reason(w(6))?,
         propensity: f64::from_bits(w(4)),
         model_version: (flags & HAS_MODEL != 0).then(|| w(HEADER)),
+        pass: if flags & HAS_PASS != 0 {
+            f64::from_bits(w(HEADER + u64::from(flags & HAS_MODEL != 0)))
+        } else {
+            1.0
+        },
         id: DecisionId::from_u128(u128::from(w(1)) | u128::from(w(2)) << 64),
         status: FeatureStatus::try_from((h0 >> 40) as u8).ok()?,
         timestamp_ms: w(3),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ring::{lock, Ring};
-use super::{Queue, HAS_MODEL, HEADER, NEW_SNAP, SLOT_NAME, SNAPS};
+use super::{extra_words, Queue, HAS_MODEL, HAS_PASS, HEADER, NEW_SNAP, SLOT_NAME, SNAPS};
 use crate::features::Value;
 use crate::kinds::FallbackKind;
 use crate::sink::{DecisionEvent, Overflow};
@@ -138,7 +138,10 @@ impl ProducerState {
         if slot_name.is_some() {
             flags |= SLOT_NAME;
         }
-        let n = HEADER + u64::from(o.bandit.is_some()) + payload.div_ceil(8) as u64;
+        if event.pass < 1.0 {
+            flags |= HAS_PASS;
+        }
+        let n = HEADER + extra_words(flags) + payload.div_ceil(8) as u64;
         let size = ring.mask + 1;
         if n > size || n > u64::from(u32::MAX) {
             return Push::Never;
@@ -179,6 +182,9 @@ impl ProducerState {
         out.word(u64::from(user_len) | u64::from(features_len) << 32);
         if let Some(b) = &o.bandit {
             out.word(b.model_version);
+        }
+        if flags & HAS_PASS != 0 {
+            out.word(event.pass.to_bits());
         }
         out.bytes(event.user.as_bytes());
         if let Some(name) = slot_name {

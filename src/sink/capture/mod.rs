@@ -31,6 +31,15 @@ const NEW_SNAP: u64 = 1;
 const HAS_MODEL: u64 = 2;
 /// Header flag: the payload carries the slot name (one the snapshot does not have).
 const SLOT_NAME: u64 = 4;
+/// Header flag: the record has a pass probability below 1 (the word after the header and
+/// the model version).
+const HAS_PASS: u64 = 8;
+
+/// Words between the header and the payload: the model version and the pass probability,
+/// when the flags say they are there.
+fn extra_words(flags: u64) -> u64 {
+    u64::from(flags & HAS_MODEL != 0) + u64::from(flags & HAS_PASS != 0)
+}
 /// Snapshots a ring may have passed to the writer and the writer not yet reached.
 const SNAPS: usize = 16;
 /// Ring words per record of queue capacity (128 bytes); a ring has at least [`MIN_WORDS`].

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::decode::{self, Captured};
 use super::ring::{lock, Ring};
-use super::{Queue, BUSY, HAS_MODEL, HEADER, IDLE, NEW_SNAP};
+use super::{extra_words, Queue, BUSY, HEADER, IDLE, NEW_SNAP};
 use crate::sink::Counters;
 use crate::snapshot::Snapshot;
 
@@ -43,7 +43,7 @@ impl Reader {
             let w = |i: u64| ring.word(at + i).load(Relaxed);
             let h0 = w(0);
             let len = h0 & 0xffff_ffff;
-            let payload = HEADER + (h0 >> 32 & HAS_MODEL != 0) as u64;
+            let payload = HEADER + extra_words(h0 >> 32 & 0xff);
             if len < payload || at + len > tail {
                 // Cannot happen (only `try_push` writes rings); skip what is there.
                 c.failed(1);
