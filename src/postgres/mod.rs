@@ -57,12 +57,13 @@
 //! # Ok(()) }
 //! ```
 
+mod error;
+mod sql;
 mod store;
 mod watch;
 
-pub use store::{
-    Activation, AuditEntry, ConfigState, ConfigStore, DbError, Published, StoreError, StoredConfig,
-};
+pub use error::{DbError, StoreError};
+pub use store::{Activation, AuditEntry, ConfigState, ConfigStore, Published, StoredConfig};
 pub use watch::{PgConfigWatcher, WatchOptions};
 
 /// The channel [`ConfigStore::activate`] and [`ConfigStore::rollback`] notify on, with the

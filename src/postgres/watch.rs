@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-use super::store::DbError;
+use super::error::DbError;
 use super::NOTIFY_CHANNEL;
 use crate::background::{Background, Stop};
 use crate::engine::Engine;
