@@ -35,27 +35,34 @@ fn model(c: usize) -> [f64; ARMS] {
     std::array::from_fn(|a| mean(c, a) + 0.1)
 }
 
+/// One logged decision: a context, the arm the logging policy drew, and its reward.
+fn draw(rng: &mut rand::rngs::StdRng) -> (usize, usize, f64) {
+    let c = rng.random_range(0..CONTEXTS);
+    let lp = logging(c);
+    let u = rng.random::<f64>();
+    let mut acc = 0.0;
+    let mut a = ARMS - 1;
+    for (i, p) in lp.iter().enumerate() {
+        acc += p;
+        if u < acc {
+            a = i;
+            break;
+        }
+    }
+    let r = if rng.random::<f64>() < mean(c, a) {
+        1.0
+    } else {
+        0.0
+    };
+    (c, a, r)
+}
+
 fn one_run(seed: u64) -> Report {
     let mut rng = rng(seed);
     let mut est = Estimator::new();
     for _ in 0..DECISIONS {
-        let c = rng.random_range(0..CONTEXTS);
+        let (c, a, r) = draw(&mut rng);
         let lp = logging(c);
-        let u = rng.random::<f64>();
-        let mut acc = 0.0;
-        let mut a = ARMS - 1;
-        for (i, p) in lp.iter().enumerate() {
-            acc += p;
-            if u < acc {
-                a = i;
-                break;
-            }
-        }
-        let r = if rng.random::<f64>() < mean(c, a) {
-            1.0
-        } else {
-            0.0
-        };
         let (t, q) = (target(c), model(c));
         est.add(&Sample::new(a, lp[a], r, &t).logging(&lp).predicted(&q))
             .expect("consistent sample");
@@ -325,23 +332,8 @@ fn one_sampled_run(seed: u64, weighted: bool) -> Report {
     let mut rng = rng(seed);
     let mut est = Estimator::new();
     for _ in 0..DECISIONS * 4 {
-        let c = rng.random_range(0..CONTEXTS);
+        let (c, a, r) = draw(&mut rng);
         let lp = logging(c);
-        let u = rng.random::<f64>();
-        let mut acc = 0.0;
-        let mut a = ARMS - 1;
-        for (i, p) in lp.iter().enumerate() {
-            acc += p;
-            if u < acc {
-                a = i;
-                break;
-            }
-        }
-        let r = if rng.random::<f64>() < mean(c, a) {
-            1.0
-        } else {
-            0.0
-        };
         if rng.random::<f64>() >= pass(c) {
             continue; // not in the log
         }
