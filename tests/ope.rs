@@ -70,18 +70,24 @@ fn one_run(seed: u64) -> Report {
     est.report()
 }
 
-#[test]
-fn estimators_are_unbiased_and_intervals_cover() {
-    let truth: f64 = (0..CONTEXTS)
+/// The target policy's true value, exactly, from the reward means.
+fn truth() -> f64 {
+    (0..CONTEXTS)
         .map(|c| (0..ARMS).map(|a| target(c)[a] * mean(c, a)).sum::<f64>())
         .sum::<f64>()
-        / CONTEXTS as f64;
-    let reports: Vec<Report> = std::thread::scope(|s| {
+        / CONTEXTS as f64
+}
+
+/// [`REPS`] runs, `run(seed)` for seeds `h·1000 + i` (`h` 0 or 1, `i` below `REPS / 2`), on
+/// two threads.
+fn repeat(run: impl Fn(u64) -> Report + Sync) -> Vec<Report> {
+    let run = &run;
+    std::thread::scope(|s| {
         let hs: Vec<_> = (0..2u64)
             .map(|half| {
                 s.spawn(move || {
                     (0..REPS as u64 / 2)
-                        .map(|i| one_run(1 + half * 1_000 + i))
+                        .map(|i| run(half * 1_000 + i))
                         .collect::<Vec<_>>()
                 })
             })
@@ -89,7 +95,13 @@ fn estimators_are_unbiased_and_intervals_cover() {
         hs.into_iter()
             .flat_map(|h| h.join().expect("runs"))
             .collect()
-    });
+    })
+}
+
+#[test]
+fn estimators_are_unbiased_and_intervals_cover() {
+    let truth = truth();
+    let reports = repeat(|seed| one_run(1 + seed));
     assert_eq!(reports.len(), REPS);
     for (name, pick) in [
         (
@@ -352,25 +364,9 @@ fn one_sampled_run(seed: u64, weighted: bool) -> Report {
 
 #[test]
 fn a_log_sampled_at_different_rates_is_unbiased_when_weighted_by_one_over_pass() {
-    let truth: f64 = (0..CONTEXTS)
-        .map(|c| (0..ARMS).map(|a| target(c)[a] * mean(c, a)).sum::<f64>())
-        .sum::<f64>()
-        / CONTEXTS as f64;
+    let truth = truth();
     for weighted in [true, false] {
-        let reports: Vec<Report> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..2u64)
-                .map(|half| {
-                    s.spawn(move || {
-                        (0..REPS as u64 / 2)
-                            .map(|i| one_sampled_run(7_000 + half * 1_000 + i, weighted))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            hs.into_iter()
-                .flat_map(|h| h.join().expect("runs"))
-                .collect()
-        });
+        let reports = repeat(|seed| one_sampled_run(7_000 + seed, weighted));
         for (name, pick) in [
             (
                 "IPS",

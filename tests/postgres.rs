@@ -88,13 +88,18 @@ async fn until_serving(engines: &[&Engine], version: &str, limit: Duration) -> D
     t.elapsed()
 }
 
-/// Publishes `version` serving `variant`, activates it and waits until `engines` serve it.
-async fn go_live(store: &ConfigStore, engines: &[&Engine], version: &str, variant: &str) {
+/// Publishes `version` serving `variant` and activates it.
+async fn activate_new(store: &ConfigStore, version: &str, variant: &str) {
     store
         .publish(&serving(version, variant), "alice")
         .await
         .expect("valid");
     store.activate(version, "alice").await.expect("activate");
+}
+
+/// [`activate_new`], then waits until `engines` serve it.
+async fn go_live(store: &ConfigStore, engines: &[&Engine], version: &str, variant: &str) {
+    activate_new(store, version, variant).await;
     until_serving(engines, version, Duration::from_secs(5)).await;
 }
 
@@ -394,11 +399,7 @@ async fn a_database_outage_never_fails_a_decision_and_the_watcher_comes_back() {
     let _serial = SERIAL.lock().await;
     let server = pg::Postgres::start();
     let store = store(&server).await;
-    store
-        .publish(&serving("1", "b"), "alice")
-        .await
-        .expect("valid");
-    store.activate("1", "alice").await.expect("activate");
+    activate_new(&store, "1", "b").await;
     let engine = Engine::default();
     let events = Events::default();
     let options = WatchOptions::new(server.url())
@@ -470,11 +471,7 @@ async fn a_version_activated_while_the_watcher_is_cut_off_is_picked_up_after() {
     let server = pg::Postgres::start();
     let proxy = pg::Proxy::start(server.port);
     let store = store(&server).await;
-    store
-        .publish(&serving("1", "b"), "alice")
-        .await
-        .expect("valid");
-    store.activate("1", "alice").await.expect("activate");
+    activate_new(&store, "1", "b").await;
     let engine = Engine::default();
     let events = Events::default();
     let options = WatchOptions::new(proxy.url())

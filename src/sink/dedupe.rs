@@ -2,9 +2,9 @@
 //! exposure key per time window and counts the repeats, in fixed memory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use metrics::Counter;
+use super::stage::StageCounts;
+use std::time::Duration;
 
 use super::{DecisionEvent, DecisionSink, FlushError, SinkStats};
 
@@ -107,10 +107,7 @@ struct State {
     window_ms: u64,
     mask: usize,
     slots: Box<[AtomicU64]>,
-    offered: AtomicU64,
-    deduped: AtomicU64,
-    metric_offered: Counter,
-    metric_deduped: Counter,
+    counts: StageCounts,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for DedupeSink<S> {
@@ -153,7 +150,6 @@ impl<S> DedupeSink<S> {
     pub fn new(inner: S, options: DedupeOptions) -> Self {
         let n = (options.capacity * 2).next_power_of_two();
         let slots: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
-        let c = |outcome: &'static str| metrics::counter!("elvon_sink_records_total", "sink" => "dedupe", "outcome" => outcome);
         DedupeSink {
             inner,
             state: std::sync::Arc::new(State {
@@ -161,10 +157,7 @@ impl<S> DedupeSink<S> {
                 window_ms: u64::try_from(options.window.as_millis()).unwrap_or(u64::MAX),
                 mask: n - 1,
                 slots,
-                offered: AtomicU64::new(0),
-                deduped: AtomicU64::new(0),
-                metric_offered: c("offered"),
-                metric_deduped: c("deduped"),
+                counts: StageCounts::new("dedupe", "deduped"),
             }),
         }
     }
@@ -177,13 +170,13 @@ impl<S> DedupeSink<S> {
     /// Records offered to the stage.
     #[must_use]
     pub fn offered(&self) -> u64 {
-        self.state.offered.load(Ordering::Acquire)
+        self.state.counts.offered()
     }
 
     /// Records not passed on because their key was seen in the window.
     #[must_use]
     pub fn deduped(&self) -> u64 {
-        self.state.deduped.load(Ordering::Acquire)
+        self.state.counts.held()
     }
 
     /// Bytes of the key table (fixed at construction).
@@ -199,15 +192,9 @@ impl<S: SinkStatsSource> DedupeSink<S> {
     /// dropped + failed + deduped + pending`.
     #[must_use]
     pub fn stats(&self) -> SinkStats {
-        // Outcomes first, as `Counters::stats` does, so the sum never exceeds `offered`.
         let deduped = self.deduped();
         let inner = self.inner.stats();
-        let offered = self.offered().max(inner.offered + deduped);
-        SinkStats {
-            offered,
-            deduped,
-            ..inner
-        }
+        self.state.counts.over(deduped, inner, |s| &mut s.deduped)
     }
 }
 
@@ -263,13 +250,11 @@ impl State {
 impl<S: DecisionSink> DecisionSink for DedupeSink<S> {
     fn record(&self, event: &DecisionEvent<'_>) {
         let st = &self.state;
-        st.offered.fetch_add(1, Ordering::Relaxed);
-        st.metric_offered.increment(1);
+        st.counts.offer();
         if event.decision.outcome.bandit.is_none() {
             let window = event.timestamp_ms() / st.window_ms;
             if st.seen(st.hash(event), window) {
-                st.deduped.fetch_add(1, Ordering::Relaxed);
-                st.metric_deduped.increment(1);
+                st.counts.hold();
                 return;
             }
         }

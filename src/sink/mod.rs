@@ -11,6 +11,7 @@ mod jsonl;
 mod memory;
 mod record;
 mod sample;
+mod stage;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,11 +1,9 @@
 //! [`SampleSink`]: keeps a share of decision records, per slot, chosen by decision id, and
 //! writes the share into each kept record.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::stage::StageCounts;
 use std::sync::Arc;
 use std::time::Duration;
-
-use metrics::Counter;
 
 use super::{DecisionEvent, DecisionSink, FlushError, SinkStats, SinkStatsSource};
 use crate::DecisionId;
@@ -79,10 +77,7 @@ struct State {
     /// (slot, rate, threshold), then the default's rate and threshold.
     slots: Vec<(Box<str>, f64, u64)>,
     default: (f64, u64),
-    offered: AtomicU64,
-    sampled_out: AtomicU64,
-    metric_offered: Counter,
-    metric_out: Counter,
+    counts: StageCounts,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for SampleSink<S> {
@@ -125,7 +120,6 @@ impl<S> SampleSink<S> {
         for (slot, rate) in &options.slots {
             check(format!("slot {slot:?}"), *rate)?;
         }
-        let c = |outcome: &'static str| metrics::counter!("elvon_sink_records_total", "sink" => "sample", "outcome" => outcome);
         Ok(SampleSink {
             inner,
             state: Arc::new(State {
@@ -135,10 +129,7 @@ impl<S> SampleSink<S> {
                     .map(|(s, r)| (s, r, threshold(r)))
                     .collect(),
                 default: (options.default, threshold(options.default)),
-                offered: AtomicU64::new(0),
-                sampled_out: AtomicU64::new(0),
-                metric_offered: c("offered"),
-                metric_out: c("sampled_out"),
+                counts: StageCounts::new("sample", "sampled_out"),
             }),
         })
     }
@@ -151,13 +142,13 @@ impl<S> SampleSink<S> {
     /// Records offered to the stage.
     #[must_use]
     pub fn offered(&self) -> u64 {
-        self.state.offered.load(Ordering::Acquire)
+        self.state.counts.offered()
     }
 
     /// Records the stage did not keep.
     #[must_use]
     pub fn sampled_out(&self) -> u64 {
-        self.state.sampled_out.load(Ordering::Acquire)
+        self.state.counts.held()
     }
 }
 
@@ -167,28 +158,23 @@ impl<S: SinkStatsSource> SinkStatsSource for SampleSink<S> {
     fn stats(&self) -> SinkStats {
         let sampled_out = self.sampled_out();
         let inner = self.inner.stats();
-        let offered = self.offered().max(inner.offered + sampled_out);
-        SinkStats {
-            offered,
-            sampled_out: inner.sampled_out + sampled_out,
-            ..inner
-        }
+        self.state
+            .counts
+            .over(sampled_out, inner, |s| &mut s.sampled_out)
     }
 }
 
 impl<S: DecisionSink> DecisionSink for SampleSink<S> {
     fn record(&self, event: &DecisionEvent<'_>) {
         let st = &self.state;
-        st.offered.fetch_add(1, Ordering::Relaxed);
-        st.metric_offered.increment(1);
+        st.counts.offer();
         let (rate, threshold) = st
             .slots
             .iter()
             .find(|(s, _, _)| **s == *event.slot)
             .map_or(st.default, |(_, r, t)| (*r, *t));
         if !kept(event.decision.id(), rate, threshold) {
-            st.sampled_out.fetch_add(1, Ordering::Relaxed);
-            st.metric_out.increment(1);
+            st.counts.hold();
             return;
         }
         let kept_event = DecisionEvent {
