@@ -69,8 +69,8 @@ numbered! {
     /// let k = ReasonKind::Split;
     /// assert_eq!((k as u8, k.as_str(), k.to_string()), (1, "split", "split".to_owned()));
     /// assert_eq!(ReasonKind::try_from(1), Ok(k));
-    /// assert!(ReasonKind::try_from(11).is_err());
-    /// assert_eq!(ReasonKind::ALL.len(), 11);
+    /// assert!(ReasonKind::try_from(12).is_err());
+    /// assert_eq!(ReasonKind::ALL.len(), 12);
     /// ```
     pub enum ReasonKind {
         /// A `serve` rule ([`Reason::Serve`](crate::Reason::Serve)); named `rule`.
@@ -95,13 +95,15 @@ numbered! {
         Fallback = 9 => "fallback",
         /// [`Reason::Bandit`](crate::Reason::Bandit).
         Bandit = 10 => "bandit",
+        /// [`Reason::Sticky`](crate::Reason::Sticky).
+        Sticky = 11 => "sticky",
     }
 }
 
 impl ReasonKind {
     /// The OpenFeature evaluation reason this kind reports as, over OFREP and through the
     /// OpenFeature provider: `TARGETING_MATCH` for a serve or score rule, `SPLIT` for splits,
-    /// rollouts and bandits, `DISABLED` for a killed slot, `DEFAULT` for the rest (the default
+    /// rollouts, bandits and sticky assignments (made by a split or rollout), `DISABLED` for a killed slot, `DEFAULT` for the rest (the default
     /// variant, holdouts, layers the user is not in, fallbacks, unknown slots).
     ///
     /// ```
@@ -111,7 +113,9 @@ impl ReasonKind {
     pub const fn openfeature_reason(self) -> &'static str {
         match self {
             ReasonKind::Rule | ReasonKind::Score => "TARGETING_MATCH",
-            ReasonKind::Split | ReasonKind::Rollout | ReasonKind::Bandit => "SPLIT",
+            ReasonKind::Split | ReasonKind::Rollout | ReasonKind::Bandit | ReasonKind::Sticky => {
+                "SPLIT"
+            }
             ReasonKind::KillSwitch => "DISABLED",
             ReasonKind::Holdout
             | ReasonKind::NotInLayer

@@ -102,6 +102,7 @@ pub mod ope;
 mod policy;
 pub mod sink;
 mod snapshot;
+pub mod sticky;
 mod watch;
 
 pub use config::{Config, ConfigError, ConfigProblem};

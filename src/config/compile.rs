@@ -143,6 +143,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
         })
         .collect();
     let counts = Counts::register(slots.iter().map(|s| &*s.id));
+    let any_sticky = slots.iter().any(|s| s.sticky.is_some());
     Ok(Compiled {
         snapshot: Snapshot {
             version: version.into(),
@@ -155,6 +156,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigProblem>> {
             feature_names: interner.names,
             counts,
             bindings: Box::default(),
+            any_sticky,
         },
         warnings: ctx.warnings,
     })

@@ -11,6 +11,7 @@ mod bandit;
 mod compile;
 mod condition;
 mod slot;
+mod sticky;
 mod strict;
 mod walk;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use compile::compile;
 pub(crate) use condition::prune_regexes;
+pub(crate) use sticky::assigns;
 
 #[cfg(doc)]
 use crate::Snapshot;

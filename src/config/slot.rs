@@ -34,6 +34,7 @@ pub(crate) fn compile_slot(
             "killed",
             "layer",
             "rules",
+            "sticky",
         ],
     );
     let id = ctx.id_field(obj, "id");
@@ -69,6 +70,10 @@ pub(crate) fn compile_slot(
         (Some(r), None) => ctx.field("rules", |c| rules(c, r, "", &index, &mut env)),
         (None, _) => Some(Vec::new()),
     };
+    // Outer None: not sticky; inner None: the option is invalid.
+    let sticky = obj
+        .get("sticky")
+        .map(|st| ctx.field("sticky", |c| super::sticky::sticky(c, st, &mut env)));
     // Features read through segments count too.
     let mut features = env.features;
     for s in &env.segments {
@@ -81,6 +86,20 @@ pub(crate) fn compile_slot(
         .map(|&f| env.interner.names[f as usize].clone())
         .collect();
     let feature_hashes = names.iter().map(|n| name_hash(n)).collect();
+    let sticky = match (sticky, id) {
+        (None, _) => None,
+        (Some(st), Some(id)) => {
+            let st = st?;
+            let rules = rules.as_deref().unwrap_or_default();
+            if !rules.iter().any(|r| super::sticky::assigns(&r.action)) {
+                ctx.field("sticky", |c| {
+                    c.warn("has no effect: the slot has no split or rollout rule to assign")
+                });
+            }
+            Some(Box::new(st.finish(id, &names)))
+        }
+        (Some(_), None) => return None,
+    };
     Some(Slot {
         id: id?.into(),
         variants: variants?,
@@ -93,6 +112,7 @@ pub(crate) fn compile_slot(
         rules: rules?,
         features: names,
         feature_hashes,
+        sticky,
     })
 }
 

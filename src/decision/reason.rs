@@ -81,6 +81,13 @@ pub enum Reason<'a> {
     UnknownSlot,
     /// No rule decided and inputs were degraded; the default was served.
     Fallback(FallbackCause<'a>),
+    /// The slot is `sticky` and the unit's stored assignment was served: the variant an
+    /// earlier split or rollout gave it, with that assignment's propensity (see the
+    /// [config format](crate::docs::config_format#sticky-assignment)).
+    Sticky {
+        /// The bucket version the assignment was made under.
+        version: u32,
+    },
 }
 
 impl Reason<'_> {
@@ -99,6 +106,7 @@ impl Reason<'_> {
             Reason::UnknownSlot => ReasonKind::UnknownSlot,
             Reason::Fallback(_) => ReasonKind::Fallback,
             Reason::Bandit(_) => ReasonKind::Bandit,
+            Reason::Sticky { .. } => ReasonKind::Sticky,
         }
     }
 }
@@ -148,6 +156,7 @@ impl Snapshot {
             RawReason::Default => Reason::Default,
             RawReason::KillSwitch => Reason::KillSwitch,
             RawReason::UnknownSlot => Reason::UnknownSlot,
+            RawReason::Sticky { version } => Reason::Sticky { version },
             RawReason::Fallback(c) => Reason::Fallback(match c {
                 RawCause::Missing(f) => FallbackCause::FeatureMissing {
                     feature: feature(f),

@@ -4,6 +4,7 @@ mod explain;
 mod history;
 mod learning;
 mod shadow;
+mod sticky;
 
 pub use history::{RollbackError, DEFAULT_KEEP_PREVIOUS};
 pub use learning::LearnerThread;
@@ -62,6 +63,8 @@ struct Inner {
     /// decide path reads only the flag when there is none).
     shadow: arc_swap::ArcSwapOption<shadow::Shadow>,
     shadow_on: std::sync::atomic::AtomicBool,
+    /// Sticky slots' assignment store and its writer.
+    assign: Option<crate::sticky::queue::Writer>,
 }
 
 impl fmt::Debug for Engine {
@@ -96,6 +99,8 @@ pub struct EngineBuilder {
     prefix: Option<u64>,
     clock: crate::clock::Clock,
     keep_previous: usize,
+    assignments: Option<Arc<dyn crate::sticky::AssignmentStore>>,
+    assignment_queue: usize,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -170,6 +175,24 @@ impl EngineBuilder {
         self
     }
 
+    /// Where `sticky` slots keep their assignments (default: none; a sticky slot then
+    /// decides from the config alone, and loading a config with one warns). The engine
+    /// starts a writer thread (`elvon-sticky`) for the store.
+    pub fn assignments(mut self, store: impl crate::sticky::AssignmentStore + 'static) -> Self {
+        self.assignments = Some(Arc::new(store));
+        self
+    }
+
+    /// New assignments queued for the store's writer at most (default
+    /// [`DEFAULT_ASSIGNMENT_QUEUE`](crate::sticky::DEFAULT_ASSIGNMENT_QUEUE), at least 1):
+    /// beyond that a new assignment is dropped and counted
+    /// ([`AssignmentStats::dropped`](crate::sticky::AssignmentStats::dropped)); the
+    /// decision is still served, and the next decision of that unit assigns again.
+    pub fn assignment_queue(mut self, n: usize) -> Self {
+        self.assignment_queue = n;
+        self
+    }
+
     /// The engine, serving an empty config (every slot unknown) until one is loaded.
     pub fn build(self) -> Engine {
         let prefix = self.prefix.unwrap_or_else(random_prefix);
@@ -187,6 +210,9 @@ impl EngineBuilder {
                 clock: self.clock,
                 shadow: arc_swap::ArcSwapOption::empty(),
                 shadow_on: std::sync::atomic::AtomicBool::new(false),
+                assign: self
+                    .assignments
+                    .map(|s| crate::sticky::queue::Writer::new(s, self.assignment_queue)),
             }),
         }
     }
@@ -229,6 +255,8 @@ impl Engine {
             deadline: DEFAULT_FETCH_DEADLINE,
             clock: crate::clock::Clock::system(),
             keep_previous: DEFAULT_KEEP_PREVIOUS,
+            assignments: None,
+            assignment_queue: crate::sticky::DEFAULT_ASSIGNMENT_QUEUE,
         }
     }
 
@@ -242,6 +270,10 @@ impl Engine {
         match compile(config) {
             Ok(c) => {
                 let mut snapshot = c.snapshot;
+                let mut warnings = c.warnings;
+                if self.inner.assign.is_none() {
+                    warnings.extend(sticky_without_store(&snapshot));
+                }
                 let version = snapshot.version.to_string();
                 self.inner.learner.attach(&mut snapshot);
                 // The old snapshot is freed here or by the reclaimer, never by the request
@@ -252,10 +284,7 @@ impl Engine {
                 }
                 crate::config::prune_regexes();
                 crate::metrics::config_swapped();
-                Ok(LoadOutcome {
-                    version,
-                    warnings: c.warnings,
-                })
+                Ok(LoadOutcome { version, warnings })
             }
             Err(problems) => {
                 crate::config::prune_regexes();
@@ -375,7 +404,11 @@ impl Engine {
         slot: &str,
     ) -> Option<(&'s dyn FeatureSource, &'s [Box<str>])> {
         let source = self.inner.source.as_deref()?;
-        let names = &snap.slot(slot)?.features;
+        let slot = snap.slot(slot)?;
+        let names = match (&slot.sticky, &self.inner.assign) {
+            (Some(st), Some(w)) if w.store.reads_with_features() => &st.fetch,
+            _ => &slot.features,
+        };
         (!names.is_empty()).then_some((source, &**names))
     }
 
@@ -439,7 +472,22 @@ impl Engine {
         let mut ids = Ids::new(&self.inner);
         // Evaluated straight into the decision (no copy of the outcome).
         let decision = Decision {
-            outcome: snap.evaluate(idx, user, features, degraded, &mut ids, NoTrace),
+            outcome: if snap.any_sticky {
+                let fetched = status == FeatureStatus::Fetched;
+                self.sticky_outcome(
+                    &snap,
+                    idx,
+                    user,
+                    features,
+                    fetched,
+                    degraded,
+                    &mut ids,
+                    &mut NoTrace,
+                    true,
+                )
+            } else {
+                snap.evaluate(idx, user, features, degraded, &mut ids, NoTrace)
+            },
             snap: crate::decision::Guarded(snap),
             slot: idx,
             id: ids.id(),
@@ -489,6 +537,48 @@ impl Engine {
             None => Ok(()),
         }
     }
+
+    /// Waits until every new assignment queued before this call is written to the
+    /// assignment store or failed, at most `timeout`. Dropping the last clone of the engine
+    /// also writes what is queued (waiting for the store as long as it takes).
+    ///
+    /// # Errors
+    /// [`AssignmentError::Timeout`](crate::sticky::AssignmentError::Timeout) with the writes
+    /// still pending.
+    pub fn flush_assignments(
+        &self,
+        timeout: Duration,
+    ) -> Result<(), crate::sticky::AssignmentError> {
+        match &self.inner.assign {
+            Some(w) => w.flush(timeout),
+            None => Ok(()),
+        }
+    }
+
+    /// The counts of the assignment writes (`None` for an engine without an assignment
+    /// store).
+    #[must_use]
+    pub fn assignment_stats(&self) -> Option<crate::sticky::AssignmentStats> {
+        self.inner
+            .assign
+            .as_ref()
+            .map(crate::sticky::queue::Writer::stats)
+    }
+}
+
+/// A warning per sticky slot of `snap`, for an engine without an assignment store.
+fn sticky_without_store(snap: &Snapshot) -> impl Iterator<Item = ConfigProblem> + '_ {
+    // Compiled slots are in config order.
+    snap.slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.sticky.is_some())
+        .map(|(i, _)| {
+            ConfigProblem::new(
+                format!("slots[{i}].sticky"),
+                "the engine has no assignment store (EngineBuilder::assignments): the slot decides from the config alone",
+            )
+        })
 }
 
 /// A decision's id, taken when needed: a bandit rule's draw asks for one from the engine's

@@ -19,6 +19,8 @@
 //! works too. A windowed counter or sum reads as the total of its live buckets (0 when
 //! none); an all-time one reads 0 when absent.
 //!
+//! | `elvon.sticky:<slot>` | a sticky slot's stored assignment ([`Assignment::to_text`](crate::sticky::Assignment::to_text)) | [`RedisAssignments`] |
+//!
 //! Event ids are remembered in `{prefix}{<user>}:e:<event id>` keys (same slot) with a TTL,
 //! so a redelivered event is not applied twice while its id is remembered.
 //!
@@ -46,6 +48,7 @@
 //! are kept per (user, requested names) for the TTL; counters
 //! `elvon_feature_cache_total{result="hit"|"miss"}`.
 
+mod assign;
 mod breaker;
 mod cache;
 mod codec;
@@ -55,6 +58,7 @@ mod writer;
 
 use std::time::Duration;
 
+pub use assign::RedisAssignments;
 pub use breaker::BreakerState;
 pub use source::{RedisFeatureSource, RedisFeatureSourceBuilder};
 pub use writer::{AggregatesWriter, WriteReport};

@@ -400,7 +400,14 @@ impl FeatureSource for RedisFeatureSource {
     fn fetch<'a>(&'a self, request: FetchRequest<'a>) -> FetchFuture<'a> {
         let sh = &self.shared;
         let mut names_id = 0;
-        if let Some(c) = &sh.cache {
+        // A sticky slot's fetch carries its assignment field: never answered from the
+        // cache, which would hide assignments made since.
+        let sticky = request
+            .names
+            .iter()
+            .any(|n| n.starts_with(crate::sticky::FIELD_PREFIX));
+        let cache = sh.cache.as_ref().filter(|_| !sticky);
+        if let Some(c) = cache {
             names_id = Cache::names_id(request.names);
             if let Some(hit) = c.get(names_id, request.user) {
                 metrics::counter!("elvon_feature_cache_total", "result" => "hit").increment(1);
@@ -416,7 +423,7 @@ impl FeatureSource for RedisFeatureSource {
         let mut inv = FETCH_SCRIPT.key(sh.key(request.user));
         inv.arg(sh.max_reply_bytes).arg(&fields);
         let shared = Arc::clone(sh);
-        let user = sh.cache.as_ref().map(|_| request.user.to_owned());
+        let user = cache.map(|_| request.user.to_owned());
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(request.deadline);
         let task = sh.rt.spawn(async move {

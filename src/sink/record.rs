@@ -89,8 +89,8 @@ impl ArmProbability {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RecordReason {
-    /// [`Reason::kind`]: `rule`, `split`, `rollout`, `score`, `holdout`, `not_in_layer`,
-    /// `default`, `kill_switch`, `unknown_slot`, `fallback`.
+    /// [`Reason::kind`]: `rule`, `split`, `rollout`, `score`, `bandit`, `holdout`,
+    /// `not_in_layer`, `default`, `kill_switch`, `unknown_slot`, `fallback`, `sticky`.
     pub kind: String,
     /// Index of the deciding rule in the slot's `rules`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +110,9 @@ pub struct RecordReason {
     /// The feature a fallback is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
+    /// The bucket version of a sticky assignment ([`Reason::Sticky`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_version: Option<u32>,
 }
 
 impl From<Reason<'_>> for RecordReason {
@@ -130,6 +133,7 @@ impl From<Reason<'_>> for RecordReason {
             }
             Reason::Holdout { layer } => out.layer = layer.map(str::to_owned),
             Reason::NotInLayer { layer } => out.layer = Some(layer.to_owned()),
+            Reason::Sticky { version } => out.sticky_version = Some(version),
             Reason::Fallback(c) => {
                 out.cause = Some(c.kind().as_str().to_owned());
                 if let FallbackCause::FeatureMissing { feature }

@@ -42,6 +42,10 @@ pub(crate) enum RawReason {
     KillSwitch,
     UnknownSlot,
     Fallback(RawCause),
+    /// A stored assignment of a sticky slot, made under bucket version `version`.
+    Sticky {
+        version: u32,
+    },
 }
 
 impl RawCause {
@@ -100,6 +104,7 @@ impl RawReason {
             RawReason::KillSwitch => ReasonKind::KillSwitch,
             RawReason::UnknownSlot => ReasonKind::UnknownSlot,
             RawReason::Fallback(_) => ReasonKind::Fallback,
+            RawReason::Sticky { .. } => ReasonKind::Sticky,
         }
     }
 }

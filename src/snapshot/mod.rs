@@ -44,6 +44,8 @@ pub struct Snapshot {
     /// Each bandit rule's binding to the learner of the engine that loaded the snapshot,
     /// indexed by `BanditSpec::binding`; empty until an engine loads it.
     pub(crate) bindings: Box<[Binding]>,
+    /// Whether any slot is `sticky` (the decide path reads only this flag when none is).
+    pub(crate) any_sticky: bool,
 }
 
 impl Snapshot {
@@ -108,6 +110,7 @@ impl Snapshot {
             feature_names: Vec::new(),
             counts: Counts::register(std::iter::empty()),
             bindings: Box::default(),
+            any_sticky: false,
         }
     }
 
@@ -137,6 +140,38 @@ pub(crate) struct Slot {
     pub(crate) features: Box<[Box<str>]>,
     /// `name_hash` of each of `features`, for lookups on the capture path.
     pub(crate) feature_hashes: Box<[u64]>,
+    /// The slot's `sticky` option.
+    pub(crate) sticky: Option<Box<Sticky>>,
+}
+
+impl Slot {
+    /// The position of the variant with id `id`.
+    pub(crate) fn variant_index(&self, id: &str) -> Option<u32> {
+        self.variants
+            .iter()
+            .position(|v| &*v.id == id)
+            .map(|i| i as u32)
+    }
+}
+
+/// A slot's `sticky` option: what its stored assignments are tied to and which of them hold.
+#[derive(Debug, Clone)]
+pub(crate) struct Sticky {
+    /// What an assignment is tied to: the user, or a feature's value (an assignment holds
+    /// while the value is unchanged).
+    pub(crate) unit: Unit,
+    /// The bucket version new assignments are made under.
+    pub(crate) version: u32,
+    /// Assignments made under a lower version are discarded.
+    pub(crate) min_version: u32,
+    /// Whether a stored assignment is served only while the user still reaches a split or
+    /// rollout rule of the slot.
+    pub(crate) recheck: bool,
+    /// The field a store that reads with the features keeps the assignment in
+    /// ([`crate::sticky::field_name`]).
+    pub(crate) field: Box<str>,
+    /// The slot's features and `field`: what `decide_for` fetches from such a store's source.
+    pub(crate) fetch: Box<[Box<str>]>,
 }
 
 #[derive(Debug, Clone, Copy)]

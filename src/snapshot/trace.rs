@@ -13,8 +13,15 @@ impl Trace for NoTrace {
     fn note(&mut self, _: impl FnOnce() -> String) {}
 }
 
-impl Trace for &mut Vec<String> {
+impl Trace for Vec<String> {
     fn note(&mut self, step: impl FnOnce() -> String) {
         self.push(step());
+    }
+}
+
+impl<T: Trace + ?Sized> Trace for &mut T {
+    #[inline(always)]
+    fn note(&mut self, step: impl FnOnce() -> String) {
+        (**self).note(step);
     }
 }

@@ -295,12 +295,15 @@ pub(super) fn pack_reason(r: RawReason) -> u64 {
         RawReason::UnknownSlot => (6, 0, 0),
         // The cause is numbered by its `FallbackKind`.
         RawReason::Fallback(c) => (FALLBACK_TAG, u16::from(c.kind() as u8), c.feature()),
+        RawReason::Sticky { version } => (STICKY_TAG, 0, version),
     };
     tag << 56 | u64::from(a) << 32 | u64::from(b)
 }
 
 /// The tag of a fallback reason (its cause's kind number follows in `a`).
 const FALLBACK_TAG: u64 = 7;
+/// The tag of a sticky reason (its bucket version in `b`).
+const STICKY_TAG: u64 = 8;
 
 pub(super) fn unpack_reason(w: u64) -> Option<RawReason> {
     let (a, b) = ((w >> 32) as u16, w as u32);
@@ -316,6 +319,7 @@ pub(super) fn unpack_reason(w: u64) -> Option<RawReason> {
             let kind = FallbackKind::try_from(u8::try_from(a).ok()?).ok()?;
             RawReason::Fallback(RawCause::from_kind(kind, b))
         }
+        STICKY_TAG => RawReason::Sticky { version: b },
         _ => return None,
     })
 }

@@ -197,6 +197,8 @@ fn reasons_survive_packing() {
         RawReason::Fallback(RawCause::SourceTimeout),
         RawReason::Fallback(RawCause::SourceError),
         RawReason::Fallback(RawCause::SourceUnavailable),
+        RawReason::Sticky { version: 0 },
+        RawReason::Sticky { version: u32::MAX },
     ];
     let causes =
         crate::FallbackKind::ALL.map(|k| RawReason::Fallback(RawCause::from_kind(k, u32::MAX - 1)));
