@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The difference of the two totals over 200,000 is the cost of one decide, without the
-//! set-up (building 100,000 users). Run as `cargo bench --bench instructions` it decides
+//! set-up (building 100,000 users). `... 100000 w1 sticky` makes the workload's slot sticky
+//! on an in-memory assignment store filled before counting. Run as `cargo bench --bench instructions` it decides
 //! 200,000 times on W4 and prints nothing but the checksum.
 
 use elvon::Engine;
@@ -28,10 +29,34 @@ fn main() {
         Some("w5") => workloads::w5(),
         _ => workloads::w4(),
     };
-    let engine = Engine::default();
+    // `sticky`: the workload's first slot made sticky, on an engine with an in-memory
+    // assignment store that every user's first decision fills (before the counted loop in
+    // the same run, so the difference of two runs is the cost of served assignments).
+    let sticky = args.iter().any(|a| a == "sticky");
+    let engine = if sticky {
+        Engine::builder()
+            .assignments(elvon::sticky::MemoryAssignments::new(w.users.len() * 2))
+            .assignment_queue(w.users.len())
+            .build()
+    } else {
+        Engine::default()
+    };
+    let mut config: serde_json::Value =
+        serde_json::from_str(&w.configs[0]).expect("the workload's config is JSON");
+    if sticky {
+        config["slots"][0]["sticky"] = serde_json::json!({});
+    }
     engine
-        .load_config_json(&w.configs[0])
+        .load_config_json(&config.to_string())
         .expect("the workload's config is valid");
+    if sticky {
+        for (u, f) in &w.users {
+            let _ = engine.decide(w.slot, u, f);
+        }
+        engine
+            .flush_assignments(std::time::Duration::from_secs(60))
+            .expect("assignments written");
+    }
     let mut checksum = 0usize;
     for i in 0..n {
         let (u, f) = &w.users[i % w.users.len()];

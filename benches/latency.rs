@@ -32,6 +32,7 @@ mod budget_part;
 mod kafka_part;
 mod recorder_part;
 mod shadow_part;
+mod sticky_part;
 
 use budget_part::Budget;
 #[cfg(feature = "redis")]
@@ -96,6 +97,8 @@ struct Report {
     recorder: recorder_part::RecorderFigures,
     /// W2 with a shadow evaluation running, unsampled calls.
     shadow: shadow_part::ShadowFigures,
+    /// W1 with its slot sticky, every user's assignment stored in memory.
+    sticky: sticky_part::StickyFigures,
     /// `decide_for` with Redis features (only with `--features redis`).
     #[cfg(feature = "redis")]
     redis: redis_part::RedisFigures,
@@ -268,6 +271,32 @@ fn main() {
         );
         r
     };
+    let sticky = {
+        let spare;
+        let w1 = match loads.iter().find(|w| w.name == "W1") {
+            Some(w) => w,
+            None => {
+                spare = workloads::all();
+                spare.iter().find(|w| w.name == "W1").expect("workload W1")
+            }
+        };
+        let s = Scenario {
+            threads: 1,
+            swap: false,
+            sink: Sink::Noop,
+        };
+        let r = sticky_part::run(
+            runs,
+            w1.users.len(),
+            |engine| run_on(engine, None, w1, s).batch_ns,
+            &w1.configs[0],
+        );
+        println!(
+            "sticky: W1, 1 thread, {} alternating blocks: batch {:.1}ns with the slot sticky ({} assignments in a MemoryAssignments store) vs {:.1}ns without ({:.2}x, median of per-block ratios; spread {:.2} to {:.2})",
+            r.blocks, r.sticky_batch_ns, r.stored, r.plain_batch_ns, r.ratio, r.ratio_min, r.ratio_max
+        );
+        r
+    };
     // Last: the recorder is process-global.
     let recorder = {
         let spare;
@@ -302,6 +331,7 @@ fn main() {
     let report = Report {
         recorder,
         shadow,
+        sticky,
         machine: machine(),
         runs,
         timer_overhead_ns: overhead,

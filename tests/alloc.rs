@@ -1,4 +1,5 @@
-//! `decide` performs zero heap allocations with the no-op sink, for every rule kind.
+//! `decide` performs zero heap allocations with the no-op sink, for every rule kind (and
+//! for a sticky slot serving stored assignments from memory).
 //! This test binary installs a counting global allocator that counts per thread.
 
 use std::collections::BTreeMap;
@@ -44,6 +45,31 @@ fn decide_allocates_nothing_for_any_rule_kind() {
             *reasons.entry(ReasonKind::ALL[i].as_str()).or_default() += n;
         }
     }
+    // Sticky decisions: a sticky split on an in-memory store every user's first decision
+    // filled (writing a new assignment allocates; serving a stored one must not).
+    let sticky = Engine::builder()
+        .assignments(elvon::sticky::MemoryAssignments::new(200_000))
+        .assignment_queue(200_000)
+        .build();
+    let sticky_config = r#"{"version": "1", "slots": [{"id": "s", "sticky": {},
+        "variants": [{"id": "a"}, {"id": "b"}], "default": "a",
+        "rules": [{"split": {"variants": [{"variant": "a", "weight": 50}, {"variant": "b", "weight": 50}]}}]}]}"#;
+    sticky
+        .load_config_json(sticky_config)
+        .expect("valid config");
+    for (u, f) in &users {
+        std::hint::black_box(sticky.decide("s", u, f));
+    }
+    sticky
+        .flush_assignments(std::time::Duration::from_secs(30))
+        .expect("assignments written");
+    let before = allocs();
+    for (u, f) in &users {
+        let d = sticky.decide("s", u, f);
+        *reasons.entry(d.reason().kind().as_str()).or_default() += 1;
+        std::hint::black_box(d.variant());
+    }
+    per_slot.push(("s (sticky, served)", allocs() - before));
     // Every reason kind must actually have been exercised, or the test proves less than it says.
     for k in ReasonKind::ALL.map(ReasonKind::as_str) {
         assert!(

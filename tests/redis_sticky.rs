@@ -154,7 +154,7 @@ fn a_fleet_shares_assignments_through_redis_across_a_weight_change() {
         .expect("reads")
         .expect("stored");
     assert_eq!(
-        (stored.variant.as_str(), stored.propensity),
+        (&*stored.variant, stored.propensity),
         (first[0].as_str(), 0.5)
     );
     // New users follow the new weights.

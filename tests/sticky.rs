@@ -195,7 +195,7 @@ fn bumping_the_bucket_version_reassigns_everyone_unless_min_version_keeps_them()
     }
     e.flush_assignments(FLUSH).expect("written");
     let a = store.get("u0", "exp").expect("reads").expect("stored");
-    assert_eq!((a.variant.as_str(), a.version, a.propensity), ("b", 2, 1.0));
+    assert_eq!((&*a.variant, a.version, a.propensity), ("b", 2, 1.0));
     // And the version 2 assignments now stick.
     load(
         &e,
@@ -230,7 +230,7 @@ fn a_removed_variant_is_never_served_from_a_stale_assignment() {
     e.flush_assignments(FLUSH).expect("written");
     for u in &on_c {
         let a = store.get(u, "exp").expect("reads").expect("stored");
-        assert_ne!(a.variant, "c", "the stale assignment was replaced");
+        assert_ne!(&*a.variant, "c", "the stale assignment was replaced");
     }
 }
 
@@ -463,5 +463,57 @@ fn bad_sticky_options_are_rejected_with_their_path() {
             .any(|w| w.path() == "slots[0].sticky" && w.message().contains("no effect")),
         "{:?}",
         out.warnings
+    );
+}
+
+#[test]
+fn sticky_decisions_log_their_kind_version_and_original_propensity_and_explain_reads_them() {
+    let store = Arc::new(MemoryAssignments::new(1_000));
+    let sink = elvon::sink::MemorySink::new(1_000);
+    let e = Engine::builder()
+        .assignments(Arc::clone(&store))
+        .sink(sink.clone())
+        .build();
+    let none = Features::new();
+    load(
+        &e,
+        &config("1", &[("a", 25), ("b", 75)], json!({"version": 3}), None),
+    );
+    let explained = e.explain("exp", "u1", &none);
+    e.flush_assignments(FLUSH).expect("flushed");
+    assert_eq!(store.len(), 0, "explaining stores nothing");
+    let (v, _, p) = variant(&e, "u1", &none);
+    e.flush_assignments(FLUSH).expect("written");
+    assert_eq!(explained.decision.variant(), Some(v.as_str()));
+
+    load(
+        &e,
+        &config(
+            "2",
+            &[(if v == "a" { "b" } else { "a" }, 100)],
+            json!({"version": 3}),
+            None,
+        ),
+    );
+    let ex = e.explain("exp", "u1", &none);
+    assert_eq!(ex.decision.reason(), Reason::Sticky { version: 3 });
+    assert!(
+        ex.steps
+            .iter()
+            .any(|s| s.contains("serving the stored assignment")),
+        "{:?}",
+        ex.steps
+    );
+    e.decide("exp", "u1", &none);
+    let records = sink.take();
+    let last = records.last().expect("recorded");
+    assert_eq!(last.reason.kind, "sticky");
+    assert_eq!(last.reason.sticky_version, Some(3));
+    assert_eq!(last.variant.as_deref(), Some(v.as_str()));
+    assert_eq!(last.propensity, p);
+    let line = serde_json::to_value(last).expect("serializes");
+    assert_eq!(
+        line["reason"],
+        json!({"kind": "sticky", "sticky_version": 3})
     );
 }

@@ -177,7 +177,8 @@ impl<H: SnapshotHold> Decision<H> {
 
     /// Probability that this variant was chosen along the path taken, treating hash buckets
     /// as uniform randomization: the arm's share for a split, the percentage for a rollout,
-    /// times `1 − p` for every rollout the unit fell through; 1.0 for deterministic outcomes.
+    /// times `1 − p` for every rollout the unit fell through; 1.0 for deterministic outcomes;
+    /// for [`Reason::Sticky`](crate::Reason::Sticky), the propensity of the stored assignment.
     #[inline]
     #[must_use]
     pub fn propensity(&self) -> f64 {

@@ -28,7 +28,7 @@
 //! | element | meaning |
 //! |---|---|
 //! | `version` | required string or number; every decision reports it |
-//! | `slots[]` | `id` (unique), `variants` (≥ 1, unique ids, optional `payload`), `default` (a variant id), optional `killed`, `layer`, `rules` |
+//! | `slots[]` | `id` (unique), `variants` (≥ 1, unique ids, optional `payload`), `default` (a variant id), optional `killed`, `layer`, `rules`, `sticky` |
 //! | payload | a JSON string is delivered as its raw UTF-8 bytes; any other JSON value as its compact JSON text (`Decision::payload() -> &Bytes`) |
 //! | `rules[]` | evaluated in order; optional `id`, optional `when` condition, and exactly one action: |
 //! | `serve` | a variant id |
@@ -39,6 +39,7 @@
 //! | `layers[]` | `id`, optional `salt`, optional `holdout`. A slot joins with `layer: {id, from, to}`: it applies only to users whose layer bucket is in `[from, to)`; slots of one layer must not overlap, so a user is in at most one of them |
 //! | `holdout` | `{percent, salt}` globally or per layer: held-out users get every affected slot's default, with `Reason::Holdout` |
 //! | `killed` | `true` serves the default to everyone (`Reason::KillSwitch`) |
+//! | `sticky` | `{by, version, min_version, recheck_targeting}`, all optional: keep the variant a split or rollout gave each unit (see [below](#sticky-assignment)) |
 //!
 //! Evaluation order per slot: kill switch → global holdout → layer holdout → layer range → rules
 //! in order → default. Rules after one that always decides (no `when` and `serve`, `score`, a
@@ -52,6 +53,44 @@
 //! `holdout`. Give rules ids (or explicit salts) so that reordering rules does not reshuffle users. Slots never share default salts, so editing one
 //! slot never moves the users of another; ramping a rollout's percentage up keeps everyone who
 //! was in.
+//!
+//! ## Sticky assignment
+//!
+//! With `"sticky": {}` a slot stores the variant a split or rollout gives a unit, and serves
+//! that stored assignment to the unit afterwards, whatever later configs do to the weights or
+//! the targeting, until the assignment stops holding. The engine needs an assignment store
+//! (`EngineBuilder::assignments`: `sticky::MemoryAssignments` in the process, or
+//! `RedisFeatureSource::assignments`, shared by a fleet and read in the same command as the
+//! features); without one, loading warns and the slot decides from the config alone.
+//!
+//! | field | default | meaning |
+//! |---|---|---|
+//! | `by` | the user | the feature an assignment is tied to: assignments are kept per user, and one made while the feature had another value (or none) does not hold |
+//! | `version` | 0 | the bucket version new assignments are made under (a whole number) |
+//! | `min_version` | `version` | assignments made under a lower version are discarded; so bumping `version` alone reassigns everyone, and raising `version` with `min_version` left lower keeps earlier assignments |
+//! | `recheck_targeting` | `true` | `true`: a stored assignment is served only while the unit still reaches a split or rollout rule of the slot (holdouts, layers and `when` conditions all apply; a unit targeted out gets the config's outcome and keeps its assignment for when it is back); `false`: it is served whatever the targeting says |
+//!
+//! A sticky decision has `Reason::Sticky { version }` and the propensity the assignment was
+//! made with, so off-policy estimates over the log stay correct; it logs as kind `sticky`
+//! with `sticky_version`. The kill switch always wins. An assignment holds only while it is
+//! of a version in `min_version..=version`, for the same `by` value, and of a variant the slot
+//! still has: a removed variant is never served, the unit is assigned again. Serve, score and
+//! bandit rules, and the default, store nothing.
+//!
+//! New assignments never wait for the store: the deciding thread queues them for the
+//! engine's writer thread (`EngineBuilder::assignment_queue`, default 16,384), a full queue
+//! drops the write and counts it (`Engine::assignment_stats`, metric
+//! `elvon_sticky_writes_total{outcome="dropped"}`), and the unit is assigned again, the same
+//! way while the config is unchanged, on its next decision. `Engine::flush_assignments` waits
+//! for the queued writes. When the store could not be read (a failed feature fetch, a store
+//! error, `decide` with a Redis store, no `by` value) the decision is made from the config and
+//! nothing is written, so a stored assignment is never overwritten unseen
+//! (`elvon_sticky_decisions_total{outcome="unread"}`).
+//!
+//! Cost: sticky slots read the store on every decision (`MemoryAssignments` takes a shard read
+//! lock and copies the assignment; the Redis store adds one field to the fetch) and allocate
+//! when they queue a write; slots without `sticky` are decided exactly as before (the engine
+//! checks one flag of the snapshot).
 //!
 //! ## Conditions
 //!

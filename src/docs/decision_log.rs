@@ -16,10 +16,12 @@
 //! | `UnknownSlot` | the slot is not in the config (`variant()` is `None`) |
 //! | `Fallback(cause)` | no rule decided and inputs were degraded: `FeatureMissing{feature}`, `FeatureType{feature}`, `SourceTimeout`, `SourceError` |
 //! | `Bandit(rule)` | a bandit rule drew the variant (see [learning](super::learning)) |
+//! | `Sticky{version}` | a sticky slot served the unit's stored assignment (see [sticky assignment](super::config_format#sticky-assignment)); the propensity is the assignment's |
 //!
 //! **Propensity** is the probability of the path that produced the decision, treating hash
 //! buckets as uniform randomization: a split arm's share, a rollout's percentage, times `1 − p`
-//! for each rollout the unit fell through; 1.0 for deterministic outcomes.
+//! for each rollout the unit fell through; 1.0 for deterministic outcomes; for a sticky
+//! decision, the propensity of the stored assignment.
 //!
 //! **Decision ids** are 128-bit (32 hex digits): a random per-engine prefix and a sequence handed
 //! out to threads in blocks, so generating one writes no shared memory. Bandit decisions number

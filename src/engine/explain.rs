@@ -11,7 +11,8 @@ impl Engine {
     /// snapshot and models: a bandit rule draws the same arm with the same probabilities as
     /// the original decision did if the snapshot and model version are the same. Not sent to
     /// the sink, not counted, not remembered for rewards. For audits, debugging and offline
-    /// evaluation of a candidate config over logged decisions.
+    /// evaluation of a candidate config over logged decisions. It evaluates the config: a
+    /// sticky slot's stored assignment is not read.
     #[must_use]
     pub fn replay(&self, slot: &str, user: &str, features: &Features, id: DecisionId) -> Decision {
         let snap = self.inner.snapshot.load();
@@ -28,7 +29,8 @@ impl Engine {
 
     /// Decides like [`Engine::decide`] and returns every evaluation step. For debugging: the
     /// decision is neither logged to the sink, nor counted in metrics, nor remembered for a
-    /// reward. It takes no id from the engine's sequences, so it does not change the ids and
+    /// reward; a sticky slot's stored assignment is read and served as `decide` would, and no
+    /// new one is stored. It takes no id from the engine's sequences, so it does not change the ids and
     /// draws of later decisions; its id is the engine's prefix followed by `ffffffffffffffff`,
     /// the same for every explanation (a bandit draw with it is the same each time too).
     #[must_use]
@@ -45,7 +47,24 @@ impl Engine {
         // An id no decision gets, so explaining takes none from the engine's sequences (and
         // leaves the draws of later, reproducible decisions as they would have been).
         let id = DecisionId::from_u128(u128::from(self.inner.prefix) << 64 | u128::from(u64::MAX));
-        let outcome = snap.evaluate(idx, user, features, None, &mut id.as_u128(), &mut steps);
+        let outcome = if snap.any_sticky {
+            // Reads a sticky slot's stored assignment like `decide`, never writes one.
+            let mut bandit_id = id.as_u128();
+            let mut trace = &mut steps;
+            self.sticky_outcome(
+                &snap,
+                idx,
+                user,
+                features,
+                false,
+                None,
+                &mut bandit_id,
+                &mut trace,
+                false,
+            )
+        } else {
+            snap.evaluate(idx, user, features, None, &mut id.as_u128(), &mut steps)
+        };
         let decision = Decision {
             snap: crate::decision::Guarded(snap),
             slot: idx,

@@ -353,7 +353,10 @@ impl Engine {
     ///
     /// Synchronous and pure: no I/O, no allocation with the no-op sink, and no locks (a
     /// decision of a `bandit` rule is remembered for its reward in a lock-free store, see
-    /// [`EngineBuilder::pending_rewards`]). Never fails: an unknown slot, a missing feature
+    /// [`EngineBuilder::pending_rewards`]). A `sticky` slot also reads the engine's
+    /// assignment store (no I/O; [`MemoryAssignments`](crate::sticky::MemoryAssignments)
+    /// takes a shard read lock) and allocates to queue a new assignment, see
+    /// [sticky assignment](crate::docs::config_format#sticky-assignment). Never fails: an unknown slot, a missing feature
     /// or a type mismatch is a [`Reason`](crate::Reason).
     #[inline]
     pub fn decide(&self, slot: &str, user: &str, features: &Features) -> Decision {
@@ -468,11 +471,43 @@ impl Engine {
         status: FeatureStatus,
         degraded: Option<RawCause>,
     ) -> Decision {
+        // One flag for configs without sticky slots: their decisions take the path they
+        // took before sticky slots existed, instruction for instruction.
+        if snap.any_sticky {
+            return self.finish_sticky(snap, slot, user, features, status, degraded);
+        }
+        self.finish_as::<false>(snap, slot, user, features, status, degraded)
+    }
+
+    /// [`Engine::finish`] for a snapshot with sticky slots (out of line).
+    #[inline(never)]
+    fn finish_sticky(
+        &self,
+        snap: Guard<Arc<Snapshot>>,
+        slot: &str,
+        user: &str,
+        features: &Features,
+        status: FeatureStatus,
+        degraded: Option<RawCause>,
+    ) -> Decision {
+        self.finish_as::<true>(snap, slot, user, features, status, degraded)
+    }
+
+    #[inline(always)]
+    fn finish_as<const STICKY: bool>(
+        &self,
+        snap: Guard<Arc<Snapshot>>,
+        slot: &str,
+        user: &str,
+        features: &Features,
+        status: FeatureStatus,
+        degraded: Option<RawCause>,
+    ) -> Decision {
         let idx = snap.slot_idx(slot).unwrap_or(NO_VARIANT);
         let mut ids = Ids::new(&self.inner);
         // Evaluated straight into the decision (no copy of the outcome).
         let decision = Decision {
-            outcome: if snap.any_sticky {
+            outcome: if STICKY {
                 let fetched = status == FeatureStatus::Fetched;
                 self.sticky_outcome(
                     &snap,

@@ -55,7 +55,7 @@ impl Engine {
         };
         let Read::Found { stored, bad } = read else {
             trace.note(|| "sticky: the assignment store was not read; deciding from the config, storing nothing".into());
-            decided("unread");
+            decided(Decided::Unread);
             return snap.evaluate(idx, user, features, degraded, ids, trace);
         };
         let unit = unit.unwrap_or(0);
@@ -73,7 +73,7 @@ impl Engine {
             };
             if !st.recheck {
                 trace.note(|| format!("sticky: serving the stored assignment {a:?}"));
-                decided("served");
+                decided(Decided::Served);
                 return sticky;
             }
             let live = snap.evaluate(idx, user, features, degraded, ids, &mut *trace);
@@ -81,11 +81,11 @@ impl Engine {
                 trace.note(|| {
                     format!("sticky: targeting still reaches a split or rollout; serving the stored assignment {a:?}")
                 });
-                decided("served");
+                decided(Decided::Served);
                 return sticky;
             }
             trace.note(|| "sticky: targeting no longer reaches a split or rollout; serving the config's outcome (the assignment is kept)".into());
-            decided("live");
+            decided(Decided::Live);
             return live;
         }
         let live = snap.evaluate(idx, user, features, degraded, ids, &mut *trace);
@@ -100,16 +100,33 @@ impl Engine {
                     slot: slot.id.to_string(),
                     assignment: Assignment::new(variant, live.propensity, st.version, unit),
                 });
-                decided("assigned");
+                decided(Decided::Assigned);
             }
-            _ => decided("live"),
+            _ => decided(Decided::Live),
         }
         live
     }
 }
 
-fn decided(outcome: &'static str) {
-    metrics::counter!("elvon_sticky_decisions_total", "outcome" => outcome).increment(1);
+/// How a sticky slot's decision went (each a literal key: no allocation per call).
+#[derive(Clone, Copy)]
+enum Decided {
+    Served,
+    Assigned,
+    Live,
+    Unread,
+}
+
+fn decided(d: Decided) {
+    let c = match d {
+        Decided::Served => metrics::counter!("elvon_sticky_decisions_total", "outcome" => "served"),
+        Decided::Assigned => {
+            metrics::counter!("elvon_sticky_decisions_total", "outcome" => "assigned")
+        }
+        Decided::Live => metrics::counter!("elvon_sticky_decisions_total", "outcome" => "live"),
+        Decided::Unread => metrics::counter!("elvon_sticky_decisions_total", "outcome" => "unread"),
+    };
+    c.increment(1);
 }
 
 fn read(

@@ -20,6 +20,9 @@
 //! | `elvon_config_rejections_total` | counter | |
 //! | `elvon_shadow_decisions_total` | counter | `outcome` (`agree`, `disagree`: sampled decisions of a shadow evaluation, see `Engine::shadow`) |
 //! | `elvon_config_rollbacks_total` | counter | (`Engine::rollback` swapped a kept snapshot back in) |
+//! | `elvon_sticky_decisions_total` | counter | `outcome` (decisions of sticky slots: `served` a stored assignment, `assigned` and queued a new one, `live` neither, `unread` the store could not be read) |
+//! | `elvon_sticky_discarded_total` | counter | (stored assignments that did not hold: another bucket version or `by` value, a removed variant, an unreadable value) |
+//! | `elvon_sticky_writes_total` | counter | `outcome` (`written`, `dropped` (queue full), `failed` (the store refused or failed)) |
 //! | `elvon_feature_fetch_seconds` | histogram | `outcome` (`ok`, `timeout`, `error`, `data_error`, `unavailable`) |
 //! | `elvon_sink_records_total` | counter | `sink`, `outcome` (`offered`, `written`, `dropped`, `failed`; a `DedupeSink` counts `offered` and `deduped` under `sink="dedupe"`, a `SampleSink` `offered` and `sampled_out` under `sink="sample"`) |
 //! | `elvon_sink_queue_depth` | gauge | `sink` (records the writer took in its last batch, a lower bound of the queue depth; the memory sink's record count) |

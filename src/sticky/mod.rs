@@ -38,6 +38,7 @@ mod memory;
 pub(crate) mod queue;
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryAssignments;
@@ -65,8 +66,8 @@ pub fn field_name(slot: &str) -> String {
 #[non_exhaustive]
 pub struct Assignment {
     /// The variant's id (an assignment to a variant the config no longer has is never
-    /// served).
-    pub variant: String,
+    /// served). Shared, so reading an assignment from a store copies no string.
+    pub variant: Arc<str>,
     /// The probability the assignment was made with (the decision's
     /// [`propensity`](crate::Decision::propensity)); a sticky decision logs it.
     pub propensity: f64,
@@ -84,7 +85,7 @@ impl Assignment {
     /// An assignment of `variant` made with probability `propensity` under bucket version
     /// `version`, for unit value hash `unit` (0 for the user unit).
     #[must_use]
-    pub fn new(variant: impl Into<String>, propensity: f64, version: u32, unit: u64) -> Self {
+    pub fn new(variant: impl Into<Arc<str>>, propensity: f64, version: u32, unit: u64) -> Self {
         Assignment {
             variant: variant.into(),
             propensity,
@@ -101,7 +102,8 @@ impl Assignment {
     /// use elvon::sticky::Assignment;
     /// let a = Assignment::new("blue", 0.5, 3, 0xabc);
     /// assert_eq!(a.to_text(), "a1;3;0.5;0000000000000abc;blue");
-    /// assert_eq!(Assignment::from_text(&a.to_text()), Ok(a));
+    /// assert_eq!(Assignment::from_text(&a.to_text()).expect("decodes"), a);
+    /// assert!(Assignment::from_text("a1;3;0.5;abc").is_err(), "no variant");
     /// ```
     #[must_use]
     pub fn to_text(&self) -> String {
@@ -225,7 +227,7 @@ pub trait AssignmentStore: Send + Sync {
     }
 }
 
-impl<S: AssignmentStore + ?Sized> AssignmentStore for std::sync::Arc<S> {
+impl<S: AssignmentStore + ?Sized> AssignmentStore for Arc<S> {
     fn get(&self, user: &str, slot: &str) -> Result<Option<Assignment>, AssignmentError> {
         (**self).get(user, slot)
     }
