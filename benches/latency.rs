@@ -242,15 +242,10 @@ fn main() {
         );
         k
     };
+    // Workloads the parts below need when ELVON_BENCH_WORKLOADS left them out.
+    let mut spare = None;
     let shadow = {
-        let spare;
-        let w2 = match loads.iter().find(|w| w.name == "W2") {
-            Some(w) => w,
-            None => {
-                spare = workloads::all();
-                spare.iter().find(|w| w.name == "W2").expect("workload W2")
-            }
-        };
+        let w2 = named(&loads, &mut spare, "W2");
         let s = Scenario {
             threads: 1,
             swap: false,
@@ -272,14 +267,7 @@ fn main() {
         r
     };
     let sticky = {
-        let spare;
-        let w1 = match loads.iter().find(|w| w.name == "W1") {
-            Some(w) => w,
-            None => {
-                spare = workloads::all();
-                spare.iter().find(|w| w.name == "W1").expect("workload W1")
-            }
-        };
+        let w1 = named(&loads, &mut spare, "W1");
         let s = Scenario {
             threads: 1,
             swap: false,
@@ -299,14 +287,7 @@ fn main() {
     };
     // Last: the recorder is process-global.
     let recorder = {
-        let spare;
-        let w1 = match loads.iter().find(|w| w.name == "W1") {
-            Some(w) => w,
-            None => {
-                spare = workloads::all();
-                spare.iter().find(|w| w.name == "W1").expect("workload W1")
-            }
-        };
+        let w1 = named(&loads, &mut spare, "W1");
         let r = recorder_part::run(
             runs,
             |engine, threads| {
@@ -394,6 +375,22 @@ fn run(w: &Workload, s: Scenario) -> Figures {
 }
 
 /// One run of one scenario on `engine` (loaded with `w`'s first config, writing to `sink`).
+/// Workload `name` from those run, or from `spare` (all of them, built on first use).
+fn named<'a>(
+    loads: &'a [Workload],
+    spare: &'a mut Option<Vec<Workload>>,
+    name: &str,
+) -> &'a Workload {
+    if let Some(w) = loads.iter().find(|w| w.name == name) {
+        return w;
+    }
+    spare
+        .get_or_insert_with(workloads::all)
+        .iter()
+        .find(|w| w.name == name)
+        .expect("a reference workload of that name")
+}
+
 fn run_on(engine: &Engine, sink: Option<&JsonlSink>, w: &Workload, s: Scenario) -> Figures {
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = s.swap.then(|| {

@@ -337,7 +337,13 @@ fn unit_and_seed(
     env: &mut Env<'_>,
 ) -> (u64, Option<Unit>) {
     let salt = ctx.str_field(obj, "salt", false).unwrap_or(default_salt);
-    let unit = match obj.get("by") {
+    (salt_seed(salt), by_unit(ctx, obj, env))
+}
+
+/// The optional `by` field: the feature a unit is (`None` when the field is invalid; the
+/// user when absent).
+pub(crate) fn by_unit(ctx: &mut Ctx, obj: &Obj, env: &mut Env<'_>) -> Option<Unit> {
+    match obj.get("by") {
         None => Some(Unit::User),
         Some(Value::String(f)) if !f.is_empty() => ctx
             .field("by", |c| c.name_fits(f))
@@ -348,8 +354,7 @@ fn unit_and_seed(
             });
             None
         }
-    };
-    (salt_seed(salt), unit)
+    }
 }
 
 fn split(

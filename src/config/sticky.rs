@@ -44,18 +44,7 @@ pub(crate) fn assigns(action: &Action) -> bool {
 pub(crate) fn sticky(ctx: &mut Ctx, v: &Value, env: &mut Env<'_>) -> Option<Parsed> {
     let obj = ctx.object(v)?;
     ctx.check_keys(obj, &["by", "version", "min_version", "recheck_targeting"]);
-    let unit = match obj.get("by") {
-        None => Some(Unit::User),
-        Some(Value::String(f)) if !f.is_empty() => ctx
-            .field("by", |c| c.name_fits(f))
-            .then(|| Unit::Feature(env.feature(f))),
-        Some(other) => {
-            ctx.field("by", |c| {
-                c.error(format!("expected a feature name, found {other}"))
-            });
-            None
-        }
-    };
+    let unit = super::slot::by_unit(ctx, obj, env);
     let version = match obj.get("version") {
         None => Some(0),
         Some(x) => ctx.field("version", |c| bucket_version(c, x)),
