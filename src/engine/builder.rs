@@ -94,18 +94,18 @@ impl EngineBuilder {
 
     /// The clock reward windows (`reward.window_ms`) and model refresh intervals
     /// (`refresh.ms`) are measured on and decision timestamps
-    /// ([`DecisionEvent::timestamp_ms`]) are read from (default: the system clock). A
-    /// [`Clock::fake`](crate::clock::Clock::fake) lets tests and simulations move time
-    /// instead of sleeping.
+    /// ([`DecisionEvent::timestamp_ms`](crate::sink::DecisionEvent::timestamp_ms)) are read
+    /// from (default: the system clock). A [`Clock::fake`](crate::clock::Clock::fake) lets
+    /// tests and simulations move time instead of sleeping.
     pub fn clock(mut self, clock: crate::clock::Clock) -> Self {
         self.clock = clock;
         self
     }
 
     /// How many snapshots replaced by loads the engine keeps for [`Engine::rollback`]
-    /// (default [`DEFAULT_KEEP_PREVIOUS`]; 0 keeps none). Each kept snapshot holds its
-    /// compiled config in memory (about what the config took to load), and is freed when a
-    /// later load pushes it out or a rollback passes it.
+    /// (default [`DEFAULT_KEEP_PREVIOUS`](crate::DEFAULT_KEEP_PREVIOUS); 0 keeps none). Each
+    /// kept snapshot holds its compiled config in memory (about what the config took to
+    /// load), and is freed when a later load pushes it out or a rollback passes it.
     pub fn keep_previous(mut self, n: usize) -> Self {
         self.keep_previous = n;
         self
