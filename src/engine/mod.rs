@@ -307,7 +307,9 @@ impl Engine {
         )
     }
 
-    #[inline]
+    // Always inlined (with the non-sticky path inside it) into `decide`, as it was before
+    // the sticky dispatch made it big enough for the inliner to leave it out of line.
+    #[inline(always)]
     fn finish(
         &self,
         snap: Guard<Arc<Snapshot>>,
@@ -499,7 +501,7 @@ impl BanditId for Ids<'_> {
 
 /// Counts the decision into this thread's cells of the snapshot (published to the per-slot counters
 /// in batches, see `crate::metrics::publish`).
-#[inline]
+#[inline(always)]
 fn count(snap: &Snapshot, idx: u32, raw: RawReason) {
     let Some(slot) = snap.slots.get(idx as usize) else {
         let row = snap.counts.unknown_row();

@@ -78,7 +78,7 @@ impl Snapshot {
     /// The slot's position. Each thread remembers the last slot it found: a service that
     /// decides the same slot over and over then compares one string instead of hashing. The
     /// memo is checked against the slot's id, so it is exact for any snapshot.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn slot_idx(&self, slot: &str) -> Option<u32> {
         let last = LAST_SLOT.with(Cell::get);
         if self
