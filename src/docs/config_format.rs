@@ -89,8 +89,9 @@
 //!
 //! Cost: sticky slots read the store on every decision (`MemoryAssignments` takes a shard read
 //! lock and copies the assignment; the Redis store adds one field to the fetch) and allocate
-//! when they queue a write; slots without `sticky` are decided exactly as before (the engine
-//! checks one flag of the snapshot).
+//! when they queue a write. A config without sticky slots costs one flag check of the
+//! snapshot; in a config with some, the other slots take an out-of-line path that does the
+//! same work plus a look at the slot's option.
 //!
 //! ## Conditions
 //!

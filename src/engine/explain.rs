@@ -49,8 +49,6 @@ impl Engine {
         let id = DecisionId::from_u128(u128::from(self.inner.prefix) << 64 | u128::from(u64::MAX));
         let outcome = if snap.any_sticky {
             // Reads a sticky slot's stored assignment like `decide`, never writes one.
-            let mut bandit_id = id.as_u128();
-            let mut trace = &mut steps;
             self.sticky_outcome(
                 &snap,
                 idx,
@@ -58,8 +56,8 @@ impl Engine {
                 features,
                 false,
                 None,
-                &mut bandit_id,
-                &mut trace,
+                &mut id.as_u128(),
+                &mut steps,
                 false,
             )
         } else {

@@ -2,10 +2,11 @@
 //! holds, queue a new one when a split or rollout assigns.
 
 use super::Engine;
-use crate::bucketing::int_bytes;
 use crate::features::{Features, Value};
 use crate::snapshot::trace::Trace;
-use crate::snapshot::{BanditId, Outcome, RawCause, RawReason, Slot, Snapshot, Sticky, Unit};
+use crate::snapshot::{
+    unit_bytes, BanditId, Outcome, RawCause, RawReason, Slot, Snapshot, Sticky, Unit,
+};
 use crate::sticky::queue::Writer;
 use crate::sticky::{Assignment, AssignmentWrite};
 
@@ -190,16 +191,11 @@ fn assigned_by(outcome: &Outcome, slot: &Slot) -> bool {
 /// What an assignment is tied to: 0 for the user, a hash of the feature's value for a
 /// feature unit (`None` when the feature is absent or neither a string nor an integer).
 fn unit_hash(unit: &Unit, features: &Features) -> Option<u64> {
-    use xxhash_rust::xxh3::xxh3_64;
     match unit {
         Unit::User => Some(0),
-        Unit::Feature(k) => match k.get(features)? {
-            Value::Str(s) => Some(xxh3_64(s.as_bytes())),
-            Value::Int(i) => {
-                let mut buf = [0u8; 20];
-                Some(xxh3_64(int_bytes(*i, &mut buf)))
-            }
-            _ => None,
-        },
+        Unit::Feature(k) => {
+            let mut buf = [0u8; 20];
+            unit_bytes(k.get(features)?, &mut buf).map(xxhash_rust::xxh3::xxh3_64)
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::source::Shared;
-use super::{run_on, Conn, OwnedRuntime, RedisError, RedisFeatureSource};
+use super::{query_each, run_on, OwnedRuntime, RedisError, RedisFeatureSource};
 use crate::sticky::{field_name, Assignment, AssignmentError, AssignmentStore, AssignmentWrite};
 
 /// Sticky slots' assignments in Redis, in each user's feature hash: field
@@ -93,20 +93,9 @@ impl AssignmentStore for RedisAssignments {
             self.shared.command_timeout,
             "HSET (assignments)",
             async move {
-                let mut conn = sh.write_conn.clone();
-                if matches!(conn, Conn::Cluster(_)) {
-                    let futs = cmds.iter().map(|cmd| {
-                        let mut c = conn.clone();
-                        async move { cmd.query_async::<()>(&mut c).await }
-                    });
-                    futures_util::future::try_join_all(futs).await.map(|_| ())
-                } else {
-                    let mut p = redis::pipe();
-                    for cmd in cmds {
-                        p.add_command(cmd).ignore();
-                    }
-                    p.query_async::<()>(&mut conn).await
-                }
+                query_each::<redis::Value>(&sh.write_conn, cmds)
+                    .await
+                    .map(drop)
             },
         )
         .map_err(backend)

@@ -74,6 +74,27 @@ pub(super) fn run_on<T: Send + 'static>(
     }
 }
 
+/// Runs `cmds`, each about one key, and gives their answers in order: one pipeline on a
+/// single node, concurrent requests on a cluster (the keys may live on different nodes).
+pub(super) async fn query_each<T: redis::FromRedisValue + Send>(
+    conn: &Conn,
+    cmds: Vec<Cmd>,
+) -> redis::RedisResult<Vec<T>> {
+    if matches!(conn, Conn::Cluster(_)) {
+        let futs = cmds.iter().map(|cmd| {
+            let mut c = conn.clone();
+            async move { cmd.query_async::<T>(&mut c).await }
+        });
+        futures_util::future::try_join_all(futs).await
+    } else {
+        let mut p = redis::pipe();
+        for cmd in cmds {
+            p.add_command(cmd);
+        }
+        p.query_async(&mut conn.clone()).await
+    }
+}
+
 pub(super) fn hmget(key: &str, fields: &[String]) -> Cmd {
     let mut cmd = redis::cmd("HMGET");
     cmd.arg(key).arg(fields);

@@ -66,7 +66,7 @@ pub use writer::{AggregatesWriter, WriteReport};
 use breaker::{Breaker, CLOSED, OPEN};
 use cache::Cache;
 use codec::{decode, encode};
-use conn::{data_message, hmget, is_per_key, run_on, Conn, OwnedRuntime, FETCH_SCRIPT};
+use conn::{data_message, hmget, is_per_key, query_each, run_on, Conn, OwnedRuntime, FETCH_SCRIPT};
 use source::Shared;
 
 /// Default deadline-independent limit on one Redis command (writes, batch fetches).

@@ -158,25 +158,13 @@ impl RedisFeatureSource {
         let now = self.shared.clock.now_ms();
         let names: Vec<Box<str>> = names.iter().map(|&n| n.into()).collect();
         let (fields, plan) = self.shared.plan(&names, now);
-        let keys: Vec<String> = users.iter().map(|u| self.key(u)).collect();
+        let cmds: Vec<redis::Cmd> = users.iter().map(|u| hmget(&self.key(u), &fields)).collect();
         let sh = Arc::clone(&self.shared);
-        let rows: Vec<Vec<Option<Vec<u8>>>> = self.run("HMGET (batch)", async move {
-            let mut conn = sh.conn.clone();
-            if matches!(conn, Conn::Cluster(_)) {
-                let futs = keys.iter().map(|k| {
-                    let mut c = conn.clone();
-                    let cmd = hmget(k, &fields);
-                    async move { cmd.query_async::<Vec<Option<Vec<u8>>>>(&mut c).await }
-                });
-                futures_util::future::try_join_all(futs).await
-            } else {
-                let mut p = redis::pipe();
-                for k in &keys {
-                    p.add_command(hmget(k, &fields));
-                }
-                p.query_async(&mut conn).await
-            }
-        })?;
+        let rows: Vec<Vec<Option<Vec<u8>>>> =
+            self.run(
+                "HMGET (batch)",
+                async move { query_each(&sh.conn, cmds).await },
+            )?;
         rows.into_iter()
             .zip(users)
             .map(|(vals, user)| {

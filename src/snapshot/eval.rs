@@ -453,20 +453,32 @@ pub(super) fn unit_bucket(
 ) -> Option<u32> {
     match unit {
         Unit::User => Some(bucket_with_seed(seed, user.as_bytes())),
-        Unit::Feature(k) => match k.get(features) {
-            Some(Value::Str(s)) => Some(bucket_with_seed(seed, s.as_bytes())),
-            Some(Value::Int(i)) => {
-                let mut buf = [0u8; 20];
-                Some(bucket_with_seed(seed, int_bytes(*i, &mut buf)))
+        Unit::Feature(k) => {
+            let mut buf = [0u8; 20];
+            match k.get(features) {
+                Some(v) => match unit_bytes(v, &mut buf) {
+                    Some(b) => Some(bucket_with_seed(seed, b)),
+                    None => {
+                        issue.get_or_insert(Issue::WrongType(k.id));
+                        None
+                    }
+                },
+                None => {
+                    issue.get_or_insert(Issue::Missing(k.id));
+                    None
+                }
             }
-            Some(_) => {
-                issue.get_or_insert(Issue::WrongType(k.id));
-                None
-            }
-            None => {
-                issue.get_or_insert(Issue::Missing(k.id));
-                None
-            }
-        },
+        }
+    }
+}
+
+/// The bytes a feature unit's value is bucketed (and a sticky assignment tied) by: a
+/// string's UTF-8, an integer's decimal digits; `None` for other types.
+#[inline]
+pub(crate) fn unit_bytes<'a>(v: &'a Value, buf: &'a mut [u8; 20]) -> Option<&'a [u8]> {
+    match v {
+        Value::Str(s) => Some(s.as_bytes()),
+        Value::Int(i) => Some(int_bytes(*i, buf)),
+        _ => None,
     }
 }

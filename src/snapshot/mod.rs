@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 pub(crate) use crate::features::FeatureKey;
 pub(crate) use condition::Cond;
-pub(crate) use eval::{BanditId, Outcome, RawCause, RawReason, NO_VARIANT};
+pub(crate) use eval::{unit_bytes, BanditId, Outcome, RawCause, RawReason, NO_VARIANT};
 pub(crate) use lookup::StrIndex;
 
 use crate::metrics::Counts;

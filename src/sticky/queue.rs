@@ -2,7 +2,7 @@
 //! in, and a thread that writes them to the store in batches.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -65,13 +65,8 @@ impl Writer {
     /// Queues `w` without waiting; a full queue drops it (counted).
     pub(crate) fn offer(&self, w: AssignmentWrite) {
         self.counts.offered.fetch_add(1, Ordering::Relaxed);
-        let sent = match &self.tx {
-            Some(tx) => match tx.try_send(w) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            },
-            None => false,
-        };
+        // Full or closed alike: the write is dropped, never waited for.
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.try_send(w).is_ok());
         if !sent {
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
             writes_counted("dropped", 1);
